@@ -1,0 +1,498 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  The worker's reads and writes of retl's catalog tables: claiming
+ *	  queued runs, recovering runs of a dead worker, recording progress,
+ *	  failed events and the end of a run.
+ *
+ * Every function here runs its own short transaction (except where noted)
+ * so that no transaction is ever open while HTTP requests are in flight.
+ * The SQL is schema-qualified and the worker runs with search_path =
+ * pg_catalog, so a hostile search_path changes nothing.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+/*
+ * Starts a transaction with SPI connected and a snapshot set.
+ */
+static MemoryContext xact_caller_cxt = NULL;
+
+static void
+xact_begin(void)
+{
+	xact_caller_cxt = CurrentMemoryContext;
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "retl: SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+/*
+ * Ends what xact_begin started, committing.
+ */
+static void
+xact_end(void)
+{
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(xact_caller_cxt);
+}
+
+/*
+ * Runs one statement with arguments and checks its result code.
+ */
+static void
+exec_args(const char *sql, int nargs, Oid *types, Datum *values,
+		  const char *nulls, int expect)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls,
+										   false, 0);
+
+	if (rc != expect)
+		elog(ERROR, "retl: catalog statement failed (%s): %s",
+			 SPI_result_code_string(rc), sql);
+}
+
+/*
+ * Does the extension exist in this database?  A worker whose extension was
+ * dropped exits.
+ */
+bool
+retl_catalog_extension_exists(void)
+{
+	bool		exists;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	exists = OidIsValid(get_extension_oid("retl", true));
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	return exists;
+}
+
+/*
+ * Requeues the runs a dead worker left running, and ends those it was
+ * stopping.  Nothing is dropped: the cursor only advances when a run
+ * completes, so a requeued run re-reads what was not acknowledged.
+ */
+void
+retl_catalog_recover(void)
+{
+	xact_begin();
+	exec_args("UPDATE retl.runs SET "
+			  " status = CASE WHEN status = 'running' THEN 'queued' ELSE 'stopped' END,"
+			  " finished_at = CASE WHEN status = 'running' THEN NULL ELSE clock_timestamp() END,"
+			  " started_at = CASE WHEN status = 'running' THEN NULL ELSE started_at END,"
+			  " rows_read = 0, events_sent = 0, events_succeeded = 0, events_failed = 0,"
+			  " error = CASE WHEN status = 'running' THEN NULL"
+			  "  ELSE 'the worker restarted while the run was stopping' END"
+			  " WHERE status IN ('running', 'stopping', 'draining')",
+			  0, NULL, NULL, NULL, SPI_OK_UPDATE);
+	xact_end();
+}
+
+/*
+ * Copies a text column of the current SPI row into the run's context.
+ */
+static char *
+get_text(int col)
+{
+	char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col);
+
+	return v;
+}
+
+/*
+ * Returns a jsonb column of the current SPI row.
+ */
+static Jsonb *
+get_jsonb(int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+								  col, &isnull);
+
+	return isnull ? NULL : DatumGetJsonbPCopy(d);
+}
+
+/*
+ * Marks the oldest claimable queued run as running and returns its id, or
+ * 0.  A run is claimable when no other run of its sync is active, so a run
+ * requested during a drain waits for the drain to end.
+ */
+static int64
+claim_next_id(void)
+{
+	int64		id = 0;
+	bool		isnull;
+
+	xact_begin();
+	exec_args("UPDATE retl.runs r SET status = 'running', started_at = clock_timestamp()"
+			  " WHERE r.id = (SELECT q.id FROM retl.runs q"
+			  "  WHERE q.status = 'queued' AND NOT EXISTS (SELECT 1 FROM retl.runs a"
+			  "   WHERE a.sync_id = q.sync_id AND a.status IN ('running', 'stopping', 'draining'))"
+			  "  ORDER BY q.id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+			  " RETURNING r.id",
+			  0, NULL, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed == 1)
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull));
+	xact_end();
+	return id;
+}
+
+/*
+ * Loads the sync and destination of a claimed run into the run's memory.
+ * Returns false when the sync is gone.
+ */
+static bool
+load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
+		 char **pk, char **event_type, char **kind)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(run->id)};
+	bool		isnull;
+	MemoryContext old;
+
+	exec_args("SELECT r.sync_id, s.name, r.kind, s.source::oid, s.owner::oid,"
+			  " s.event_type, s.mapping, s.primary_key, s.options, d.kind, d.config,"
+			  " s.cursor_snapshot"
+			  " FROM retl.runs r JOIN retl.syncs s ON s.id = r.sync_id"
+			  " JOIN retl.destinations d ON d.id = s.destination_id"
+			  " WHERE r.id = $1",
+			  1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		return false;
+	old = MemoryContextSwitchTo(run->cxt);
+	run->sync_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	run->sync_name = get_text(2);
+	run->full = strcmp(get_text(3), "full") == 0;
+	run->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	run->owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+	*event_type = get_text(6);
+	*mapping = get_jsonb(7);
+	*pk = get_text(8);
+	*options = get_jsonb(9);
+	*kind = get_text(10);
+	*config = get_jsonb(11);
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 12, &isnull);
+
+		run->prev_snapshot = isnull ? NULL : DatumGetByteaPCopy(d);
+	}
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/*
+ * Decides whether an incremental run can use its cursor.  Returns the
+ * reason it must be full, or NULL.
+ */
+static const char *
+full_reason(RetlRun *run)
+{
+	if (run->full)
+		return NULL;
+	if (run->map->relkind == RELKIND_VIEW && run->map->xmin_column < 0)
+		return "the source is a view without an xmin column: every row is sent";
+	if (run->map->relkind == RELKIND_FOREIGN_TABLE)
+		return "the source is a foreign table: every row is sent";
+	if (run->map->relkind == RELKIND_RELATION || run->map->relkind == RELKIND_MATVIEW)
+		return retl_snapshot_guard(run->prev_snapshot, run->relid);
+	return run->prev_snapshot ? NULL : "no cursor yet";
+}
+
+/*
+ * Sets up a claimed run: compiles its mapping, opens its destination,
+ * applies the cursor guards, takes the run's snapshot and records it.
+ */
+static void
+setup_run(RetlRun *run)
+{
+	Jsonb	   *mapping,
+			   *options,
+			   *config;
+	char	   *pk,
+			   *event_type,
+			   *kind;
+	const char *reason;
+	MemoryContext old;
+	Oid			types[4] = {INT8OID, BYTEAOID, TEXTOID, OIDOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	xact_begin();
+	if (!load_run(run, &mapping, &options, &config, &pk, &event_type, &kind))
+		elog(ERROR, "the sync of this run was dropped");
+	if (get_rel_relkind(run->relid) == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the source relation of sync \"%s\" no longer exists",
+						run->sync_name)));
+	old = MemoryContextSwitchTo(run->cxt);
+	run->map = retl_mapping_compile(run->relid, strcmp(event_type, "track") == 0,
+									mapping, pk, options);
+	retl_dest_open(&run->dest, kind, config);
+	retl_event_ctx_init(&run->ectx, run->sync_id, run->sync_name, run->id);
+	reason = full_reason(run);
+	if (reason != NULL)
+	{
+		run->full = true;
+		run->prev_snapshot = NULL;
+	}
+	run->snapshot = retl_snapshot_capture(run->relid);
+	retl_reader_start(run);
+	MemoryContextSwitchTo(old);
+	values[0] = Int64GetDatum(run->id);
+	values[1] = PointerGetDatum(run->snapshot);
+	values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	nulls[2] = reason ? ' ' : 'n';
+	values[3] = ObjectIdGetDatum(run->relid);
+	exec_args("UPDATE retl.runs SET snapshot = $2,"
+			  " kind = CASE WHEN $3 IS NULL THEN kind ELSE 'full' END,"
+			  " full_reason = coalesce($3, full_reason),"
+			  " rows_estimated = (SELECT CASE WHEN c.reltuples < 0 THEN NULL"
+			  "   ELSE c.reltuples::bigint END FROM pg_catalog.pg_class c"
+			  "   WHERE c.oid = $4)"
+			  " WHERE id = $1",
+			  4, types, values, nulls, SPI_OK_UPDATE);
+	xact_end();
+}
+
+/*
+ * Marks a run that could not be set up as failed, with the error.
+ */
+static void
+fail_setup(int64 id, const char *error)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(id), CStringGetTextDatum(error)};
+
+	xact_begin();
+	exec_args("UPDATE retl.runs SET status = 'failed', finished_at = clock_timestamp(),"
+			  " error = $2 WHERE id = $1",
+			  2, types, values, NULL, SPI_OK_UPDATE);
+	xact_end();
+}
+
+/*
+ * Claims the next queued run and sets it up.  Returns NULL when there is
+ * nothing to claim; a run that cannot be set up is marked failed.
+ */
+RetlRun *
+retl_catalog_claim(void)
+{
+	for (;;)
+	{
+		int64		id = claim_next_id();
+		MemoryContext cxt;
+		RetlRun    *run;
+		MemoryContext caller = CurrentMemoryContext;
+		bool		ok = false;
+
+		if (id == 0)
+			return NULL;
+		cxt = AllocSetContextCreate(TopMemoryContext, "retl run",
+									ALLOCSET_DEFAULT_SIZES);
+		run = MemoryContextAllocZero(cxt, sizeof(RetlRun));
+		run->cxt = cxt;
+		run->id = id;
+		run->row_cxt = AllocSetContextCreate(cxt, "retl row",
+											 ALLOCSET_DEFAULT_SIZES);
+		dlist_init(&run->ready);
+		dlist_init(&run->waiting);
+		dlist_init(&run->inflight);
+		PG_TRY();
+		{
+			setup_run(run);
+			ok = true;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(caller);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			MemoryContextDelete(cxt);
+			ereport(LOG,
+					(errmsg("retl run " INT64_FORMAT " failed to start: %s",
+							id, edata->message)));
+			fail_setup(id, edata->message);
+		}
+		PG_END_TRY();
+		if (ok)
+			return run;
+	}
+}
+
+/*
+ * Notices runs that retl_stop() asked to stop, and moves them from
+ * 'stopping' to 'draining'.
+ */
+void
+retl_catalog_poll_stops(dlist_head *runs)
+{
+	dlist_iter	iter;
+	Oid			types[1] = {INT8OID};
+
+	xact_begin();
+	dlist_foreach(iter, runs)
+	{
+		RetlRun    *run = dlist_container(RetlRun, node, iter.cur);
+		Datum		values[1] = {Int64GetDatum(run->id)};
+
+		if (run->stopping)
+			continue;
+		exec_args("UPDATE retl.runs SET status = 'draining'"
+				  " WHERE id = $1 AND status = 'stopping' RETURNING id",
+				  1, types, values, NULL, SPI_OK_UPDATE_RETURNING);
+		if (SPI_processed == 1)
+		{
+			run->stopping = true;
+			run->drain_deadline = GetCurrentTimestamp() +
+				(int64) retl_drain_timeout_ms * 1000;
+		}
+	}
+	xact_end();
+}
+
+/*
+ * Writes a run's counters.
+ */
+static void
+write_counters(RetlRun *run)
+{
+	Oid			types[5] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum		values[5] = {
+		Int64GetDatum(run->id), Int64GetDatum(run->rows_read),
+		Int64GetDatum(run->events_sent), Int64GetDatum(run->events_succeeded),
+		Int64GetDatum(run->events_failed)
+	};
+
+	exec_args("UPDATE retl.runs SET rows_read = $2, events_sent = $3,"
+			  " events_succeeded = $4, events_failed = $5 WHERE id = $1",
+			  5, types, values, NULL, SPI_OK_UPDATE);
+	run->dirty = false;
+	run->last_flush = GetCurrentTimestamp();
+}
+
+/*
+ * Records a run's progress, in a short transaction of its own.
+ */
+void
+retl_catalog_flush(RetlRun *run)
+{
+	xact_begin();
+	write_counters(run);
+	xact_end();
+}
+
+/*
+ * Records the end of a run: its status, counters and error; on success,
+ * advances the sync's cursor to the run's snapshot.  Notifies channel
+ * retl_runs.
+ */
+void
+retl_catalog_finish(RetlRun *run)
+{
+	const char *status = run->stopping ? "stopped" :
+		run->failed ? "failed" : "succeeded";
+	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, BYTEAOID};
+	Datum		values[4] = {
+		Int64GetDatum(run->id), CStringGetTextDatum(status),
+		run->error ? CStringGetTextDatum(run->error) : (Datum) 0,
+		PointerGetDatum(run->snapshot)
+	};
+	char		nulls[4] = {' ', ' ', run->error ? ' ' : 'n', ' '};
+
+	xact_begin();
+	write_counters(run);
+	exec_args("UPDATE retl.runs SET status = $2, error = $3,"
+			  " finished_at = clock_timestamp() WHERE id = $1",
+			  4, types, values, nulls, SPI_OK_UPDATE);
+	if (strcmp(status, "succeeded") == 0)
+		exec_args("UPDATE retl.syncs s SET cursor_snapshot = $4, cursor_run_id = r.id,"
+				  " needs_full = s.needs_full AND r.kind <> 'full',"
+				  " full_reason = CASE WHEN r.kind = 'full' THEN NULL ELSE s.full_reason END"
+				  " FROM retl.runs r WHERE r.id = $1 AND s.id = r.sync_id",
+				  4, types, values, nulls, SPI_OK_UPDATE);
+	exec_args("SELECT pg_catalog.pg_notify('retl_runs', pg_catalog.json_build_object("
+			  "'run', $1, 'sync', r.sync_name, 'status', $2)::text)"
+			  " FROM retl.runs r WHERE r.id = $1",
+			  4, types, values, nulls, SPI_OK_SELECT);
+	xact_end();
+}
+
+/*
+ * Inserts one failed event.  Must run inside a transaction with SPI
+ * connected.
+ */
+static void
+insert_failed(RetlRun *run, const char *pk, const char *payload, int len,
+			  int http_status, const char *response, const char *error,
+			  int attempts)
+{
+	Oid			types[8] = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
+	TEXTOID, TEXTOID, INT4OID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', pk ? ' ' : 'n', ' ',
+	http_status ? ' ' : 'n', response ? ' ' : 'n', ' ', ' '};
+
+	values[0] = Int64GetDatum(run->sync_id);
+	values[1] = Int64GetDatum(run->id);
+	values[2] = pk ? CStringGetTextDatum(pk) : (Datum) 0;
+	values[3] = PointerGetDatum(cstring_to_text_with_len(payload, len));
+	values[4] = Int32GetDatum(http_status);
+	values[5] = response ? CStringGetTextDatum(response) : (Datum) 0;
+	values[6] = CStringGetTextDatum(error);
+	values[7] = Int32GetDatum(attempts);
+	exec_args("INSERT INTO retl.failed_events (sync_id, run_id, primary_key,"
+			  " message_id, payload, http_status, response_body, error, attempts)"
+			  " SELECT (SELECT s.id FROM retl.syncs s WHERE s.id = $1), $2, $3, substring($4 from '\"messageId\":\"([0-9a-f-]{36})\"'),"
+			  " $4, $5, left($6, 4096), $7, $8",
+			  8, types, values, nulls, SPI_OK_INSERT);
+}
+
+/*
+ * Records an event that is never sent (e.g. over the size limit).  Runs in
+ * the reader's page transaction.
+ */
+void
+retl_catalog_fail_event(RetlRun *run, const char *pk, const char *payload,
+						int len, const char *error)
+{
+	insert_failed(run, pk, payload, len, 0, NULL, error, 0);
+	run->events_failed++;
+	run->dirty = true;
+}
+
+/*
+ * Records every event of a batch that failed for good.
+ */
+void
+retl_catalog_fail_batch(RetlBatch *b, const char *error, bool in_xact)
+{
+	if (!in_xact)
+		xact_begin();
+	for (int i = 0; i < b->nevents; i++)
+		insert_failed(b->run, b->ev_pk[i], b->body.data + b->ev_start[i],
+					  b->ev_len[i], (int) b->http_status, b->resp, error,
+					  b->attempts);
+	if (!in_xact)
+		xact_end();
+}

@@ -1,0 +1,270 @@
+/*-------------------------------------------------------------------------
+ *
+ * dest.c
+ *	  The registry of destination kinds, the config settings they share,
+ *	  create-time validation and the redaction of secrets.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "dest.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+PG_FUNCTION_INFO_V1(retl_validate_destination);
+PG_FUNCTION_INFO_V1(retl_redact_config);
+
+static const RetlDestKind *const kinds[] = {
+	&retl_dest_webhook,
+	&retl_dest_rudderstack,
+	&retl_dest_segment,
+	NULL
+};
+
+/*
+ * Finds a kind by name.  An unknown kind is an error that lists the known
+ * ones, unless missing_ok.
+ */
+const RetlDestKind *
+retl_dest_kind(const char *name, bool missing_ok)
+{
+	StringInfoData names;
+
+	for (int i = 0; kinds[i]; i++)
+		if (strcmp(kinds[i]->name, name) == 0)
+			return kinds[i];
+	if (missing_ok)
+		return NULL;
+	initStringInfo(&names);
+	for (int i = 0; kinds[i]; i++)
+		appendStringInfo(&names, "%s%s", i ? ", " : "", kinds[i]->name);
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("destination kind \"%s\" does not exist", name),
+			 errhint("Known kinds: %s.", names.data)));
+	return NULL;
+}
+
+/*
+ * Returns an http(s) URL from the config, or raises a clear error.
+ */
+char *
+retl_dest_require_url(Jsonb *config, const char *key)
+{
+	char	   *url = retl_jsonb_get_text(config, key);
+
+	if (url == NULL || url[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination config needs \"%s\"", key),
+				 errhint("For example {\"%s\": \"https://example.com/hook\"}.", key)));
+	if (pg_strncasecmp(url, "http://", 7) != 0 &&
+		pg_strncasecmp(url, "https://", 8) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination \"%s\" must be an http or https URL", key)));
+	return url;
+}
+
+/*
+ * Reads an integer setting within bounds, or returns the default.
+ */
+static int64
+read_bounded(Jsonb *config, const char *key, int64 dflt, int64 lo, int64 hi)
+{
+	int64		v;
+
+	if (!retl_jsonb_get_int(config, key, &v))
+		return dflt;
+	if (v < lo || v > hi)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination setting \"%s\" must be between " INT64_FORMAT
+						" and " INT64_FORMAT, key, lo, hi)));
+	return v;
+}
+
+/*
+ * Reads the settings every kind shares.  The kind gives its API's limits;
+ * the config may only lower them.
+ */
+void
+retl_dest_read_common(RetlDest *dest, Jsonb *config, int batch_default,
+					  int batch_max, int64 bytes_max, int64 event_max)
+{
+	dest->batch_size = read_bounded(config, "batch_size", batch_default,
+									1, batch_max);
+	dest->max_batch_bytes = read_bounded(config, "max_batch_bytes",
+										 bytes_max, 1024, bytes_max);
+	dest->max_event_bytes = Min(event_max, dest->max_batch_bytes);
+	dest->max_in_flight = read_bounded(config, "max_in_flight", 4, 1, 64);
+	dest->timeout_ms = read_bounded(config, "timeout_ms", 30000, 100, 3600000);
+	dest->max_attempts = read_bounded(config, "max_attempts", 8, 1, 100);
+	dest->max_backoff_ms = read_bounded(config, "max_backoff_ms", 30000, 10,
+										3600000);
+}
+
+/*
+ * Adds a request header.  The list is allocated by curl, not palloc.
+ */
+void
+retl_dest_add_header(RetlDest *dest, const char *name, const char *value)
+{
+	char	   *line = psprintf("%s: %s", name, value);
+	struct curl_slist *l = curl_slist_append(dest->headers, line);
+
+	pfree(line);
+	if (l == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	dest->headers = l;
+}
+
+/*
+ * Rejects config keys a kind does not know, so typos are caught early.
+ */
+void
+retl_dest_check_keys(Jsonb *config, const char *kind,
+					 const char *const *allowed)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(config))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination config must be a JSON object")));
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		int			i;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		for (i = 0; allowed[i] && strcmp(allowed[i], key) != 0; i++)
+			;
+		if (allowed[i] == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown setting \"%s\" for a %s destination",
+							key, kind)));
+	}
+}
+
+/*
+ * Frees the curl header list when the memory context that holds the
+ * destination is reset or deleted, so an error cannot leak it.
+ */
+static void
+dest_free_headers(void *arg)
+{
+	RetlDest   *dest = (RetlDest *) arg;
+
+	if (dest->headers)
+		curl_slist_free_all(dest->headers);
+	dest->headers = NULL;
+}
+
+/*
+ * Prepares a destination for sending, in CurrentMemoryContext.
+ */
+void
+retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config)
+{
+	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
+
+	memset(dest, 0, sizeof(RetlDest));
+	dest->kind = retl_dest_kind(kind, false);
+	dest->prefix = "[";
+	dest->separator = ",";
+	dest->suffix = "]";
+	cb->func = dest_free_headers;
+	cb->arg = dest;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+	dest->kind->validate(config);
+	dest->kind->open(dest, config);
+	retl_dest_add_header(dest, "Content-Type", "application/json");
+	retl_dest_add_header(dest, "User-Agent", "retl/" RETL_VERSION);
+	retl_dest_add_header(dest, "Expect", "");
+}
+
+/*
+ * Frees what retl_dest_open allocated outside palloc.
+ */
+void
+retl_dest_close(RetlDest *dest)
+{
+	dest_free_headers(dest);
+}
+
+/*
+ * SQL: retl._validate_destination(kind, config).
+ */
+Datum
+retl_validate_destination(PG_FUNCTION_ARGS)
+{
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Jsonb	   *config = PG_GETARG_JSONB_P(1);
+	RetlDest	dest;
+
+	if (!JB_ROOT_IS_OBJECT(config))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination config must be a JSON object")));
+	retl_dest_open(&dest, kind, config);
+	retl_dest_close(&dest);
+	PG_RETURN_VOID();
+}
+
+/*
+ * Is this config key a secret?  write_key, api_key, secret_access_key,
+ * password, token, secret and anything ending in _key or _secret.
+ */
+bool
+retl_is_secret_key(const char *key)
+{
+	size_t		len = strlen(key);
+
+	return strcmp(key, "password") == 0 || strcmp(key, "token") == 0 ||
+		strcmp(key, "secret") == 0 ||
+		(len >= 4 && strcmp(key + len - 4, "_key") == 0) ||
+		(len >= 7 && strcmp(key + len - 7, "_secret") == 0);
+}
+
+/*
+ * SQL: retl._redact(config).  The config with every secret shown as "***".
+ */
+Datum
+retl_redact_config(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *config = PG_GETARG_JSONB_P(0);
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbParseState *state = NULL;
+	JsonbValue *res = NULL;
+	bool		redact_next = false;
+
+	if (!JB_ROOT_IS_OBJECT(config))
+		PG_RETURN_JSONB_P(config);
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			redact_next = retl_is_secret_key(pnstrdup(v.val.string.val,
+													  v.val.string.len));
+		if (tok == WJB_VALUE && redact_next)
+		{
+			v.type = jbvString;
+			v.val.string.val = "***";
+			v.val.string.len = 3;
+		}
+		res = pushJsonbValue(&state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
+	}
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+}

@@ -1,0 +1,211 @@
+/*-------------------------------------------------------------------------
+ *
+ * event.c
+ *	  Builds one event (RudderStack / Segment spec) from one row, straight
+ *	  into a StringInfo, by walking the compiled mapping tree.
+ *
+ * The event is written in this order: type, the mapped fields, then the
+ * context object.  Everything up to the mapped part of the context is
+ * deterministic, so it is hashed (with the sync id and the primary key)
+ * into the messageId; the run-specific parts (context.library,
+ * context.sources, messageId, originalTimestamp, sentAt and the default
+ * timestamp) are appended after the hash.  The same row therefore always
+ * gets the same messageId, whatever run sends it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "retl.h"
+
+#include "common/hashfn.h"
+
+/*
+ * Prepares the per-run parts of every event: context.library and
+ * context.sources.  A run id of 0 (previews) is written as null.
+ */
+void
+retl_event_ctx_init(RetlEventCtx *ctx, int64 sync_id, const char *sync_name,
+					int64 run_id)
+{
+	StringInfoData tail;
+
+	initStringInfo(&tail);
+	appendStringInfoString(&tail,
+						   "\"library\":{\"name\":\"retl\",\"version\":\""
+						   RETL_VERSION "\"},\"sources\":{\"job_run_id\":");
+	if (run_id > 0)
+		appendStringInfo(&tail, INT64_FORMAT, run_id);
+	else
+		appendStringInfoString(&tail, "null");
+	appendStringInfoString(&tail, ",\"sync\":");
+	retl_json_escape(&tail, sync_name, strlen(sync_name));
+	appendStringInfoString(&tail, "}}");
+	ctx->tail = tail.data;
+	ctx->sync_id = sync_id;
+	initStringInfo(&ctx->scratch);
+	retl_event_ctx_set_now(ctx, GetCurrentTimestamp());
+}
+
+/*
+ * Sets the time written as originalTimestamp and sentAt.  Called once per
+ * page of rows rather than per row: a clock read per row costs more than
+ * the precision is worth.
+ */
+void
+retl_event_ctx_set_now(RetlEventCtx *ctx, TimestampTz now)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	retl_json_append_timestamptz(&buf, now);
+	strlcpy(ctx->now, buf.data, sizeof(ctx->now));
+	pfree(buf.data);
+}
+
+/*
+ * Writes a leaf value.  userId, anonymousId and event are always strings,
+ * as the Segment spec requires, even when the column is a number.
+ */
+static void
+write_leaf_value(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
+				 RetlMapNode *n, Datum *values, bool *nulls)
+{
+	if (n->constant != NULL)
+	{
+		appendStringInfoString(buf, n->constant);
+		return;
+	}
+	if (nulls[n->column])
+	{
+		appendStringInfoString(buf, "null");
+		return;
+	}
+	if (!n->force_string)
+	{
+		retl_json_append_datum(buf, values[n->column], map->coljson[n->column]);
+		return;
+	}
+	resetStringInfo(&ctx->scratch);
+	retl_json_append_datum(&ctx->scratch, values[n->column],
+						   map->coljson[n->column]);
+	if (ctx->scratch.len > 0 && ctx->scratch.data[0] == '"')
+		appendBinaryStringInfo(buf, ctx->scratch.data, ctx->scratch.len);
+	else
+		retl_json_escape(buf, ctx->scratch.data, ctx->scratch.len);
+}
+
+/*
+ * Writes the members of an object node; *first tells whether a comma is
+ * due.  NULL columns are omitted unless the sync keeps nulls.
+ */
+static void
+write_members(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
+			  RetlMapNode *parent, Datum *values, bool *nulls, bool *first,
+			  RetlMapNode *skip)
+{
+	for (RetlMapNode *n = parent->children; n != NULL; n = n->next)
+	{
+		bool		leaf = n->column >= 0 || n->constant != NULL;
+		bool		child_first = true;
+
+		if (n == skip)
+			continue;
+		if (leaf && n->column >= 0 && nulls[n->column] && !map->keep_nulls)
+			continue;
+		/* key_json starts with a comma; drop it for the first member */
+		appendBinaryStringInfo(buf, n->key_json.data + (*first ? 1 : 0),
+							   n->key_json.len - (*first ? 1 : 0));
+		*first = false;
+		if (leaf)
+			write_leaf_value(buf, map, ctx, n, values, nulls);
+		else
+		{
+			appendStringInfoChar(buf, '{');
+			write_members(buf, map, ctx, n, values, nulls, &child_first, NULL);
+			appendStringInfoChar(buf, '}');
+		}
+	}
+}
+
+/*
+ * Formats 128 bits of hash as a UUID-shaped messageId.
+ */
+static void
+format_message_id(char *out, uint64 hi, uint64 lo)
+{
+	char		hex[33];
+
+	snprintf(hex, sizeof(hex), "%016llx%016llx",
+			 (unsigned long long) hi, (unsigned long long) lo);
+	snprintf(out, RETL_MESSAGE_ID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s",
+			 hex, hex + 8, hex + 12, hex + 16, hex + 20);
+}
+
+/*
+ * Hashes the deterministic part of the event, plus the sync id and the
+ * primary key, into the messageId.
+ */
+static void
+compute_message_id(StringInfo buf, int start, RetlMapping *map,
+				   RetlEventCtx *ctx, Datum *values, bool *nulls,
+				   char *message_id)
+{
+	uint64		seed = (uint64) ctx->sync_id;
+	uint64		hi,
+				lo;
+
+	resetStringInfo(&ctx->scratch);
+	if (map->pk_column >= 0 && !nulls[map->pk_column])
+		retl_json_append_datum(&ctx->scratch, values[map->pk_column],
+							   map->coljson[map->pk_column]);
+	hi = hash_bytes_extended((const unsigned char *) buf->data + start,
+							 buf->len - start, seed * 2 + 1);
+	lo = hash_bytes_extended((const unsigned char *) buf->data + start,
+							 buf->len - start, seed * 2 + 2);
+	if (ctx->scratch.len > 0)
+	{
+		hi ^= hash_bytes_extended((const unsigned char *) ctx->scratch.data,
+								  ctx->scratch.len, hi);
+		lo ^= hash_bytes_extended((const unsigned char *) ctx->scratch.data,
+								  ctx->scratch.len, lo);
+	}
+	format_message_id(message_id, hi, lo);
+}
+
+/*
+ * Appends the event of one row to buf and returns its messageId.
+ */
+void
+retl_event_build(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
+				 Datum *values, bool *nulls, char *message_id)
+{
+	int			start = buf->len;
+	bool		first = false;
+	bool		ctx_first = true;
+	RetlMapNode *context = NULL;
+
+	for (RetlMapNode *n = map->root->children; n != NULL; n = n->next)
+		if (strcmp(n->key, "context") == 0)
+			context = n;
+	appendStringInfoString(buf, map->track ? "{\"type\":\"track\""
+						   : "{\"type\":\"identify\"");
+	write_members(buf, map, ctx, map->root, values, nulls, &first, context);
+	appendStringInfoString(buf, ",\"context\":{");
+	if (context != NULL)
+		write_members(buf, map, ctx, context, values, nulls, &ctx_first, NULL);
+	compute_message_id(buf, start, map, ctx, values, nulls, message_id);
+	if (!ctx_first)
+		appendStringInfoChar(buf, ',');
+	appendStringInfoString(buf, ctx->tail);
+	appendStringInfoString(buf, ",\"messageId\":\"");
+	appendBinaryStringInfo(buf, message_id, RETL_MESSAGE_ID_LEN);
+	appendStringInfoString(buf, "\",\"originalTimestamp\":");
+	appendStringInfoString(buf, ctx->now);
+	appendStringInfoString(buf, ",\"sentAt\":");
+	appendStringInfoString(buf, ctx->now);
+	if (!map->has_timestamp)
+	{
+		appendStringInfoString(buf, ",\"timestamp\":");
+		appendStringInfoString(buf, ctx->now);
+	}
+	appendStringInfoChar(buf, '}');
+}

@@ -1,0 +1,310 @@
+/*-------------------------------------------------------------------------
+ *
+ * reader.c
+ *	  Reads a sync's source in pages, each page in its own short
+ *	  transaction, and turns its rows into batches of events.
+ *
+ * No transaction stays open across HTTP: that would pin xmin and block
+ * vacuum (DESIGN.md, "Reading and change detection").  Plain tables are
+ * read in ranges of blocks (a TID range scan per page).  A row version that
+ * was visible to the run's snapshot is at a block below the block count
+ * read after that snapshot, and stays visible until it is updated, in which
+ * case its new version is newer than the run's snapshot and the next run
+ * sends it.  Other sources (views, partitioned tables) are read through a
+ * holdable cursor, which PostgreSQL materializes when the first page's
+ * transaction commits.
+ *
+ * Pages are read as the sync's owner, so GRANTs and row-level security
+ * apply.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "access/relation.h"
+
+#define PAGE_BLOCKS 256			/* blocks per TID range query */
+#define PAGE_MAX_BLOCKS 8192	/* blocks per transaction */
+#define PAGE_MAX_MS 100			/* time per transaction */
+#define CURSOR_FETCH 2000		/* rows per fetch from a holdable cursor */
+
+/*
+ * Prepares reading: decides how the source is paged and builds the query.
+ * Runs in the transaction that claims the run, right after the run's
+ * snapshot was taken, so the block count covers every visible row.
+ */
+void
+retl_reader_start(RetlRun *run)
+{
+	RetlMapping *map = run->map;
+	StringInfoData q;
+	bool		filter = run->prev_snapshot != NULL;
+	const char *xmin_expr = map->xmin_column >= 0
+		? quote_identifier(map->colnames[map->xmin_column]) : "xmin";
+
+	run->use_ctid = map->relkind == RELKIND_RELATION;
+	initStringInfo(&q);
+	appendStringInfo(&q, "SELECT %s FROM %s%s WHERE true",
+					 retl_mapping_select_list(map),
+					 run->use_ctid ? "ONLY " : "", map->relname);
+	if (filter)
+	{
+		Size		len = VARSIZE_ANY_EXHDR(run->prev_snapshot);
+		char	   *hex = palloc(len * 2 + 1);
+
+		hex[hex_encode(VARDATA_ANY(run->prev_snapshot), len, hex)] = '\0';
+		appendStringInfo(&q,
+						 " AND retl._xmin_is_new(%s, pg_catalog.decode('%s', 'hex'))",
+						 xmin_expr, hex);
+	}
+	run->query = q.data;
+	if (run->use_ctid)
+	{
+		Relation	rel = relation_open(run->relid, AccessShareLock);
+
+		run->nblocks = RelationGetNumberOfBlocks(rel);
+		relation_close(rel, AccessShareLock);
+	}
+	else
+		run->cursor_name = psprintf("retl_run_" INT64_FORMAT, run->id);
+	initStringInfo(&run->event_buf);
+}
+
+/*
+ * Turns the rows of one SPI result into events.
+ */
+static void
+process_rows(RetlRun *run, SPITupleTable *tt, uint64 n)
+{
+	RetlMapping *map = run->map;
+	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
+	bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
+	char		message_id[RETL_MESSAGE_ID_LEN + 1];
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(run->row_cxt);
+		char	   *pk = NULL;
+
+		heap_deform_tuple(tt->vals[i], tt->tupdesc, values, nulls);
+		resetStringInfo(&run->event_buf);
+		retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
+						 message_id);
+		if (map->pk_column >= 0 && !nulls[map->pk_column])
+			pk = OutputFunctionCall(&map->pk_out, values[map->pk_column]);
+		MemoryContextSwitchTo(old);
+		run->rows_read++;
+		retl_run_add_event(run, pk);
+		MemoryContextReset(run->row_cxt);
+	}
+	pfree(values);
+	pfree(nulls);
+}
+
+/*
+ * Reads block ranges until enough events are built or the page's block or
+ * time budget is spent.
+ */
+static void
+read_ctid_page(RetlRun *run, int want_events)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	BlockNumber scanned = 0;
+	int64		before = run->rows_read;
+
+	while (run->next_block < run->nblocks)
+	{
+		BlockNumber end = Min(run->nblocks, run->next_block + PAGE_BLOCKS);
+		char	   *sql = psprintf("%s AND ctid >= '(%u,0)'::tid AND ctid < '(%u,0)'::tid",
+								   run->query, run->next_block, end);
+		int			rc = SPI_execute(sql, true, 0);
+
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "retl: reading the source failed: %s",
+				 SPI_result_code_string(rc));
+		process_rows(run, SPI_tuptable, SPI_processed);
+		SPI_freetuptable(SPI_tuptable);
+		pfree(sql);
+		scanned += end - run->next_block;
+		run->next_block = end;
+		if (run->rows_read - before >= want_events ||
+			scanned >= PAGE_MAX_BLOCKS ||
+			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), PAGE_MAX_MS))
+			break;
+	}
+	if (run->next_block >= run->nblocks)
+		run->reading_done = true;
+}
+
+/*
+ * Reads one fetch from the holdable cursor, declaring it on first use.
+ */
+static void
+read_cursor_page(RetlRun *run)
+{
+	Portal		portal;
+
+	if (!run->cursor_open)
+	{
+		char	   *sql = psprintf("DECLARE %s NO SCROLL CURSOR WITH HOLD FOR %s",
+								   run->cursor_name, run->query);
+
+		if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "retl: could not declare the source cursor");
+		run->cursor_open = true;
+	}
+	portal = SPI_cursor_find(run->cursor_name);
+	if (portal == NULL)
+		elog(ERROR, "retl: source cursor \"%s\" is gone", run->cursor_name);
+	SPI_cursor_fetch(portal, true, CURSOR_FETCH);
+	if (SPI_processed == 0)
+		run->reading_done = true;
+	process_rows(run, SPI_tuptable, SPI_processed);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Reads one page of the source in a short transaction, as the sync's
+ * owner.  Closes the last batch when the source is exhausted.
+ */
+void
+retl_reader_page(RetlRun *run)
+{
+	Oid			save_uid;
+	int			save_sec;
+	int			want = run->dest.batch_size * run->dest.max_in_flight * 2;
+	MemoryContext caller = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	GetUserIdAndSecContext(&save_uid, &save_sec);
+	SetUserIdAndSecContext(run->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "retl: SPI_connect failed");
+	retl_event_ctx_set_now(&run->ectx, GetCurrentTimestamp());
+	if (run->use_ctid)
+		read_ctid_page(run, Max(want, 1000));
+	else
+		read_cursor_page(run);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	SetUserIdAndSecContext(save_uid, save_sec);
+	run->dirty = true;
+	if (run->reading_done)
+	{
+		retl_batch_close(run);
+		retl_reader_close(run);
+	}
+}
+
+/*
+ * Closes the holdable cursor, if any.  Safe to call more than once.
+ */
+void
+retl_reader_close(RetlRun *run)
+{
+	Portal		portal;
+
+	if (!run->cursor_open)
+		return;
+	run->cursor_open = false;
+	portal = GetPortalByName(run->cursor_name);
+	if (PortalIsValid(portal))
+	{
+		bool		in_xact = IsTransactionState();
+
+		MemoryContext cxt = CurrentMemoryContext;
+
+		if (!in_xact)
+			StartTransactionCommand();
+		PortalDrop(portal, false);
+		if (!in_xact)
+		{
+			CommitTransactionCommand();
+			MemoryContextSwitchTo(cxt);
+		}
+	}
+}
+
+/*
+ * Closes the batch being built, if it has events, and queues it for
+ * sending.
+ */
+void
+retl_batch_close(RetlRun *run)
+{
+	RetlBatch  *b = run->building;
+
+	if (b == NULL)
+		return;
+	run->building = NULL;
+	if (b->nevents == 0)
+	{
+		retl_batch_free(b);
+		return;
+	}
+	appendStringInfoString(&b->body, run->dest.suffix);
+	dlist_push_tail(&run->ready, &b->node);
+	run->nready++;
+}
+
+/*
+ * Adds the event in run->event_buf to the batch being built, closing the
+ * batch first when the event would exceed its count or byte limit.  An
+ * event over the destination's per-event limit is never sent: it goes to
+ * retl.failed_events with the reason.
+ */
+void
+retl_run_add_event(RetlRun *run, const char *pk)
+{
+	RetlDest   *d = &run->dest;
+	StringInfo	ev = &run->event_buf;
+	RetlBatch  *b = run->building;
+
+	if (ev->len > d->max_event_bytes)
+	{
+		retl_catalog_fail_event(run, pk, ev->data, ev->len,
+								psprintf("event is %d bytes, over the destination's limit of " INT64_FORMAT " bytes",
+										 ev->len, d->max_event_bytes));
+		return;
+	}
+	if (b != NULL &&
+		(b->nevents >= d->batch_size ||
+		 b->body.len + ev->len + strlen(d->separator) + strlen(d->suffix) > d->max_batch_bytes))
+	{
+		retl_batch_close(run);
+		b = NULL;
+	}
+	if (b == NULL)
+	{
+		b = run->building = retl_batch_create(run);
+		appendStringInfoString(&b->body, d->prefix);
+	}
+	if (b->nevents == b->cap)
+	{
+		b->cap *= 2;
+		b->ev_start = repalloc(b->ev_start, b->cap * sizeof(int));
+		b->ev_len = repalloc(b->ev_len, b->cap * sizeof(int));
+		b->ev_pk = repalloc(b->ev_pk, b->cap * sizeof(char *));
+	}
+	if (b->nevents > 0)
+		appendStringInfoString(&b->body, d->separator);
+	b->ev_start[b->nevents] = b->body.len;
+	b->ev_len[b->nevents] = ev->len;
+	b->ev_pk[b->nevents] = pk ? MemoryContextStrdup(b->cxt, pk) : NULL;
+	appendBinaryStringInfo(&b->body, ev->data, ev->len);
+	b->nevents++;
+}

@@ -1,0 +1,310 @@
+/*-------------------------------------------------------------------------
+ *
+ * retl.c
+ *	  Module entry point: GUCs, the launcher's registration, the shared
+ *	  memory that lets backends wake workers, and the commit-time wake-up.
+ *
+ * Shared memory holds only values that mean the same in every process:
+ * database OIDs, pids and latch pointers into PGPROC (DESIGN.md, "Shared
+ * memory").  Never a curl handle or a file descriptor.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "retl.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/latch.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+int			retl_naptime_ms = 10000;
+int			retl_drain_timeout_ms = 30000;
+
+typedef struct RetlDbSlot
+{
+	Oid			dboid;			/* InvalidOid: free slot */
+	bool		requested;		/* a backend asked for a worker */
+	pid_t		worker_pid;		/* 0 when no worker is attached */
+	Latch	   *worker_latch;
+} RetlDbSlot;
+
+typedef struct RetlShared
+{
+	slock_t		mutex;
+	Latch	   *launcher_latch;
+	RetlDbSlot	dbs[RETL_MAX_DATABASES];
+} RetlShared;
+
+static RetlShared *retl_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_pending = false;
+static bool xact_callback_registered = false;
+
+void		_PG_init(void);
+PG_FUNCTION_INFO_V1(retl_wake);
+
+/*
+ * Reserves the shared memory segment.  Runs in the postmaster only when the
+ * library is preloaded, which is the only way workers can exist.
+ */
+static void
+retl_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(sizeof(RetlShared));
+}
+
+/*
+ * Attaches to (or creates and zeroes) the shared state.
+ */
+static void
+retl_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	retl_shared = ShmemInitStruct("retl", sizeof(RetlShared), &found);
+	if (!found)
+	{
+		memset(retl_shared, 0, sizeof(RetlShared));
+		SpinLockInit(&retl_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Finds the slot of a database, claiming a free one when asked to.  Must be
+ * called with the mutex held.
+ */
+static RetlDbSlot *
+find_slot(Oid dboid, bool create)
+{
+	RetlDbSlot *free_slot = NULL;
+
+	for (int i = 0; i < RETL_MAX_DATABASES; i++)
+	{
+		RetlDbSlot *slot = &retl_shared->dbs[i];
+
+		if (slot->dboid == dboid)
+			return slot;
+		if (slot->dboid == InvalidOid && free_slot == NULL)
+			free_slot = slot;
+	}
+	if (create && free_slot != NULL)
+	{
+		memset(free_slot, 0, sizeof(RetlDbSlot));
+		free_slot->dboid = dboid;
+	}
+	return create ? free_slot : NULL;
+}
+
+/*
+ * Asks for the worker of a database to look at its queue: sets the worker's
+ * latch when one is attached, otherwise asks the launcher to start one.
+ */
+void
+retl_request_db(Oid dboid)
+{
+	Latch	   *latch = NULL;
+	RetlDbSlot *slot;
+
+	if (retl_shared == NULL)
+		return;
+	SpinLockAcquire(&retl_shared->mutex);
+	slot = find_slot(dboid, true);
+	if (slot != NULL && slot->worker_latch != NULL)
+		latch = slot->worker_latch;
+	else
+	{
+		if (slot != NULL)
+			slot->requested = true;
+		latch = retl_shared->launcher_latch;
+	}
+	SpinLockRelease(&retl_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * Registers the launcher's latch, so that backends can reach it.
+ */
+void
+retl_launcher_attach(void)
+{
+	SpinLockAcquire(&retl_shared->mutex);
+	retl_shared->launcher_latch = MyLatch;
+	SpinLockRelease(&retl_shared->mutex);
+}
+
+/*
+ * Returns a database whose worker was requested and has none attached, and
+ * clears the request; InvalidOid when there is none.
+ */
+Oid
+retl_next_requested_db(void)
+{
+	Oid			result = InvalidOid;
+
+	SpinLockAcquire(&retl_shared->mutex);
+	for (int i = 0; i < RETL_MAX_DATABASES; i++)
+	{
+		RetlDbSlot *slot = &retl_shared->dbs[i];
+
+		if (slot->dboid != InvalidOid && slot->requested &&
+			slot->worker_pid == 0)
+		{
+			slot->requested = false;
+			result = slot->dboid;
+			break;
+		}
+	}
+	SpinLockRelease(&retl_shared->mutex);
+	return result;
+}
+
+/*
+ * Clears this worker's slot when the process exits, however it exits, so
+ * that later wake-ups go to the launcher instead of a dead latch.
+ */
+static void
+worker_detach(int code, Datum arg)
+{
+	RetlDbSlot *slot;
+	Latch	   *launcher;
+
+	SpinLockAcquire(&retl_shared->mutex);
+	slot = find_slot(DatumGetObjectId(arg), false);
+	if (slot != NULL && slot->worker_pid == MyProcPid)
+	{
+		slot->worker_pid = 0;
+		slot->worker_latch = NULL;
+		/* a worker that died of an error is restarted by the launcher */
+		if (code != 0)
+			slot->requested = true;
+	}
+	launcher = retl_shared->launcher_latch;
+	SpinLockRelease(&retl_shared->mutex);
+	if (code != 0 && launcher != NULL)
+		SetLatch(launcher);
+}
+
+/*
+ * Publishes this worker's latch for its database.
+ */
+void
+retl_worker_attach(Oid dboid)
+{
+	RetlDbSlot *slot;
+
+	SpinLockAcquire(&retl_shared->mutex);
+	slot = find_slot(dboid, true);
+	if (slot != NULL)
+	{
+		slot->worker_pid = MyProcPid;
+		slot->worker_latch = MyLatch;
+		slot->requested = false;
+	}
+	SpinLockRelease(&retl_shared->mutex);
+	on_shmem_exit(worker_detach, ObjectIdGetDatum(dboid));
+}
+
+/*
+ * Wakes the worker of this database once the transaction that queued work
+ * commits; a rolled-back call wakes nothing.  Registered once per process.
+ */
+static void
+retl_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && wake_pending)
+		retl_request_db(MyDatabaseId);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_ABORT)
+		wake_pending = false;
+}
+
+/*
+ * SQL: retl._wake().  Marks the current transaction as having queued work.
+ */
+Datum
+retl_wake(PG_FUNCTION_ARGS)
+{
+	if (retl_shared == NULL)
+		ereport(WARNING,
+				(errmsg("retl is not loaded through shared_preload_libraries"),
+				 errdetail("The run is queued, but no background worker will execute it."),
+				 errhint("Add retl to shared_preload_libraries and restart the server.")));
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(retl_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_pending = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * Defines the GUCs.  They are defined in every process that loads the
+ * library, so that SHOW and SET work from any session.
+ */
+static void
+define_gucs(void)
+{
+	DefineCustomIntVariable("retl.naptime",
+							"Time between the launcher's and idle workers' rescans of the run queue.",
+							NULL, &retl_naptime_ms, 10000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("retl.drain_timeout",
+							"Longest time a stopped run waits for its requests in flight.",
+							NULL, &retl_drain_timeout_ms, 30000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("retl");
+}
+
+/*
+ * Registers the launcher, a static worker that starts after recovery and is
+ * restarted by the postmaster if it crashes.
+ */
+static void
+register_launcher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "retl");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "retl_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "retl launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "retl launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * Library entry point.
+ */
+void
+_PG_init(void)
+{
+	define_gucs();
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = retl_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = retl_shmem_startup;
+	register_launcher();
+}

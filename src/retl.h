@@ -1,0 +1,127 @@
+/*-------------------------------------------------------------------------
+ *
+ * retl.h
+ *	  Shared declarations of the retl extension: GUCs, shared memory,
+ *	  the JSON encoder, mappings, snapshots and destination kinds.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RETL_H
+#define RETL_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#define RETL_VERSION "0.1"
+#define RETL_MAX_DATABASES 64
+
+/* GUCs (retl.c) */
+extern int	retl_naptime_ms;
+extern int	retl_drain_timeout_ms;
+
+/* ---------- shared memory and wake-ups (retl.c) ---------- */
+extern void retl_shmem_init_hooks(void);
+extern void retl_request_wake_at_commit(void);
+extern void retl_launcher_attach(void);
+extern Oid	retl_next_requested_db(void);
+extern void retl_worker_attach(Oid dboid);
+extern void retl_request_db(Oid dboid);
+
+/* ---------- launcher and worker entry points ---------- */
+extern PGDLLEXPORT void retl_launcher_main(Datum arg);
+extern PGDLLEXPORT void retl_worker_main(Datum arg);
+
+/* ---------- JSON encoder (jsonout.c) ---------- */
+
+/*
+ * How one SQL type is written as JSON.  Looked up once per column, then
+ * reused for every row, so that the per-row path does no catalog access.
+ */
+typedef struct RetlJsonType RetlJsonType;
+
+extern RetlJsonType *retl_json_type_get(Oid typid, MemoryContext cxt);
+extern void retl_json_append_datum(StringInfo buf, Datum value,
+								   RetlJsonType *type);
+extern void retl_json_escape(StringInfo buf, const char *s, int len);
+extern void retl_json_append_timestamptz(StringInfo buf, TimestampTz ts);
+
+/* ---------- mappings and event building (mapping.c, event.c) ---------- */
+
+/*
+ * One field of the event tree: a leaf reads a column or writes a constant;
+ * an inner node is a JSON object.  key_json is the pre-escaped ',"key":'.
+ */
+typedef struct RetlMapNode
+{
+	char	   *key;
+	StringInfoData key_json;
+	int			column;			/* select-list index, or -1 */
+	char	   *constant;		/* JSON text of a constant, or NULL */
+	bool		force_string;	/* userId, anonymousId, event: always strings */
+	bool		is_object;
+	struct RetlMapNode *children;
+	struct RetlMapNode *next;
+} RetlMapNode;
+
+/*
+ * A compiled mapping: which columns of the source are read, and the tree of
+ * event fields that the JSON builder walks for every row.
+ */
+typedef struct RetlMapping
+{
+	bool		track;			/* event_type = 'track' */
+	bool		keep_nulls;		/* option nulls = keep */
+	int			ncolumns;		/* columns selected from the source */
+	char	  **colnames;		/* their names, in select order */
+	Oid		   *coltypes;
+	RetlJsonType **coljson;
+	int			pk_column;		/* index into colnames, or -1 */
+	FmgrInfo	pk_out;			/* output function of the primary key */
+	bool		has_timestamp;	/* mapping sets "timestamp" */
+	bool		has_event;
+	bool		drop_unmapped;
+	int			xmin_column;	/* option xmin_column's index, or -1 */
+	char		relkind;
+	char	   *relname;		/* quoted, schema-qualified */
+	RetlMapNode *root;			/* the event object */
+} RetlMapping;
+
+extern RetlMapping *retl_mapping_compile(Oid relid, bool track,
+										 Jsonb *mapping, const char *pk,
+										 Jsonb *options);
+extern char *retl_mapping_select_list(RetlMapping *map);
+
+/* Per-run values that every event of the run carries. */
+typedef struct RetlEventCtx
+{
+	int64		sync_id;
+	char	   *tail;			/* ,"library":...,"sources":{...}} */
+	char		now[32];		/* quoted originalTimestamp and sentAt */
+	StringInfoData scratch;		/* for primary keys and forced strings */
+} RetlEventCtx;
+
+#define RETL_MESSAGE_ID_LEN 36
+
+extern void retl_event_ctx_init(RetlEventCtx *ctx, int64 sync_id,
+								const char *sync_name, int64 run_id);
+extern void retl_event_ctx_set_now(RetlEventCtx *ctx, TimestampTz now);
+
+extern void retl_event_build(StringInfo buf, RetlMapping *map,
+							 RetlEventCtx *ctx, Datum *values, bool *nulls,
+							 char *message_id);
+
+/* ---------- snapshots and the xmin cursor (snapshot.c) ---------- */
+extern bytea *retl_snapshot_capture(Oid relid);
+extern const char *retl_snapshot_guard(bytea *blob, Oid relid);
+
+/* ---------- options helpers (mapping.c) ---------- */
+extern char *retl_jsonb_get_text(Jsonb *jb, const char *key);
+extern bool retl_jsonb_get_int(Jsonb *jb, const char *key, int64 *out);
+extern bool retl_jsonb_get_bool(Jsonb *jb, const char *key, bool *out);
+extern Jsonb *retl_jsonb_get_object(Jsonb *jb, const char *key);
+
+#endif							/* RETL_H */

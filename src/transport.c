@@ -1,0 +1,317 @@
+/*-------------------------------------------------------------------------
+ *
+ * transport.c
+ *	  HTTP transport: one persistent libcurl multi handle per worker, so
+ *	  that connections are reused, driven from PostgreSQL's WaitEventSet.
+ *
+ * The worker waits on one WaitEventSet holding its latch, postmaster death
+ * and curl's sockets, with curl's timer as the timeout, so retl_stop() and
+ * SIGTERM interrupt at once (DESIGN.md, "Processes").  Curl callbacks only
+ * record state in static arrays or malloc'd buffers: they never palloc and
+ * never raise an error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+#define MAX_SOCKETS 512
+#define MAX_RESPONSE_BYTES (64 * 1024)
+
+typedef struct SockWatch
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+} SockWatch;
+
+static CURLM *multi = NULL;
+static SockWatch socks[MAX_SOCKETS];
+static int	nsocks = 0;
+static bool timer_set = false;
+static TimestampTz timer_deadline = 0;
+
+/*
+ * Curl's socket callback: tracks which sockets to wait on, for what.
+ */
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *sockp)
+{
+	int			i;
+
+	for (i = 0; i < nsocks && socks[i].fd != fd; i++)
+		;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsocks)
+			socks[i] = socks[--nsocks];
+		return 0;
+	}
+	if (i == nsocks)
+	{
+		if (nsocks == MAX_SOCKETS)
+			return -1;
+		nsocks++;
+	}
+	socks[i].fd = fd;
+	socks[i].what = what;
+	return 0;
+}
+
+/*
+ * Curl's timer callback: remembers when curl wants to be called again.
+ */
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		timer_set = false;
+	else
+	{
+		timer_set = true;
+		timer_deadline = GetCurrentTimestamp() + (int64) timeout_ms * 1000;
+	}
+	return 0;
+}
+
+/*
+ * Creates the multi handle.  Called once when the worker starts.
+ */
+void
+retl_transport_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
+		(multi = curl_multi_init()) == NULL)
+		ereport(FATAL,
+				(errmsg("retl worker could not initialise libcurl")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 128L);
+}
+
+/*
+ * Collects the response body, up to a cap; the rest is discarded.  Uses
+ * malloc: this runs inside curl, where an ERROR would longjmp past it.
+ */
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	RetlBatch  *b = (RetlBatch *) userdata;
+	size_t		n = size * nmemb;
+	size_t		keep = Min(n, MAX_RESPONSE_BYTES - b->resp_len);
+	char	   *grown;
+
+	if (keep == 0)
+		return n;
+	grown = realloc(b->resp, b->resp_len + keep + 1);
+	if (grown == NULL)
+		return n;
+	memcpy(grown + b->resp_len, ptr, keep);
+	b->resp = grown;
+	b->resp_len += keep;
+	b->resp[b->resp_len] = '\0';
+	return n;
+}
+
+/*
+ * Frees a batch's transfer when its memory context goes away: removes the
+ * easy handle from the multi handle and frees the response buffer.
+ */
+static void
+batch_release(void *arg)
+{
+	RetlBatch  *b = (RetlBatch *) arg;
+
+	if (b->easy != NULL)
+	{
+		curl_multi_remove_handle(multi, b->easy);
+		curl_easy_cleanup(b->easy);
+		b->easy = NULL;
+	}
+	free(b->resp);
+	b->resp = NULL;
+	b->resp_len = 0;
+}
+
+/*
+ * Creates an empty batch in its own memory context under the run's.
+ */
+RetlBatch *
+retl_batch_create(RetlRun *run)
+{
+	MemoryContext cxt = AllocSetContextCreate(run->cxt, "retl batch",
+											  ALLOCSET_DEFAULT_SIZES);
+	RetlBatch  *b = MemoryContextAllocZero(cxt, sizeof(RetlBatch));
+	MemoryContextCallback *cb = MemoryContextAlloc(cxt, sizeof(*cb));
+
+	b->cxt = cxt;
+	b->run = run;
+	b->cap = 64;
+	b->ev_start = MemoryContextAlloc(cxt, b->cap * sizeof(int));
+	b->ev_len = MemoryContextAlloc(cxt, b->cap * sizeof(int));
+	b->ev_pk = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
+	cb->func = batch_release;
+	cb->arg = b;
+	MemoryContextRegisterResetCallback(cxt, cb);
+	b->body.data = MemoryContextAlloc(cxt, 8192);
+	b->body.maxlen = 8192;
+	resetStringInfo(&b->body);
+	return b;
+}
+
+/*
+ * Frees a batch and everything it holds.
+ */
+void
+retl_batch_free(RetlBatch *b)
+{
+	MemoryContextDelete(b->cxt);
+}
+
+/*
+ * Sets the options of one request.  TLS verification stays on; redirects
+ * are not followed; only http and https are allowed.
+ */
+static void
+setup_easy(RetlBatch *b)
+{
+	RetlDest   *d = &b->run->dest;
+	CURL	   *e = b->easy;
+
+	curl_easy_setopt(e, CURLOPT_URL, d->url);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, b->body.data);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) b->body.len);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, d->headers);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) d->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+					 (long) Min(d->timeout_ms, 10000));
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, b->errbuf);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, b);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	if (d->userpwd != NULL)
+	{
+		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
+		curl_easy_setopt(e, CURLOPT_USERPWD, d->userpwd);
+	}
+}
+
+/*
+ * Starts sending a batch.  The body stays in the batch's context until the
+ * transfer ends, as CURLOPT_POSTFIELDS requires.
+ */
+void
+retl_transport_send(RetlBatch *b)
+{
+	batch_release(b);
+	b->errbuf[0] = '\0';
+	b->http_status = 0;
+	b->retry_after_s = 0;
+	b->easy = curl_easy_init();
+	if (b->easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a curl handle")));
+	setup_easy(b);
+	b->attempts++;
+	if (curl_multi_add_handle(multi, b->easy) != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not add a request to the curl multi handle")));
+}
+
+/*
+ * Waits for the latch, a socket or curl's timer, at most timeout_ms, then
+ * lets curl make progress on whatever is ready.  Returns whether the latch
+ * was set, i.e. whether somebody asked the worker to look at its queue.
+ */
+bool
+retl_transport_wait(long timeout_ms)
+{
+	bool		latch_set = false;
+	WaitEventSet *set;
+	WaitEvent	events[MAX_SOCKETS + 2];
+	curl_socket_t fired_fd[MAX_SOCKETS];
+	int			fired_ev[MAX_SOCKETS];
+	int			nfired = 0;
+	int			n;
+	int			running;
+
+	if (timer_set)
+	{
+		long		left = (long) ((timer_deadline - GetCurrentTimestamp()) / 1000);
+
+		timeout_ms = Max(0, Min(timeout_ms, left));
+	}
+	set = CreateWaitEventSet(CurrentMemoryContext, nsocks + 2);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsocks; i++)
+		AddWaitEventToSet(set,
+						  ((socks[i].what & CURL_POLL_IN) ? WL_SOCKET_READABLE : 0) |
+						  ((socks[i].what & CURL_POLL_OUT) ? WL_SOCKET_WRITEABLE : 0),
+						  socks[i].fd, NULL, NULL);
+	n = WaitEventSetWait(set, timeout_ms, events, lengthof(events),
+						 PG_WAIT_EXTENSION);
+	for (int i = 0; i < n; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch_set = true;
+		}
+		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			fired_fd[nfired] = events[i].fd;
+			fired_ev[nfired++] =
+				((events[i].events & WL_SOCKET_READABLE) ? CURL_CSELECT_IN : 0) |
+				((events[i].events & WL_SOCKET_WRITEABLE) ? CURL_CSELECT_OUT : 0);
+		}
+	}
+	FreeWaitEventSet(set);
+	for (int i = 0; i < nfired; i++)
+		curl_multi_socket_action(multi, fired_fd[i], fired_ev[i], &running);
+	if (timer_set && GetCurrentTimestamp() >= timer_deadline)
+	{
+		timer_set = false;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	return latch_set;
+}
+
+/*
+ * Returns the next finished batch, with its outcome recorded, or NULL.
+ */
+RetlBatch *
+retl_transport_next_done(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		RetlBatch  *b = NULL;
+		curl_off_t	retry_after = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &b);
+		b->result = msg->data.result;
+		curl_easy_getinfo(b->easy, CURLINFO_RESPONSE_CODE, &b->http_status);
+		curl_easy_getinfo(b->easy, CURLINFO_RETRY_AFTER, &retry_after);
+		b->retry_after_s = (long) retry_after;
+		curl_multi_remove_handle(multi, b->easy);
+		curl_easy_cleanup(b->easy);
+		b->easy = NULL;
+		return b;
+	}
+	return NULL;
+}

@@ -1,0 +1,496 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The per-database worker: drives every active run of its database
+ *	  through one libcurl multi handle.
+ *
+ * Each turn of the loop claims queued runs, notices stop requests, reads
+ * pages of the sources while fewer than 2 x max_in_flight batches wait,
+ * keeps max_in_flight requests busy per run, handles finished requests
+ * (success, retry with backoff, or failure), records progress at most twice
+ * a second and ends the runs that are done.  Errors are caught per turn,
+ * like bgwriter.c does: the run that raised the error fails, the others go
+ * on, and no connection is dropped.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "common/pg_prng.h"
+#include "libpq/pqsignal.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/ps_status.h"
+
+#define CONTROL_POLL_MS 500
+#define FLUSH_MS 500
+#define RETRY_BASE_MS 250
+
+static dlist_head runs = DLIST_STATIC_INIT(runs);
+static RetlRun *current_run = NULL; /* the run an error is charged to */
+static volatile sig_atomic_t got_sigusr1 = false;
+
+/*
+ * SIGUSR1 handler: PostgreSQL's procsignal handling plus a latch wake-up,
+ * so that DROP DATABASE and similar requests are seen at once.
+ */
+static void
+worker_sigusr1(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigusr1 = true;
+	procsignal_sigusr1_handler(postgres_signal_arg);
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * Computes the delay before the next attempt: exponential backoff with
+ * full jitter, but never less than the Retry-After the server asked for.
+ */
+static long
+retry_delay_ms(RetlBatch *b)
+{
+	double		cap = Min((double) b->run->dest.max_backoff_ms,
+						  RETRY_BASE_MS * pow(2.0, Min(b->attempts, 20)));
+	long		delay = (long) (pg_prng_double(&pg_global_prng_state) * cap);
+
+	if (b->retry_after_s > 0)
+		delay = Max(delay, b->retry_after_s * 1000);
+	return Max(delay, 10);
+}
+
+/*
+ * A readable reason for a failed request, without the URL (it may carry
+ * credentials).
+ */
+static char *
+batch_error(RetlBatch *b)
+{
+	if (b->result != CURLE_OK)
+		return psprintf("request failed after %d attempt(s): %s", b->attempts,
+						b->errbuf[0] ? b->errbuf : curl_easy_strerror(b->result));
+	return psprintf("destination answered HTTP %ld after %d attempt(s)%s%.200s",
+					b->http_status, b->attempts, b->resp ? ": " : "",
+					b->resp ? b->resp : "");
+}
+
+/*
+ * Forgets events that were sent but will not be delivered by this run
+ * (stop, drain timeout): the next run sends them again.
+ */
+static void
+batch_discard(RetlBatch *b)
+{
+	b->run->events_sent -= b->nevents;
+	b->run->dirty = true;
+	retl_batch_free(b);
+}
+
+/*
+ * Handles a finished request: success, retry later, or failure for good.
+ */
+static void
+batch_done(RetlBatch *b)
+{
+	RetlRun    *run = b->run;
+	bool		ok = b->result == CURLE_OK && b->http_status >= 200 &&
+		b->http_status < 300;
+	bool		retryable = b->result != CURLE_OK || b->http_status == 429 ||
+		b->http_status == 408 || b->http_status >= 500;
+
+	dlist_delete(&b->node);
+	run->in_flight--;
+	run->dirty = true;
+	if (ok)
+	{
+		run->events_succeeded += b->nevents;
+		retl_batch_free(b);
+	}
+	else if (retryable && run->stopping)
+		batch_discard(b);
+	else if (retryable && b->attempts < run->dest.max_attempts)
+	{
+		b->retry_at = GetCurrentTimestamp() + retry_delay_ms(b) * 1000;
+		dlist_push_tail(&run->waiting, &b->node);
+	}
+	else
+	{
+		char	   *error = batch_error(b);
+
+		retl_catalog_fail_batch(b, error, false);
+		run->events_failed += b->nevents;
+		if (!run->failed)
+		{
+			run->failed = true;
+			run->error = MemoryContextStrdup(run->cxt, error);
+		}
+		retl_batch_free(b);
+	}
+}
+
+/*
+ * Sends what can be sent: due retries first, then new batches, up to
+ * max_in_flight requests.
+ */
+static void
+dispatch(RetlRun *run)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &run->waiting)
+	{
+		RetlBatch  *b = dlist_container(RetlBatch, node, iter.cur);
+
+		if (run->in_flight >= run->dest.max_in_flight)
+			return;
+		if (b->retry_at > now)
+			continue;
+		dlist_delete(&b->node);
+		retl_transport_send(b);
+		dlist_push_tail(&run->inflight, &b->node);
+		run->in_flight++;
+	}
+	while (run->in_flight < run->dest.max_in_flight && !dlist_is_empty(&run->ready))
+	{
+		RetlBatch  *b = dlist_container(RetlBatch, node,
+										dlist_pop_head_node(&run->ready));
+
+		run->nready--;
+		retl_transport_send(b);
+		dlist_push_tail(&run->inflight, &b->node);
+		run->in_flight++;
+		run->events_sent += b->nevents;
+		run->dirty = true;
+	}
+}
+
+/*
+ * Stops reading and drops what is not in flight.  Used by stops and by
+ * runs that failed: there is no point reading rows that cannot be sent.
+ */
+static void
+stop_reading(RetlRun *run)
+{
+	dlist_mutable_iter iter;
+
+	if (!run->reading_done)
+	{
+		run->reading_done = true;
+		retl_reader_close(run);
+	}
+	if (run->building)
+	{
+		retl_batch_free(run->building);
+		run->building = NULL;
+	}
+	dlist_foreach_modify(iter, &run->ready)
+	{
+		dlist_delete(iter.cur);
+		retl_batch_free(dlist_container(RetlBatch, node, iter.cur));
+	}
+	run->nready = 0;
+	if (run->stopping)
+	{
+		dlist_foreach_modify(iter, &run->waiting)
+		{
+			dlist_delete(iter.cur);
+			batch_discard(dlist_container(RetlBatch, node, iter.cur));
+		}
+	}
+}
+
+/*
+ * Reads and sends for one run, and tells whether it is finished.
+ */
+static bool
+advance_run(RetlRun *run)
+{
+	current_run = run;
+	if (run->stopping || run->failed)
+		stop_reading(run);
+	while (!run->reading_done &&
+		   run->nready + run->in_flight < 2 * run->dest.max_in_flight)
+		retl_reader_page(run);
+	dispatch(run);
+	if (run->dirty && TimestampDifferenceExceeds(run->last_flush,
+												 GetCurrentTimestamp(), FLUSH_MS))
+		retl_catalog_flush(run);
+	current_run = NULL;
+	return run->reading_done && run->building == NULL && run->nready == 0 &&
+		dlist_is_empty(&run->waiting) && run->in_flight == 0;
+}
+
+/*
+ * Aborts the requests of a run whose drain timed out; the next run sends
+ * their events again.
+ */
+static void
+drain_timeout(RetlRun *run)
+{
+	dlist_mutable_iter iter;
+
+	if (!run->stopping || run->in_flight == 0 ||
+		GetCurrentTimestamp() < run->drain_deadline)
+		return;
+	ereport(LOG,
+			(errmsg("retl run " INT64_FORMAT " of sync \"%s\": drain timeout, aborting %d request(s)",
+					run->id, run->sync_name, run->in_flight)));
+	dlist_foreach_modify(iter, &run->inflight)
+	{
+		dlist_delete(iter.cur);
+		run->in_flight--;
+		batch_discard(dlist_container(RetlBatch, node, iter.cur));
+	}
+}
+
+/*
+ * Ends a run: records its outcome and frees everything it holds.
+ */
+static void
+finish_run(RetlRun *run)
+{
+	run->finishing = true;
+	retl_reader_close(run);
+	retl_catalog_finish(run);
+	dlist_delete(&run->node);
+	ereport(DEBUG1,
+			(errmsg("retl run " INT64_FORMAT " of sync \"%s\" ended",
+					run->id, run->sync_name)));
+	MemoryContextDelete(run->cxt);
+}
+
+/*
+ * Handles every request that finished since the last turn.
+ */
+static void
+collect_done(void)
+{
+	RetlBatch  *b;
+
+	while ((b = retl_transport_next_done()) != NULL)
+	{
+		current_run = b->run;
+		batch_done(b);
+		current_run = NULL;
+	}
+}
+
+/*
+ * Claims queued runs and notices stop requests.
+ */
+static void
+poll_control(void)
+{
+	RetlRun    *run;
+
+	if (!dlist_is_empty(&runs))
+		retl_catalog_poll_stops(&runs);
+	while ((run = retl_catalog_claim()) != NULL)
+	{
+		dlist_push_tail(&runs, &run->node);
+		ereport(DEBUG1,
+				(errmsg("retl run " INT64_FORMAT " of sync \"%s\" started",
+						run->id, run->sync_name)));
+	}
+}
+
+/*
+ * Shows the syncs being run in pg_stat_activity.
+ */
+static void
+report_activity(void)
+{
+	StringInfoData buf;
+	dlist_iter	iter;
+
+	if (dlist_is_empty(&runs))
+	{
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return;
+	}
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "retl sync");
+	dlist_foreach(iter, &runs)
+		appendStringInfo(&buf, " %s",
+						 dlist_container(RetlRun, node, iter.cur)->sync_name);
+	pgstat_report_activity(STATE_RUNNING, buf.data);
+	pfree(buf.data);
+}
+
+/*
+ * How long the next wait may last: until the next due retry, the next
+ * control poll, or the drain deadline.
+ */
+static long
+next_timeout(TimestampTz last_poll)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout = dlist_is_empty(&runs) ? retl_naptime_ms : CONTROL_POLL_MS;
+	dlist_iter	iter;
+
+	timeout = Min(timeout, Max(0, CONTROL_POLL_MS - (now - last_poll) / 1000));
+	if (dlist_is_empty(&runs))
+		timeout = retl_naptime_ms;
+	dlist_foreach(iter, &runs)
+	{
+		RetlRun    *run = dlist_container(RetlRun, node, iter.cur);
+		dlist_iter	w;
+
+		if (run->dirty)
+			timeout = Min(timeout, FLUSH_MS);
+		if (run->stopping)
+			timeout = Min(timeout, Max(0, (run->drain_deadline - now) / 1000));
+		dlist_foreach(w, &run->waiting)
+		{
+			RetlBatch  *b = dlist_container(RetlBatch, node, w.cur);
+
+			timeout = Min(timeout, Max(0, (b->retry_at - now) / 1000));
+		}
+	}
+	return timeout;
+}
+
+/*
+ * One turn of the worker loop.
+ */
+static void
+worker_turn(TimestampTz *last_poll, bool latch_was_set)
+{
+	dlist_mutable_iter iter;
+
+	if (latch_was_set ||
+		TimestampDifferenceExceeds(*last_poll, GetCurrentTimestamp(),
+								   dlist_is_empty(&runs) ? retl_naptime_ms : CONTROL_POLL_MS))
+	{
+		if (dlist_is_empty(&runs) && !retl_catalog_extension_exists())
+		{
+			ereport(LOG, (errmsg("retl worker exiting: extension retl is not installed in this database")));
+			proc_exit(0);
+		}
+		poll_control();
+		report_activity();
+		*last_poll = GetCurrentTimestamp();
+	}
+	dlist_foreach_modify(iter, &runs)
+	{
+		RetlRun    *run = dlist_container(RetlRun, node, iter.cur);
+
+		drain_timeout(run);
+		if (advance_run(run))
+		{
+			current_run = run;
+			finish_run(run);
+			current_run = NULL;
+			report_activity();
+		}
+	}
+}
+
+/*
+ * Charges an error caught by the main loop to the run that raised it: the
+ * run fails, its reading stops, and its requests in flight finish.
+ */
+static void
+fail_current_run(ErrorData *edata)
+{
+	RetlRun    *run = current_run;
+
+	current_run = NULL;
+	if (run == NULL)
+		return;
+	run->cursor_open = false;	/* the abort dropped it */
+	if (run->finishing)
+	{
+		/* its end could not be recorded: the next worker start requeues it */
+		dlist_delete(&run->node);
+		MemoryContextDelete(run->cxt);
+		return;
+	}
+	if (!run->failed)
+	{
+		run->failed = true;
+		run->error = MemoryContextStrdup(run->cxt, edata->message);
+	}
+}
+
+/*
+ * Worker entry point.  bgw_main_arg carries the database OID.
+ */
+void
+retl_worker_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	sigjmp_buf	local_sigjmp_buf;
+	TimestampTz last_poll = 0;
+	MemoryContext loop_cxt;
+	volatile bool latch_set = true;
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGUSR1, worker_sigusr1);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("application_name", "retl worker", PGC_USERSET, PGC_S_OVERRIDE);
+	if (!retl_catalog_extension_exists())
+		proc_exit(0);
+	StartTransactionCommand();
+	pgstat_report_appname(psprintf("retl worker %s", get_database_name(dboid)));
+	CommitTransactionCommand();
+	retl_worker_attach(dboid);
+	retl_transport_init();
+	retl_catalog_recover();
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "retl worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		fail_current_run(edata);
+		FreeErrorData(edata);
+		MemoryContextReset(loop_cxt);
+		RESUME_INTERRUPTS();
+		/* back off a little, so that a persistent error cannot spin */
+		pg_usleep(100000L);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	for (;;)
+	{
+		MemoryContextSwitchTo(loop_cxt);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		worker_turn(&last_poll, latch_set || got_sigusr1);
+		got_sigusr1 = false;
+		MemoryContextSwitchTo(loop_cxt);
+		collect_done();
+		latch_set = retl_transport_wait(next_timeout(last_poll));
+		collect_done();
+		MemoryContextReset(loop_cxt);
+	}
+}
