@@ -21,3 +21,6 @@ include $(PGXS)
 .PHONY: bench
 bench:
 	test/bench
+
+# every object depends on the shared headers
+$(OBJS): $(wildcard src/*.h)

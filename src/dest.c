@@ -171,7 +171,8 @@ dest_free_headers(void *arg)
 }
 
 /*
- * Prepares a destination for sending, in CurrentMemoryContext.
+ * Prepares a destination for sending.  dest must be allocated in
+ * CurrentMemoryContext: a reset callback there frees the header list.
  */
 void
 retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config)
@@ -210,14 +211,14 @@ retl_validate_destination(PG_FUNCTION_ARGS)
 {
 	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Jsonb	   *config = PG_GETARG_JSONB_P(1);
-	RetlDest	dest;
+	RetlDest   *dest = palloc(sizeof(RetlDest));
 
 	if (!JB_ROOT_IS_OBJECT(config))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("destination config must be a JSON object")));
-	retl_dest_open(&dest, kind, config);
-	retl_dest_close(&dest);
+	retl_dest_open(dest, kind, config);
+	retl_dest_close(dest);
 	PG_RETURN_VOID();
 }
 

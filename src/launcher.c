@@ -30,6 +30,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 typedef struct LauncherDb
 {
@@ -154,6 +155,21 @@ reap_workers(void)
 }
 
 /*
+ * Does the database still exist?  A request for a dropped database is
+ * forgotten instead of failing to connect once a second.
+ */
+static bool
+database_exists(Oid dboid)
+{
+	bool		exists;
+
+	StartTransactionCommand();
+	exists = SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dboid));
+	CommitTransactionCommand();
+	return exists;
+}
+
+/*
  * Starts the workers that were requested and are not running.
  */
 static void
@@ -178,6 +194,12 @@ start_requested_workers(void)
 										GetCurrentTimestamp(), 1000))
 			continue;
 		ldb->last_start = GetCurrentTimestamp();
+		if (!database_exists(ldb->dboid))
+		{
+			ldb->dboid = InvalidOid;
+			ldb->restart = false;
+			continue;
+		}
 		if (start_worker(ldb))
 			ldb->restart = false;
 	}

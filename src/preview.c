@@ -72,7 +72,7 @@ retl_preview(PG_FUNCTION_ARGS)
 	char		message_id[RETL_MESSAGE_ID_LEN + 1];
 	MemoryContext cxt = CurrentMemoryContext;
 
-	InitMaterializedSRF(fcinfo, 0);
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "retl: SPI_connect failed");
 	load_sync(sync_id, &relid, &name, &track, &mapping, &pk, &options);

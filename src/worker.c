@@ -219,11 +219,15 @@ stop_reading(RetlRun *run)
 static bool
 advance_run(RetlRun *run)
 {
+	TimestampTz start = GetCurrentTimestamp();
+
 	current_run = run;
 	if (run->stopping || run->failed)
 		stop_reading(run);
+	/* read, but come back to the network and the queue at least 5x a second */
 	while (!run->reading_done &&
-		   run->nready + run->in_flight < 2 * run->dest.max_in_flight)
+		   run->nready + run->in_flight < 2 * run->dest.max_in_flight &&
+		   !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 200))
 		retl_reader_page(run);
 	dispatch(run);
 	if (run->dirty && TimestampDifferenceExceeds(run->last_flush,
