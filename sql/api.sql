@@ -1,7 +1,16 @@
 -- The SQL contract of retl: destinations, syncs, runs and their errors.
 CREATE EXTENSION retl;
-\set VERBOSITY default
-
+-- err(sql) runs a statement that must fail and shows its SQLSTATE, message and hint
+CREATE FUNCTION err(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; hint text;
+BEGIN
+  EXECUTE sql;
+  RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+  RETURN st || ': ' || msg || CASE WHEN hint <> '' THEN E'\nHINT: ' || hint ELSE '' END;
+END $$;
+CREATE SEQUENCE some_seq;
 -- destinations
 SELECT retl_create_destination('hook', 'webhook',
   '{"url": "http://127.0.0.1:9/hook", "batch_size": 10, "max_in_flight": 2}') > 0 AS created;
@@ -9,16 +18,15 @@ SELECT retl_create_destination('rs', 'rudderstack',
   '{"url": "http://127.0.0.1:9", "write_key": "rs-secret-key"}') > 0 AS created;
 SELECT retl_create_destination('seg', 'segment',
   '{"url": "http://127.0.0.1:9", "write_key": "seg-secret-key"}') > 0 AS created;
-SELECT retl_create_destination('hook', 'webhook', '{"url": "http://127.0.0.1:9/"}');
-SELECT retl_create_destination('bad', 'carrier_pigeon', '{}');
-SELECT retl_create_destination('bad', 'webhook', '{}');
-SELECT retl_create_destination('bad', 'webhook', '{"url": "ftp://example.com/x"}');
-SELECT retl_create_destination('bad', 'webhook', '{"url": "http://x", "batch_size": 0}');
-SELECT retl_create_destination('bad', 'webhook', '{"url": "http://x", "bogus": 1}');
-SELECT retl_create_destination('bad', 'segment', '{"url": "http://x"}');
-SELECT retl_create_destination('bad', 'webhook', '[1]');
+SELECT err($q$SELECT retl_create_destination('hook', 'webhook', '{"url": "http://127.0.0.1:9/"}')$q$);
+SELECT err($q$SELECT retl_create_destination('bad', 'carrier_pigeon', '{}')$q$);
+SELECT err($q$SELECT retl_create_destination('bad', 'webhook', '{}')$q$);
+SELECT err($q$SELECT retl_create_destination('bad', 'webhook', '{"url": "ftp://example.com/x"}')$q$);
+SELECT err($q$SELECT retl_create_destination('bad', 'webhook', '{"url": "http://x", "batch_size": 0}')$q$);
+SELECT err($q$SELECT retl_create_destination('bad', 'webhook', '{"url": "http://x", "bogus": 1}')$q$);
+SELECT err($q$SELECT retl_create_destination('bad', 'segment', '{"url": "http://x"}')$q$);
+SELECT err($q$SELECT retl_create_destination('bad', 'webhook', '[1]')$q$);
 SELECT name, kind, retl._redact(config) AS config FROM retl.destinations ORDER BY id;
-
 -- syncs
 CREATE TABLE orders (id int PRIMARY KEY, user_id int, amount numeric, note text);
 CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 100;
@@ -28,33 +36,31 @@ SELECT retl_create_sync('orders', 'orders', 'hook', 'track',
 SELECT retl_create_sync('big', 'big_orders', 'rs', 'identify',
   '{"userId": "user_id", "traits.note": "note"}', options => '{"unmapped": "drop"}') > 0 AS created;
 -- errors
-SELECT retl_create_sync('orders', 'orders', 'hook', 'track',
-  '{"userId": "user_id", "event": {"value": "x"}}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "nope", "event": {"value": "x"}}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id"}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"traits.note": "note"}');
-SELECT retl_create_sync('x', 'orders', 'nowhere', 'track', '{"userId": "user_id", "event": {"value": "x"}}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'page', '{"userId": "user_id"}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"userId": "user_id", "event": {"value": "x"}}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}, "messageId": "id"}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": 42}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}, "properties.a": "id", "properties.a.b": "note"}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}}', primary_key => 'missing');
-SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}}', options => '{"colour": "red"}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}}', options => '{"nulls": "sometimes"}');
-SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"userId": "user_id"}', mode => 'mirror');
-SELECT retl_create_sync('x', 'orders_id_seq', 'hook', 'identify', '{"userId": "user_id"}');
-SELECT retl_create_sync('x', 'no_such_table', 'hook', 'identify', '{"userId": "user_id"}');
-SELECT retl_drop_destination('hook');
-SELECT retl_drop_destination('nowhere');
-
+SELECT err($q$SELECT retl_create_sync('orders', 'orders', 'hook', 'track',
+  '{"userId": "user_id", "event": {"value": "x"}}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "nope", "event": {"value": "x"}}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"traits.note": "note"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'nowhere', 'track', '{"userId": "user_id", "event": {"value": "x"}}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'page', '{"userId": "user_id"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"userId": "user_id", "event": {"value": "x"}}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}, "messageId": "id"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": 42}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}, "properties.a": "id", "properties.a.b": "note"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}}', primary_key => 'missing')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}}', options => '{"colour": "red"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}}', options => '{"nulls": "sometimes"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"userId": "user_id"}', mode => 'mirror')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'some_seq', 'hook', 'identify', '{"userId": "user_id"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'no_such_table', 'hook', 'identify', '{"userId": "user_id"}')$q$);
+SELECT err($q$SELECT retl_drop_destination('hook')$q$);
+SELECT err($q$SELECT retl_drop_destination('nowhere')$q$);
 -- alter
 SELECT retl_alter_sync('orders', options => '{"nulls": "keep"}');
-SELECT retl_alter_sync('orders', mapping => '{"userId": "missing"}');
-SELECT retl_alter_sync('nope', options => '{}');
+SELECT err($q$SELECT retl_alter_sync('orders', mapping => '{"userId": "missing"}')$q$);
+SELECT err($q$SELECT retl_alter_sync('nope', options => '{}')$q$);
 SELECT name, options, next_run_kind, next_full_reason
   FROM retl.syncs s JOIN retl.sync_status st ON st.sync_id = s.id ORDER BY s.id;
-
 -- runs: a second request while one is queued or running returns the same run
 BEGIN;
 SELECT retl_sync_now('orders') AS r1 \gset
@@ -65,20 +71,17 @@ SELECT retl_stop('orders') = :r1 AS stopped_the_run;
 SELECT status FROM retl.runs WHERE id = :r1;
 SELECT retl_stop('orders') IS NULL AS nothing_to_stop;
 COMMIT;
-SELECT retl_sync_now('nope');
-SELECT retl_force_full('nope');
-SELECT retl_stop('nope');
-
+SELECT err($q$SELECT retl_sync_now('nope')$q$);
+SELECT err($q$SELECT retl_force_full('nope')$q$);
+SELECT err($q$SELECT retl_stop('nope')$q$);
 -- disable / enable
 SELECT retl_disable_sync('big');
-SELECT retl_sync_now('big');
+SELECT err($q$SELECT retl_sync_now('big')$q$);
 SELECT retl_enable_sync('big');
 SELECT enabled FROM retl.syncs WHERE name = 'big';
-
 -- status view has one row per sync
 SELECT sync, enabled, destination, destination_kind, event_type, mode, last_run_kind
   FROM retl.sync_status ORDER BY sync_id;
-
 -- drop
 BEGIN;
 SELECT retl_sync_now('big') IS NOT NULL AS queued;
@@ -86,7 +89,7 @@ SELECT retl_drop_sync('big');
 SELECT count(*) AS active_runs_left FROM retl.runs
  WHERE sync_name = 'big' AND status IN ('queued', 'running');
 COMMIT;
-SELECT retl_drop_sync('big');
+SELECT err($q$SELECT retl_drop_sync('big')$q$);
 SELECT retl_drop_sync('orders');
 SELECT retl_drop_destination('hook');
 SELECT name FROM retl.destinations ORDER BY id;

@@ -190,8 +190,8 @@ check_key(const char *key, bool track)
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid mapping key \"%s\" for a %s sync", key,
-					track ? "track" : "identify"),
+			 errmsg("invalid mapping key \"%s\" for %s sync", key,
+					track ? "a track" : "an identify"),
 			 errhint("%s", track
 					 ? "Keys are userId, anonymousId, event, timestamp, properties.<name> and context.<name>."
 					 : "Keys are userId, anonymousId, timestamp, traits.<name> and context.<name>.")));

@@ -201,11 +201,23 @@ worker_detach(int code, Datum arg)
 }
 
 /*
+ * Withdraws this worker's latch before an idle exit, so that wake-ups go to
+ * the launcher from now on.  The caller checks its queue once more after
+ * this, so a run queued in between is not missed.
+ */
+void
+retl_worker_detach(Oid dboid)
+{
+	worker_detach(0, ObjectIdGetDatum(dboid));
+}
+
+/*
  * Publishes this worker's latch for its database.
  */
 void
 retl_worker_attach(Oid dboid)
 {
+	static bool exit_hook = false;
 	RetlDbSlot *slot;
 
 	SpinLockAcquire(&retl_shared->mutex);
@@ -217,7 +229,9 @@ retl_worker_attach(Oid dboid)
 		slot->requested = false;
 	}
 	SpinLockRelease(&retl_shared->mutex);
-	on_shmem_exit(worker_detach, ObjectIdGetDatum(dboid));
+	if (!exit_hook)
+		on_shmem_exit(worker_detach, ObjectIdGetDatum(dboid));
+	exit_hook = true;
 }
 
 /*

@@ -29,6 +29,7 @@ extern void retl_request_wake_at_commit(void);
 extern void retl_launcher_attach(void);
 extern Oid	retl_next_requested_db(void);
 extern void retl_worker_attach(Oid dboid);
+extern void retl_worker_detach(Oid dboid);
 extern void retl_request_db(Oid dboid);
 
 /* ---------- launcher and worker entry points ---------- */

@@ -36,6 +36,7 @@
 #define CONTROL_POLL_MS 500
 #define FLUSH_MS 500
 #define RETRY_BASE_MS 250
+#define IDLE_EXIT_MS 2000		/* so DROP DATABASE is not blocked for long */
 
 static dlist_head runs = DLIST_STATIC_INIT(runs);
 static RetlRun *current_run = NULL; /* the run an error is charged to */
@@ -343,12 +344,10 @@ static long
 next_timeout(TimestampTz last_poll)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	long		timeout = dlist_is_empty(&runs) ? retl_naptime_ms : CONTROL_POLL_MS;
+	long		timeout = CONTROL_POLL_MS;
 	dlist_iter	iter;
 
 	timeout = Min(timeout, Max(0, CONTROL_POLL_MS - (now - last_poll) / 1000));
-	if (dlist_is_empty(&runs))
-		timeout = retl_naptime_ms;
 	dlist_foreach(iter, &runs)
 	{
 		RetlRun    *run = dlist_container(RetlRun, node, iter.cur);
@@ -369,6 +368,33 @@ next_timeout(TimestampTz last_poll)
 }
 
 /*
+ * Exits when the worker has had nothing to do for a while, so that it does
+ * not hold a connection (which blocks DROP DATABASE).  The latch is
+ * withdrawn first and the queue checked once more, so a run queued
+ * meanwhile is either claimed here or starts a new worker.
+ */
+static void
+maybe_idle_exit(Oid dboid, TimestampTz *idle_since)
+{
+	if (!dlist_is_empty(&runs))
+	{
+		*idle_since = 0;
+		return;
+	}
+	if (*idle_since == 0)
+		*idle_since = GetCurrentTimestamp();
+	if (!TimestampDifferenceExceeds(*idle_since, GetCurrentTimestamp(),
+									IDLE_EXIT_MS))
+		return;
+	retl_worker_detach(dboid);
+	poll_control();
+	if (dlist_is_empty(&runs))
+		proc_exit(0);
+	retl_worker_attach(dboid);
+	*idle_since = 0;
+}
+
+/*
  * One turn of the worker loop.
  */
 static void
@@ -378,7 +404,7 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 
 	if (latch_was_set ||
 		TimestampDifferenceExceeds(*last_poll, GetCurrentTimestamp(),
-								   dlist_is_empty(&runs) ? retl_naptime_ms : CONTROL_POLL_MS))
+								   CONTROL_POLL_MS))
 	{
 		if (dlist_is_empty(&runs) && !retl_catalog_extension_exists())
 		{
@@ -440,6 +466,7 @@ retl_worker_main(Datum arg)
 	Oid			dboid = DatumGetObjectId(arg);
 	sigjmp_buf	local_sigjmp_buf;
 	TimestampTz last_poll = 0;
+	TimestampTz idle_since = 0;
 	MemoryContext loop_cxt;
 	volatile bool latch_set = true;
 
@@ -495,6 +522,7 @@ retl_worker_main(Datum arg)
 		collect_done();
 		latch_set = retl_transport_wait(next_timeout(last_poll));
 		collect_done();
+		maybe_idle_exit(dboid, &idle_since);
 		MemoryContextReset(loop_cxt);
 	}
 }
