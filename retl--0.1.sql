@@ -54,6 +54,8 @@ CREATE TABLE retl.runs (
 	rows_estimated bigint,
 	full_reason text,
 	snapshot	bytea,
+	checkpoint	jsonb,
+	retry_failed boolean NOT NULL DEFAULT false,
 	error		text
 );
 CREATE INDEX runs_sync_requested ON retl.runs (sync_id, requested_at);
@@ -75,6 +77,7 @@ CREATE TABLE retl.failed_events (
 	last_failed_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX failed_events_sync ON retl.failed_events (sync_id, id);
+CREATE UNIQUE INDEX failed_events_message ON retl.failed_events (sync_id, message_id);
 
 SELECT pg_catalog.pg_extension_config_dump('retl.destinations', '');
 SELECT pg_catalog.pg_extension_config_dump('retl.syncs', '');
@@ -292,12 +295,17 @@ BEGIN
 	UPDATE retl.syncs SET enabled = false WHERE id OPERATOR(pg_catalog.=) s.id;
 END $$ SET search_path = pg_catalog, pg_temp;
 
-/* Queues a run of the given kind, or returns the run already queued or running. */
-CREATE FUNCTION retl._enqueue(sync_name text, want_full boolean)
+/*
+ * Queues a run, or returns the run already queued or running.  A run after
+ * a stopped run of the same kind resumes from its snapshot and checkpoint.
+ */
+CREATE FUNCTION retl._enqueue(sync_name text, want_full boolean, retry boolean DEFAULT false)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
 	s retl.syncs := retl._sync(sync_name, true);
 	r retl.runs;
+	last retl.runs;
+	new_kind text;
 	new_id bigint;
 BEGIN
 	IF NOT s.enabled THEN
@@ -316,8 +324,12 @@ BEGIN
 	IF FOUND THEN
 		IF r.status OPERATOR(pg_catalog.=) 'queued' THEN
 			IF want_full AND r.kind OPERATOR(pg_catalog.<>) 'full' THEN
-				UPDATE retl.runs SET kind = 'full', full_reason = 'forced'
+				UPDATE retl.runs SET kind = 'full', full_reason = 'forced',
+					   snapshot = NULL, checkpoint = NULL
 				 WHERE id OPERATOR(pg_catalog.=) r.id;
+			END IF;
+			IF retry THEN
+				UPDATE retl.runs SET retry_failed = true WHERE id OPERATOR(pg_catalog.=) r.id;
 			END IF;
 			RETURN r.id;
 		ELSIF NOT want_full OR r.kind OPERATOR(pg_catalog.=) 'full' THEN
@@ -330,10 +342,22 @@ BEGIN
 	IF FOUND THEN
 		RETURN r.id;
 	END IF;
-	INSERT INTO retl.runs (sync_id, sync_name, kind, full_reason)
-		VALUES (s.id, s.name,
-				CASE WHEN s.needs_full THEN 'full' ELSE 'incremental' END,
-				CASE WHEN s.needs_full THEN s.full_reason END)
+	new_kind := CASE WHEN s.needs_full THEN 'full' ELSE 'incremental' END;
+	SELECT * INTO last FROM retl.runs x
+	 WHERE x.sync_id OPERATOR(pg_catalog.=) s.id
+	   AND x.status IN ('succeeded', 'failed', 'stopped', 'stopping', 'draining')
+	 ORDER BY x.id DESC LIMIT 1;
+	IF NOT FOUND OR last.status IN ('succeeded', 'failed')
+	   OR last.kind OPERATOR(pg_catalog.<>) new_kind
+	   OR want_full THEN
+		last := NULL;
+	END IF;
+	INSERT INTO retl.runs (sync_id, sync_name, kind, full_reason, retry_failed,
+						   snapshot, checkpoint)
+		VALUES (s.id, s.name, new_kind,
+				CASE WHEN s.needs_full THEN s.full_reason END, retry,
+				last.snapshot,
+				pg_catalog.jsonb_build_object('pos', coalesce(last.checkpoint->'pos', '0')))
 		RETURNING id INTO new_id;
 	PERFORM retl._wake();
 	RETURN new_id;
@@ -344,6 +368,9 @@ RETURNS bigint LANGUAGE sql AS $$ SELECT retl._enqueue(sync, false) $$;
 
 CREATE FUNCTION @extschema@.retl_force_full(sync text)
 RETURNS bigint LANGUAGE sql AS $$ SELECT retl._enqueue(sync, true) $$;
+
+CREATE FUNCTION @extschema@.retl_retry_failed(sync text)
+RETURNS bigint LANGUAGE sql AS $$ SELECT retl._enqueue(sync, false, true) $$;
 
 CREATE FUNCTION @extschema@.retl_stop(sync text)
 RETURNS bigint LANGUAGE plpgsql AS $$

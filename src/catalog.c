@@ -85,8 +85,9 @@ retl_catalog_extension_exists(void)
 
 /*
  * Requeues the runs a dead worker left running, and ends those it was
- * stopping.  Nothing is dropped: the cursor only advances when a run
- * completes, so a requeued run re-reads what was not acknowledged.
+ * stopping.  Nothing is dropped: a requeued run resumes from its
+ * checkpoint, with the counters it had there, and re-sends what was not
+ * acknowledged.
  */
 void
 retl_catalog_recover(void)
@@ -96,7 +97,10 @@ retl_catalog_recover(void)
 			  " status = CASE WHEN status = 'running' THEN 'queued' ELSE 'stopped' END,"
 			  " finished_at = CASE WHEN status = 'running' THEN NULL ELSE clock_timestamp() END,"
 			  " started_at = CASE WHEN status = 'running' THEN NULL ELSE started_at END,"
-			  " rows_read = 0, events_sent = 0, events_succeeded = 0, events_failed = 0,"
+			  " rows_read = coalesce((checkpoint->>'rows')::bigint, 0),"
+			  " events_sent = coalesce((checkpoint->>'sent')::bigint, 0),"
+			  " events_succeeded = coalesce((checkpoint->>'succeeded')::bigint, 0),"
+			  " events_failed = coalesce((checkpoint->>'failed')::bigint, 0),"
 			  " error = CASE WHEN status = 'running' THEN NULL"
 			  "  ELSE 'the worker restarted while the run was stopping' END"
 			  " WHERE status IN ('running', 'stopping', 'draining')",
@@ -155,6 +159,23 @@ claim_next_id(void)
 }
 
 /*
+ * Reads a stored checkpoint: where to resume, and the counters there.
+ */
+static void
+load_checkpoint(RetlRun *run, Jsonb *jb)
+{
+	retl_jsonb_get_int(jb, "pos", &run->ckpt.pos);
+	retl_jsonb_get_int(jb, "rows", &run->ckpt.rows);
+	retl_jsonb_get_int(jb, "sent", &run->ckpt.sent);
+	retl_jsonb_get_int(jb, "succeeded", &run->ckpt.succeeded);
+	retl_jsonb_get_int(jb, "failed", &run->ckpt.failed);
+	run->rows_read = run->ckpt.rows;
+	run->events_sent = run->ckpt.sent;
+	run->events_succeeded = run->ckpt.succeeded;
+	run->events_failed = run->ckpt.failed;
+}
+
+/*
  * Loads the sync and destination of a claimed run into the run's memory.
  * Returns false when the sync is gone.
  */
@@ -169,7 +190,8 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 
 	exec_args("SELECT r.sync_id, s.name, r.kind, s.source::oid, s.owner::oid,"
 			  " s.event_type, s.mapping, s.primary_key, s.options, d.kind, d.config,"
-			  " s.cursor_snapshot"
+			  " s.cursor_snapshot, r.snapshot, r.checkpoint,"
+			  " r.retry_failed OR coalesce((s.options->>'retry_failed')::boolean, true)"
 			  " FROM retl.runs r JOIN retl.syncs s ON s.id = r.sync_id"
 			  " JOIN retl.destinations d ON d.id = s.destination_id"
 			  " WHERE r.id = $1",
@@ -192,6 +214,12 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 12, &isnull);
 
 		run->prev_snapshot = isnull ? NULL : DatumGetByteaPCopy(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 13, &isnull);
+		run->snapshot = isnull ? NULL : DatumGetByteaPCopy(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 14, &isnull);
+		if (!isnull)
+			load_checkpoint(run, DatumGetJsonbP(d));
+		run->retry_failed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 15, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	return true;
@@ -253,7 +281,16 @@ setup_run(RetlRun *run)
 		run->full = true;
 		run->prev_snapshot = NULL;
 	}
-	run->snapshot = retl_snapshot_capture(run->relid);
+	if (run->snapshot == NULL || (reason != NULL && run->ckpt.pos > 0 &&
+								  strcmp(reason, "no cursor yet") != 0))
+	{
+		/* a fresh start: a resumed run keeps the snapshot it began with */
+		memset(&run->ckpt, 0, sizeof(run->ckpt));
+		run->rows_read = run->events_sent = 0;
+		run->events_succeeded = run->events_failed = 0;
+		run->snapshot = retl_snapshot_capture(run->relid);
+	}
+	run->retry_done = !run->retry_failed;
 	retl_reader_start(run);
 	MemoryContextSwitchTo(old);
 	values[0] = Int64GetDatum(run->id);
@@ -377,16 +414,23 @@ retl_catalog_poll_stops(dlist_head *runs)
 static void
 write_counters(RetlRun *run)
 {
-	Oid			types[5] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
-	Datum		values[5] = {
+	Oid			types[6] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
+	Datum		values[6] = {
 		Int64GetDatum(run->id), Int64GetDatum(run->rows_read),
 		Int64GetDatum(run->events_sent), Int64GetDatum(run->events_succeeded),
-		Int64GetDatum(run->events_failed)
+		Int64GetDatum(run->events_failed),
+		CStringGetTextDatum(psprintf("{\"pos\": " INT64_FORMAT ", \"rows\": " INT64_FORMAT
+									 ", \"sent\": " INT64_FORMAT ", \"succeeded\": " INT64_FORMAT
+									 ", \"failed\": " INT64_FORMAT "}",
+									 run->ckpt.pos, run->ckpt.rows, run->ckpt.sent,
+									 run->ckpt.succeeded, run->ckpt.failed))
 	};
 
 	exec_args("UPDATE retl.runs SET rows_read = $2, events_sent = $3,"
-			  " events_succeeded = $4, events_failed = $5 WHERE id = $1",
-			  5, types, values, NULL, SPI_OK_UPDATE);
+			  " events_succeeded = $4, events_failed = $5, checkpoint = $6::jsonb"
+			  " WHERE id = $1",
+			  6, types, values, NULL, SPI_OK_UPDATE);
+	run->ckpt_dirty = false;
 	run->dirty = false;
 	run->last_flush = GetCurrentTimestamp();
 }
@@ -439,19 +483,21 @@ retl_catalog_finish(RetlRun *run)
 }
 
 /*
- * Inserts one failed event.  Must run inside a transaction with SPI
- * connected.
+ * Records one failed event: a retried one updates its row, a new one is
+ * inserted, or merged with the same event (sync, messageId) recorded
+ * before, so that re-sends do not pile up duplicates.  Must run inside a
+ * transaction with SPI connected.
  */
 static void
-insert_failed(RetlRun *run, const char *pk, const char *payload, int len,
-			  int http_status, const char *response, const char *error,
-			  int attempts)
+record_failed(RetlRun *run, int64 failed_id, const char *pk,
+			  const char *payload, int len, int http_status,
+			  const char *response, const char *error, int attempts)
 {
-	Oid			types[8] = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
-	TEXTOID, TEXTOID, INT4OID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', pk ? ' ' : 'n', ' ',
-	http_status ? ' ' : 'n', response ? ' ' : 'n', ' ', ' '};
+	Oid			types[9] = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
+	TEXTOID, TEXTOID, INT4OID, INT8OID};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', pk ? ' ' : 'n', ' ',
+	http_status ? ' ' : 'n', response ? ' ' : 'n', ' ', ' ', ' '};
 
 	values[0] = Int64GetDatum(run->sync_id);
 	values[1] = Int64GetDatum(run->id);
@@ -461,38 +507,78 @@ insert_failed(RetlRun *run, const char *pk, const char *payload, int len,
 	values[5] = response ? CStringGetTextDatum(response) : (Datum) 0;
 	values[6] = CStringGetTextDatum(error);
 	values[7] = Int32GetDatum(attempts);
-	exec_args("INSERT INTO retl.failed_events (sync_id, run_id, primary_key,"
-			  " message_id, payload, http_status, response_body, error, attempts)"
-			  " SELECT (SELECT s.id FROM retl.syncs s WHERE s.id = $1), $2, $3, substring($4 from '\"messageId\":\"([0-9a-f-]{36})\"'),"
-			  " $4, $5, left($6, 4096), $7, $8",
-			  8, types, values, nulls, SPI_OK_INSERT);
+	values[8] = Int64GetDatum(failed_id);
+	if (failed_id != 0)
+		exec_args("UPDATE retl.failed_events SET run_id = $2, payload = $4,"
+				  " message_id = substring($4 from '\"messageId\":\"([0-9a-f-]{36})\"'),"
+				  " http_status = $5, response_body = left($6, 4096), error = $7,"
+				  " attempts = attempts + $8, last_failed_at = now()"
+				  " WHERE id = $9",
+				  9, types, values, nulls, SPI_OK_UPDATE);
+	else
+		exec_args("INSERT INTO retl.failed_events AS f (sync_id, run_id, primary_key,"
+				  " message_id, payload, http_status, response_body, error, attempts)"
+				  " SELECT (SELECT s.id FROM retl.syncs s WHERE s.id = $1), $2, $3,"
+				  " substring($4 from '\"messageId\":\"([0-9a-f-]{36})\"'),"
+				  " $4, $5, left($6, 4096), $7, $8"
+				  " ON CONFLICT (sync_id, message_id) DO UPDATE SET run_id = EXCLUDED.run_id,"
+				  " http_status = EXCLUDED.http_status, response_body = EXCLUDED.response_body,"
+				  " error = EXCLUDED.error, attempts = f.attempts + EXCLUDED.attempts,"
+				  " last_failed_at = now()",
+				  9, types, values, nulls, SPI_OK_INSERT);
 }
 
 /*
  * Records an event that is never sent (e.g. over the size limit).  Runs in
- * the reader's page transaction.
+ * the reader's page transaction.  It counts as sent and failed, so that
+ * events_succeeded + events_failed = events_sent.
  */
 void
 retl_catalog_fail_event(RetlRun *run, const char *pk, const char *payload,
 						int len, const char *error)
 {
-	insert_failed(run, pk, payload, len, 0, NULL, error, 0);
+	record_failed(run, 0, pk, payload, len, 0, NULL, error, 0);
+	run->events_sent++;
 	run->events_failed++;
 	run->dirty = true;
 }
 
 /*
- * Records every event of a batch that failed for good.
+ * Records every event of a batch that failed for good, in a short
+ * transaction of its own.
  */
 void
-retl_catalog_fail_batch(RetlBatch *b, const char *error, bool in_xact)
+retl_catalog_fail_batch(RetlBatch *b, const char *error)
 {
-	if (!in_xact)
-		xact_begin();
+	xact_begin();
 	for (int i = 0; i < b->nevents; i++)
-		insert_failed(b->run, b->ev_pk[i], b->body.data + b->ev_start[i],
-					  b->ev_len[i], (int) b->http_status, b->resp, error,
-					  b->attempts);
-	if (!in_xact)
-		xact_end();
+		record_failed(b->run, b->ev_failed_id[i], b->ev_pk[i],
+					  b->body.data + b->ev_start[i], b->ev_len[i],
+					  (int) b->http_status, b->resp, error, b->attempts);
+	xact_end();
+}
+
+/*
+ * Removes the failed events that a delivered batch re-sent successfully.
+ */
+void
+retl_catalog_batch_delivered(RetlBatch *b)
+{
+	StringInfoData ids;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	initStringInfo(&ids);
+	for (int i = 0; i < b->nevents; i++)
+		if (b->ev_failed_id[i] != 0)
+			appendStringInfo(&ids, "%s" INT64_FORMAT, ids.len ? "," : "{",
+							 b->ev_failed_id[i]);
+	if (ids.len == 0)
+		return;
+	appendStringInfoChar(&ids, '}');
+	values[0] = CStringGetTextDatum(ids.data);
+	xact_begin();
+	exec_args("DELETE FROM retl.failed_events WHERE id = ANY ($1::bigint[])",
+			  1, types, values, NULL, SPI_OK_DELETE);
+	xact_end();
 }

@@ -28,6 +28,7 @@
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -75,11 +76,14 @@ retl_reader_start(RetlRun *run)
 
 		run->nblocks = RelationGetNumberOfBlocks(rel);
 		relation_close(rel, AccessShareLock);
+		run->next_block = (BlockNumber) Min(run->ckpt.pos, run->nblocks);
 	}
 	else
 		run->cursor_name = psprintf("retl_run_" INT64_FORMAT, run->id);
 	initStringInfo(&run->event_buf);
 }
+
+static void read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec);
 
 /*
  * Turns the rows of one SPI result into events.
@@ -105,7 +109,7 @@ process_rows(RetlRun *run, SPITupleTable *tt, uint64 n)
 			pk = OutputFunctionCall(&map->pk_out, values[map->pk_column]);
 		MemoryContextSwitchTo(old);
 		run->rows_read++;
-		retl_run_add_event(run, pk);
+		retl_run_add_event(run, pk, 0);
 		MemoryContextReset(run->row_cxt);
 	}
 	pfree(values);
@@ -134,6 +138,7 @@ read_ctid_page(RetlRun *run, int want_events)
 			elog(ERROR, "retl: reading the source failed: %s",
 				 SPI_result_code_string(rc));
 		process_rows(run, SPI_tuptable, SPI_processed);
+		retl_ckpt_span(run, end, (int64) SPI_processed);
 		SPI_freetuptable(SPI_tuptable);
 		pfree(sql);
 		scanned += end - run->next_block;
@@ -163,6 +168,11 @@ read_cursor_page(RetlRun *run)
 		if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
 			elog(ERROR, "retl: could not declare the source cursor");
 		run->cursor_open = true;
+		portal = SPI_cursor_find(run->cursor_name);
+		/* a resumed run skips the rows acknowledged before */
+		if (portal != NULL && run->ckpt.pos > 0)
+			SPI_cursor_move(portal, true, run->ckpt.pos);
+		run->fetched = run->ckpt.pos;
 	}
 	portal = SPI_cursor_find(run->cursor_name);
 	if (portal == NULL)
@@ -171,6 +181,8 @@ read_cursor_page(RetlRun *run)
 	if (SPI_processed == 0)
 		run->reading_done = true;
 	process_rows(run, SPI_tuptable, SPI_processed);
+	run->fetched += SPI_processed;
+	retl_ckpt_span(run, run->fetched, (int64) SPI_processed);
 	SPI_freetuptable(SPI_tuptable);
 }
 
@@ -193,7 +205,9 @@ retl_reader_page(RetlRun *run)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "retl: SPI_connect failed");
 	retl_event_ctx_set_now(&run->ectx, GetCurrentTimestamp());
-	if (run->use_ctid)
+	if (!run->retry_done)
+		read_failed_page(run, save_uid, save_sec);
+	else if (run->use_ctid)
 		read_ctid_page(run, Max(want, 1000));
 	else
 		read_cursor_page(run);
@@ -208,6 +222,78 @@ retl_reader_page(RetlRun *run)
 		retl_batch_close(run);
 		retl_reader_close(run);
 	}
+}
+
+/*
+ * Builds the newest version of a row that failed before, found by primary
+ * key as the sync's owner.  Returns false when the row is gone.
+ */
+static bool
+rebuild_failed_row(RetlRun *run, const char *pk)
+{
+	RetlMapping *map = run->map;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(pk)};
+	char	   *sql = psprintf("SELECT %s FROM %s WHERE %s = $1::text::%s LIMIT 1",
+							   retl_mapping_select_list(map), map->relname,
+							   quote_identifier(map->colnames[map->pk_column]),
+							   format_type_be(map->coltypes[map->pk_column]));
+	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
+	bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
+	char		message_id[RETL_MESSAGE_ID_LEN + 1];
+
+	if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "retl: reading a failed row back failed");
+	if (SPI_processed == 0)
+		return false;
+	heap_deform_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, values, nulls);
+	resetStringInfo(&run->event_buf);
+	retl_event_build(&run->event_buf, map, &run->ectx, values, nulls, message_id);
+	return true;
+}
+
+/*
+ * Re-sends a page of the sync's failed events, before the source is read:
+ * the newest version of the row where the sync has a primary key and the
+ * row still exists, else the stored payload.  Failed events are read as
+ * the worker; source rows as the owner.
+ */
+static void
+read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec)
+{
+	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		args[3] = {Int64GetDatum(run->sync_id),
+	Int64GetDatum(run->retry_after_id), Int64GetDatum(run->id)};
+	SPITupleTable *tt;
+	uint64		n;
+
+	SetUserIdAndSecContext(worker_uid, worker_sec);
+	if (SPI_execute_with_args("SELECT id, primary_key, payload FROM retl.failed_events"
+							  " WHERE sync_id = $1 AND id > $2 AND run_id IS DISTINCT FROM $3"
+							  " ORDER BY id LIMIT 500",
+							  3, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "retl: reading failed events failed");
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	SetUserIdAndSecContext(run->owner, worker_sec | SECURITY_LOCAL_USERID_CHANGE);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
+
+		if (pk == NULL || run->map->pk_column < 0 || !rebuild_failed_row(run, pk))
+		{
+			char	   *payload = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
+
+			resetStringInfo(&run->event_buf);
+			appendStringInfoString(&run->event_buf, payload);
+		}
+		retl_run_add_event(run, pk, id);
+		run->retry_after_id = id;
+	}
+	if (n < 500)
+		run->retry_done = true;
 }
 
 /*
@@ -253,6 +339,8 @@ retl_batch_close(RetlRun *run)
 	run->building = NULL;
 	if (b->nevents == 0)
 	{
+		/* only oversize events, already recorded as failed */
+		retl_ckpt_ack_done(run, b->ack, 0, 0);
 		retl_batch_free(b);
 		return;
 	}
@@ -265,23 +353,18 @@ retl_batch_close(RetlRun *run)
  * Adds the event in run->event_buf to the batch being built, closing the
  * batch first when the event would exceed its count or byte limit.  An
  * event over the destination's per-event limit is never sent: it goes to
- * retl.failed_events with the reason.
+ * retl.failed_events with the reason, and counts as sent and failed.
+ * failed_id is the retl.failed_events row the event retries, or 0.
  */
 void
-retl_run_add_event(RetlRun *run, const char *pk)
+retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
 {
 	RetlDest   *d = &run->dest;
 	StringInfo	ev = &run->event_buf;
 	RetlBatch  *b = run->building;
+	bool		oversize = ev->len > d->max_event_bytes;
 
-	if (ev->len > d->max_event_bytes)
-	{
-		retl_catalog_fail_event(run, pk, ev->data, ev->len,
-								psprintf("event is %d bytes, over the destination's limit of " INT64_FORMAT " bytes",
-										 ev->len, d->max_event_bytes));
-		return;
-	}
-	if (b != NULL &&
+	if (b != NULL && !oversize &&
 		(b->nevents >= d->batch_size ||
 		 b->body.len + ev->len + strlen(d->separator) + strlen(d->suffix) > d->max_batch_bytes))
 	{
@@ -291,7 +374,16 @@ retl_run_add_event(RetlRun *run, const char *pk)
 	if (b == NULL)
 	{
 		b = run->building = retl_batch_create(run);
+		b->ack = retl_ckpt_new_ack(run);
 		appendStringInfoString(&b->body, d->prefix);
+	}
+	retl_ckpt_event(run, b->ack, oversize);
+	if (oversize)
+	{
+		retl_catalog_fail_event(run, pk, ev->data, ev->len,
+								psprintf("event is %d bytes, over the destination's limit of " INT64_FORMAT " bytes",
+										 ev->len, d->max_event_bytes));
+		return;
 	}
 	if (b->nevents == b->cap)
 	{
@@ -299,12 +391,14 @@ retl_run_add_event(RetlRun *run, const char *pk)
 		b->ev_start = repalloc(b->ev_start, b->cap * sizeof(int));
 		b->ev_len = repalloc(b->ev_len, b->cap * sizeof(int));
 		b->ev_pk = repalloc(b->ev_pk, b->cap * sizeof(char *));
+		b->ev_failed_id = repalloc(b->ev_failed_id, b->cap * sizeof(int64));
 	}
 	if (b->nevents > 0)
 		appendStringInfoString(&b->body, d->separator);
 	b->ev_start[b->nevents] = b->body.len;
 	b->ev_len[b->nevents] = ev->len;
 	b->ev_pk[b->nevents] = pk ? MemoryContextStrdup(b->cxt, pk) : NULL;
+	b->ev_failed_id[b->nevents] = failed_id;
 	appendBinaryStringInfo(&b->body, ev->data, ev->len);
 	b->nevents++;
 }

@@ -153,6 +153,7 @@ retl_batch_create(RetlRun *run)
 	b->ev_start = MemoryContextAlloc(cxt, b->cap * sizeof(int));
 	b->ev_len = MemoryContextAlloc(cxt, b->cap * sizeof(int));
 	b->ev_pk = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
+	b->ev_failed_id = MemoryContextAlloc(cxt, b->cap * sizeof(int64));
 	cb->func = batch_release;
 	cb->arg = b;
 	MemoryContextRegisterResetCallback(cxt, cb);

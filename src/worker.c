@@ -101,7 +101,93 @@ batch_discard(RetlBatch *b)
 }
 
 /*
- * Handles a finished request: success, retry later, or failure for good.
+ * Does this status reject some events of the batch (so that splitting the
+ * batch isolates them), rather than the whole destination?
+ */
+static bool
+status_rejects_events(long status)
+{
+	return status == 400 || status == 413 || status == 422;
+}
+
+/*
+ * Copies events [from, to) of a batch into a new batch that shares its ack.
+ */
+static RetlBatch *
+batch_part(RetlBatch *b, int from, int to)
+{
+	RetlRun    *run = b->run;
+	RetlBatch  *part = retl_batch_create(run);
+
+	part->ack = b->ack;
+	appendStringInfoString(&part->body, run->dest.prefix);
+	for (int i = from; i < to; i++)
+	{
+		if (part->nevents == part->cap)
+		{
+			part->cap *= 2;
+			part->ev_start = repalloc(part->ev_start, part->cap * sizeof(int));
+			part->ev_len = repalloc(part->ev_len, part->cap * sizeof(int));
+			part->ev_pk = repalloc(part->ev_pk, part->cap * sizeof(char *));
+			part->ev_failed_id = repalloc(part->ev_failed_id, part->cap * sizeof(int64));
+		}
+		if (part->nevents > 0)
+			appendStringInfoString(&part->body, run->dest.separator);
+		part->ev_start[part->nevents] = part->body.len;
+		part->ev_len[part->nevents] = b->ev_len[i];
+		part->ev_pk[part->nevents] = b->ev_pk[i] ? MemoryContextStrdup(part->cxt, b->ev_pk[i]) : NULL;
+		part->ev_failed_id[part->nevents] = b->ev_failed_id[i];
+		appendBinaryStringInfo(&part->body, b->body.data + b->ev_start[i], b->ev_len[i]);
+		part->nevents++;
+	}
+	appendStringInfoString(&part->body, run->dest.suffix);
+	return part;
+}
+
+/*
+ * Splits a rejected batch in halves, sent next, until the bad events are
+ * isolated (as Census and Hightouch do): only those fail.
+ */
+static void
+batch_split(RetlBatch *b)
+{
+	RetlRun    *run = b->run;
+	int			half = b->nevents / 2;
+	RetlBatch  *left = batch_part(b, 0, half);
+	RetlBatch  *right = batch_part(b, half, b->nevents);
+
+	b->ack->parts++;			/* one part becomes two */
+	run->events_sent -= b->nevents; /* counted again when the halves go */
+	dlist_push_head(&run->ready, &right->node);
+	dlist_push_head(&run->ready, &left->node);
+	run->nready += 2;
+	retl_batch_free(b);
+}
+
+/*
+ * Records a batch as failed for good.  A rejection of single events leaves
+ * the run going; anything else fails the run, whose remaining events are
+ * then recorded as failed without being sent.
+ */
+static void
+batch_failed(RetlBatch *b, const char *error, bool run_fails)
+{
+	RetlRun    *run = b->run;
+
+	retl_catalog_fail_batch(b, error);
+	run->events_failed += b->nevents;
+	run->dirty = true;
+	retl_ckpt_ack_done(run, b->ack, 0, b->nevents);
+	if (run_fails && !run->failed)
+	{
+		run->failed = true;
+		run->error = MemoryContextStrdup(run->cxt, error);
+	}
+	retl_batch_free(b);
+}
+
+/*
+ * Handles a finished request: success, retry later, split, or failure.
  */
 static void
 batch_done(RetlBatch *b)
@@ -117,7 +203,9 @@ batch_done(RetlBatch *b)
 	run->dirty = true;
 	if (ok)
 	{
+		retl_catalog_batch_delivered(b);
 		run->events_succeeded += b->nevents;
+		retl_ckpt_ack_done(run, b->ack, b->nevents, 0);
 		retl_batch_free(b);
 	}
 	else if (retryable && run->stopping)
@@ -126,20 +214,13 @@ batch_done(RetlBatch *b)
 	{
 		b->retry_at = GetCurrentTimestamp() + retry_delay_ms(b) * 1000;
 		dlist_push_tail(&run->waiting, &b->node);
+		run->nwaiting++;
 	}
+	else if (!retryable && status_rejects_events(b->http_status) && b->nevents > 1)
+		batch_split(b);
 	else
-	{
-		char	   *error = batch_error(b);
-
-		retl_catalog_fail_batch(b, error, false);
-		run->events_failed += b->nevents;
-		if (!run->failed)
-		{
-			run->failed = true;
-			run->error = MemoryContextStrdup(run->cxt, error);
-		}
-		retl_batch_free(b);
-	}
+		batch_failed(b, batch_error(b),
+					 retryable || !status_rejects_events(b->http_status));
 }
 
 /*
@@ -161,16 +242,25 @@ dispatch(RetlRun *run)
 		if (b->retry_at > now)
 			continue;
 		dlist_delete(&b->node);
+		run->nwaiting--;
 		retl_transport_send(b);
 		dlist_push_tail(&run->inflight, &b->node);
 		run->in_flight++;
 	}
-	while (run->in_flight < run->dest.max_in_flight && !dlist_is_empty(&run->ready))
+	while ((run->failed || run->in_flight < run->dest.max_in_flight) &&
+		   !dlist_is_empty(&run->ready))
 	{
 		RetlBatch  *b = dlist_container(RetlBatch, node,
 										dlist_pop_head_node(&run->ready));
 
 		run->nready--;
+		if (run->failed)
+		{
+			/* the destination failed for good: record, do not send */
+			run->events_sent += b->nevents;
+			batch_failed(b, psprintf("not sent: %s", run->error), true);
+			continue;
+		}
 		retl_transport_send(b);
 		dlist_push_tail(&run->inflight, &b->node);
 		run->in_flight++;
@@ -180,8 +270,8 @@ dispatch(RetlRun *run)
 }
 
 /*
- * Stops reading and drops what is not in flight.  Used by stops and by
- * runs that failed: there is no point reading rows that cannot be sent.
+ * Stops reading and drops what is not in flight, for a stopped run: the
+ * next run resumes from the checkpoint and sends those events.
  */
 static void
 stop_reading(RetlRun *run)
@@ -200,8 +290,11 @@ stop_reading(RetlRun *run)
 	}
 	dlist_foreach_modify(iter, &run->ready)
 	{
+		RetlBatch  *b = dlist_container(RetlBatch, node, iter.cur);
+
 		dlist_delete(iter.cur);
-		retl_batch_free(dlist_container(RetlBatch, node, iter.cur));
+		/* split halves were counted as sent before the split */
+		retl_batch_free(b);
 	}
 	run->nready = 0;
 	if (run->stopping)
@@ -211,6 +304,7 @@ stop_reading(RetlRun *run)
 			dlist_delete(iter.cur);
 			batch_discard(dlist_container(RetlBatch, node, iter.cur));
 		}
+		run->nwaiting = 0;
 	}
 }
 
@@ -223,15 +317,19 @@ advance_run(RetlRun *run)
 	TimestampTz start = GetCurrentTimestamp();
 
 	current_run = run;
-	if (run->stopping || run->failed)
+	if (run->stopping)
 		stop_reading(run);
-	/* read, but come back to the network and the queue at least 5x a second */
+	/*
+	 * Read while fewer than 2 x max_in_flight batches are pending (memory
+	 * stays flat even when the destination is down), but come back to the
+	 * network and the queue at least 5 times a second.
+	 */
 	while (!run->reading_done &&
-		   run->nready + run->in_flight < 2 * run->dest.max_in_flight &&
+		   run->nready + run->nwaiting + run->in_flight < 2 * run->dest.max_in_flight &&
 		   !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 200))
 		retl_reader_page(run);
 	dispatch(run);
-	if (run->dirty && TimestampDifferenceExceeds(run->last_flush,
+	if ((run->dirty || run->ckpt_dirty) && TimestampDifferenceExceeds(run->last_flush,
 												 GetCurrentTimestamp(), FLUSH_MS))
 		retl_catalog_flush(run);
 	current_run = NULL;

@@ -16,6 +16,36 @@
 
 struct RetlRun;
 
+/* Acknowledgement state of one batch (kept after the batch is freed). */
+typedef struct RetlAck
+{
+	dlist_node	node;			/* in the run's acks, in creation order */
+	int64		end_seq;		/* sequence number after its last event */
+	int			parts;			/* parts not done yet (splits add parts) */
+	int			nsent;			/* events, counting oversize ones */
+	int			nsucceeded;
+	int			nfailed;
+} RetlAck;
+
+/* A span of the source that was read: a block range or a cursor fetch. */
+typedef struct RetlSpan
+{
+	dlist_node	node;
+	int64		end_pos;		/* block or row position after the span */
+	int64		last_seq;		/* sequence number after its last event */
+	int64		rows;
+} RetlSpan;
+
+/* What is acknowledged: the source position and the counters there. */
+typedef struct RetlCheckpoint
+{
+	int64		pos;
+	int64		rows;
+	int64		sent;
+	int64		succeeded;
+	int64		failed;
+} RetlCheckpoint;
+
 /*
  * A request's worth of events.  Each batch has its own memory context:
  * deleting it also removes its easy handle from the multi handle and frees
@@ -33,6 +63,8 @@ typedef struct RetlBatch
 	int		   *ev_start;		/* offset of each event in body */
 	int		   *ev_len;
 	char	  **ev_pk;			/* primary key text, or NULL */
+	int64	   *ev_failed_id;	/* retl.failed_events id of a retry, or 0 */
+	RetlAck    *ack;
 	int			attempts;
 	TimestampTz retry_at;
 	/* transfer state; malloc'd or curl's, never palloc'd from callbacks */
@@ -69,6 +101,10 @@ typedef struct RetlRun
 	char	   *cursor_name;	/* holdable cursor for non-table sources */
 	bool		cursor_open;
 	bool		reading_done;
+	bool		retry_failed;	/* re-send retl.failed_events first */
+	bool		retry_done;
+	int64		retry_after_id; /* paging through failed events */
+	int64		fetched;		/* rows fetched from the cursor */
 	char	   *query;			/* SELECT ... FROM source [filter] */
 	StringInfoData event_buf;
 	/* batches */
@@ -77,6 +113,7 @@ typedef struct RetlRun
 	dlist_head	waiting;		/* failed once, waiting for retry_at */
 	dlist_head	inflight;		/* being sent */
 	int			nready;
+	int			nwaiting;
 	int			in_flight;
 	/* counters, flushed to retl.runs at most twice a second */
 	int64		rows_read;
@@ -85,11 +122,18 @@ typedef struct RetlRun
 	int64		events_failed;
 	bool		dirty;
 	TimestampTz last_flush;
+	/* checkpoint.c */
+	int64		seq;			/* events built so far */
+	int64		ckpt_seq;		/* low-water mark */
+	dlist_head	acks;
+	dlist_head	spans;
+	RetlCheckpoint ckpt;
+	bool		ckpt_dirty;
 	/* outcome */
 	bool		stopping;
 	bool		finishing;
 	TimestampTz drain_deadline;
-	bool		failed;
+	bool		failed;			/* sending failed for good: record, don't send */
 	char	   *error;
 } RetlRun;
 
@@ -97,8 +141,16 @@ typedef struct RetlRun
 extern void retl_reader_start(RetlRun *run);
 extern void retl_reader_page(RetlRun *run);
 extern void retl_reader_close(RetlRun *run);
-extern void retl_run_add_event(RetlRun *run, const char *pk);
+extern void retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id);
 extern void retl_batch_close(RetlRun *run);
+
+/* checkpoint.c */
+extern RetlAck *retl_ckpt_new_ack(RetlRun *run);
+extern void retl_ckpt_event(RetlRun *run, RetlAck *ack, bool oversize);
+extern void retl_ckpt_span(RetlRun *run, int64 end_pos, int64 rows);
+extern void retl_ckpt_advance(RetlRun *run);
+extern void retl_ckpt_ack_done(RetlRun *run, RetlAck *ack, int succeeded,
+							   int failed);
 
 /* transport.c */
 extern void retl_transport_init(void);
@@ -114,11 +166,11 @@ extern RetlRun *retl_catalog_claim(void);
 extern void retl_catalog_poll_stops(dlist_head *runs);
 extern void retl_catalog_flush(RetlRun *run);
 extern void retl_catalog_finish(RetlRun *run);
-extern void retl_catalog_fail_batch(RetlBatch *batch, const char *error,
-									bool in_xact);
+extern void retl_catalog_fail_batch(RetlBatch *batch, const char *error);
 extern void retl_catalog_fail_event(RetlRun *run, const char *pk,
 									const char *payload, int len,
 									const char *error);
+extern void retl_catalog_batch_delivered(RetlBatch *batch);
 extern bool retl_catalog_extension_exists(void);
 
 #endif							/* RETL_WORKER_H */

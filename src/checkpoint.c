@@ -1,0 +1,118 @@
+/*-------------------------------------------------------------------------
+ *
+ * checkpoint.c
+ *	  Tracks which part of a run is acknowledged, so that a stopped or
+ *	  crashed run resumes where its contiguous acknowledged prefix ends.
+ *
+ * Events get sequence numbers in reading order, and batches hold
+ * contiguous sequence ranges, so an "ack" record per batch, kept in
+ * creation order, gives the low-water mark: the end of the longest prefix
+ * of batches that are done (delivered, or recorded as failed).  The source
+ * is read in spans (block ranges or cursor fetches); a span is
+ * checkpointed once the low-water mark passes its last event.  The
+ * checkpoint (source position plus the counters at that point) is written
+ * to retl.runs with the run's progress, so a resumed run re-sends only the
+ * batches after it: those in flight or acknowledged out of order
+ * (DESIGN.md, "Delivery": the cursor only advances over the contiguous
+ * prefix of acknowledged work).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+/*
+ * Starts the ack record of a new batch.
+ */
+RetlAck *
+retl_ckpt_new_ack(RetlRun *run)
+{
+	RetlAck    *ack = MemoryContextAllocZero(run->cxt, sizeof(RetlAck));
+
+	ack->parts = 1;
+	ack->end_seq = run->seq;
+	dlist_push_tail(&run->acks, &ack->node);
+	return ack;
+}
+
+/*
+ * Counts one more event (sent or, when oversize, failed at once) in the
+ * batch being built.
+ */
+void
+retl_ckpt_event(RetlRun *run, RetlAck *ack, bool oversize)
+{
+	run->seq++;
+	ack->end_seq = run->seq;
+	ack->nsent++;
+	if (oversize)
+		ack->nfailed++;
+}
+
+/*
+ * Records that the source was read up to end_pos, with rows rows in this
+ * span.
+ */
+void
+retl_ckpt_span(RetlRun *run, int64 end_pos, int64 rows)
+{
+	RetlSpan   *span = MemoryContextAllocZero(run->cxt, sizeof(RetlSpan));
+
+	span->end_pos = end_pos;
+	span->last_seq = run->seq;
+	span->rows = rows;
+	dlist_push_tail(&run->spans, &span->node);
+	retl_ckpt_advance(run);
+}
+
+/*
+ * Moves the low-water mark over the done batches at the head of the list,
+ * and the checkpoint over the spans it covers.
+ */
+void
+retl_ckpt_advance(RetlRun *run)
+{
+	int64		low = run->ckpt_seq;
+
+	while (!dlist_is_empty(&run->acks))
+	{
+		RetlAck    *ack = dlist_head_element(RetlAck, node, &run->acks);
+
+		if (ack->parts > 0)
+			break;
+		low = ack->end_seq;
+		run->ckpt.sent += ack->nsent;
+		run->ckpt.succeeded += ack->nsucceeded;
+		run->ckpt.failed += ack->nfailed;
+		dlist_delete(&ack->node);
+		pfree(ack);
+	}
+	/* with no batch outstanding, everything read so far is acknowledged */
+	if (dlist_is_empty(&run->acks))
+		low = run->seq;
+	run->ckpt_seq = low;
+	while (!dlist_is_empty(&run->spans))
+	{
+		RetlSpan   *span = dlist_head_element(RetlSpan, node, &run->spans);
+
+		if (span->last_seq > low)
+			break;
+		run->ckpt.pos = span->end_pos;
+		run->ckpt.rows += span->rows;
+		run->ckpt_dirty = true;
+		dlist_delete(&span->node);
+		pfree(span);
+	}
+}
+
+/*
+ * Records the outcome of one part of a batch (a batch split after a 4xx has
+ * several parts).  The batch is done when all its parts are.
+ */
+void
+retl_ckpt_ack_done(RetlRun *run, RetlAck *ack, int succeeded, int failed)
+{
+	ack->nsucceeded += succeeded;
+	ack->nfailed += failed;
+	if (--ack->parts == 0)
+		retl_ckpt_advance(run);
+}
