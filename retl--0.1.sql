@@ -317,6 +317,7 @@ BEGIN
 		UPDATE retl.syncs SET needs_full = true, full_reason = 'forced'
 		 WHERE id OPERATOR(pg_catalog.=) s.id;
 		s.needs_full := true;
+		s.full_reason := 'forced';
 	END IF;
 	SELECT * INTO r FROM retl.runs x
 	 WHERE x.sync_id OPERATOR(pg_catalog.=) s.id AND x.status IN ('queued', 'running')

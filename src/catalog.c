@@ -277,10 +277,9 @@ setup_run(RetlRun *run)
 	retl_event_ctx_init(&run->ectx, run->sync_id, run->sync_name, run->id);
 	reason = full_reason(run);
 	if (reason != NULL)
-	{
 		run->full = true;
-		run->prev_snapshot = NULL;
-	}
+	if (run->full)
+		run->prev_snapshot = NULL;	/* a full run sends every row */
 	if (run->snapshot == NULL || (reason != NULL && run->ckpt.pos > 0 &&
 								  strcmp(reason, "no cursor yet") != 0))
 	{

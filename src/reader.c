@@ -35,8 +35,9 @@
 #include "utils/snapmgr.h"
 #include "access/relation.h"
 
-#define PAGE_BLOCKS 256			/* blocks per TID range query */
-#define PAGE_MAX_BLOCKS 8192	/* blocks per transaction */
+#define RANGE_MIN_BLOCKS 1		/* blocks per TID range query ... */
+#define RANGE_MAX_BLOCKS 4096	/* ... adapted to yield about one batch */
+#define PAGE_MAX_BLOCKS 16384	/* blocks per transaction */
 #define PAGE_MAX_MS 100			/* time per transaction */
 #define CURSOR_FETCH 2000		/* rows per fetch from a holdable cursor */
 
@@ -77,6 +78,7 @@ retl_reader_start(RetlRun *run)
 		run->nblocks = RelationGetNumberOfBlocks(rel);
 		relation_close(rel, AccessShareLock);
 		run->next_block = (BlockNumber) Min(run->ckpt.pos, run->nblocks);
+		run->range_blocks = 1;
 	}
 	else
 		run->cursor_name = psprintf("retl_run_" INT64_FORMAT, run->id);
@@ -117,6 +119,22 @@ process_rows(RetlRun *run, SPITupleTable *tt, uint64 n)
 }
 
 /*
+ * Sizes the next TID range so that it yields about one batch of events:
+ * small spans keep the checkpoint close behind the acknowledged events,
+ * and sparse incremental scans still read large ranges per query.
+ */
+static void
+adapt_range(RetlRun *run, BlockNumber blocks, uint64 rows)
+{
+	double		per_block = rows > 0 ? (double) rows / blocks : 0;
+	double		want = run->dest.batch_size;
+	double		next = per_block > 0 ? want / per_block : (double) blocks * 4;
+
+	run->range_blocks = (BlockNumber) Max(RANGE_MIN_BLOCKS,
+										  Min(RANGE_MAX_BLOCKS, next));
+}
+
+/*
  * Reads block ranges until enough events are built or the page's block or
  * time budget is spent.
  */
@@ -129,7 +147,7 @@ read_ctid_page(RetlRun *run, int want_events)
 
 	while (run->next_block < run->nblocks)
 	{
-		BlockNumber end = Min(run->nblocks, run->next_block + PAGE_BLOCKS);
+		BlockNumber end = Min(run->nblocks, run->next_block + run->range_blocks);
 		char	   *sql = psprintf("%s AND ctid >= '(%u,0)'::tid AND ctid < '(%u,0)'::tid",
 								   run->query, run->next_block, end);
 		int			rc = SPI_execute(sql, true, 0);
@@ -139,6 +157,7 @@ read_ctid_page(RetlRun *run, int want_events)
 				 SPI_result_code_string(rc));
 		process_rows(run, SPI_tuptable, SPI_processed);
 		retl_ckpt_span(run, end, (int64) SPI_processed);
+		adapt_range(run, end - run->next_block, SPI_processed);
 		SPI_freetuptable(SPI_tuptable);
 		pfree(sql);
 		scanned += end - run->next_block;

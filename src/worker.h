@@ -98,6 +98,7 @@ typedef struct RetlRun
 	bool		use_ctid;
 	BlockNumber next_block;
 	BlockNumber nblocks;
+	BlockNumber range_blocks;	/* blocks per TID range query */
 	char	   *cursor_name;	/* holdable cursor for non-table sources */
 	bool		cursor_open;
 	bool		reading_done;
