@@ -27,6 +27,7 @@ CREATE TABLE retl.syncs (
 	primary_key text,
 	mode		text NOT NULL DEFAULT 'upsert' CHECK (mode IN ('upsert', 'mirror')),
 	options		jsonb NOT NULL DEFAULT '{}',
+	detector	text NOT NULL DEFAULT 'xmin' CHECK (detector IN ('xmin', 'diff', 'full')),
 	enabled		boolean NOT NULL DEFAULT true,
 	owner		regrole NOT NULL DEFAULT current_user::regrole,
 	needs_full	boolean NOT NULL DEFAULT true,
@@ -48,6 +49,7 @@ CREATE TABLE retl.runs (
 	started_at	timestamptz,
 	finished_at timestamptz,
 	rows_read	bigint NOT NULL DEFAULT 0,
+	rows_deleted bigint NOT NULL DEFAULT 0,
 	events_sent bigint NOT NULL DEFAULT 0,
 	events_succeeded bigint NOT NULL DEFAULT 0,
 	events_failed bigint NOT NULL DEFAULT 0,
@@ -79,7 +81,17 @@ CREATE TABLE retl.failed_events (
 CREATE INDEX failed_events_sync ON retl.failed_events (sync_id, id);
 CREATE UNIQUE INDEX failed_events_message ON retl.failed_events (sync_id, message_id);
 
+/* The diff detector's state: one fingerprint per acknowledged key. */
+CREATE TABLE retl.fingerprints (
+	sync_id		bigint NOT NULL REFERENCES retl.syncs (id) ON DELETE CASCADE,
+	pk			text NOT NULL,
+	fingerprint bigint NOT NULL,
+	identity	text,
+	PRIMARY KEY (sync_id, pk)
+);
+
 SELECT pg_catalog.pg_extension_config_dump('retl.destinations', '');
+SELECT pg_catalog.pg_extension_config_dump('retl.fingerprints', '');
 SELECT pg_catalog.pg_extension_config_dump('retl.syncs', '');
 SELECT pg_catalog.pg_extension_config_dump('retl.runs', '');
 SELECT pg_catalog.pg_extension_config_dump('retl.failed_events', '');
@@ -109,6 +121,51 @@ AS 'MODULE_PATHNAME', 'retl_snapshot_text';
 CREATE FUNCTION retl._redact(config jsonb)
 RETURNS jsonb LANGUAGE C STRICT IMMUTABLE
 AS 'MODULE_PATHNAME', 'retl_redact_config';
+
+/*
+ * Chooses the change detector of a sync: the xmin cursor for tables and
+ * for views that expose an xmin column, the content diff for other views
+ * with a primary key and for mirror syncs, else a full read every run.
+ */
+CREATE FUNCTION retl._detector(source regclass, event_type text, mode text,
+	primary_key text, options jsonb)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	relkind "char";
+	detector text := options->>'cursor';
+BEGIN
+	SELECT c.relkind INTO relkind FROM pg_catalog.pg_class c
+	 WHERE c.oid OPERATOR(pg_catalog.=) source;
+	IF mode OPERATOR(pg_catalog.=) 'mirror' AND event_type OPERATOR(pg_catalog.=) 'track' THEN
+		RAISE EXCEPTION 'mode ''mirror'' is not allowed for track syncs'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Track events are append-only and cannot be deleted (RudderStack does not allow it either); mirror an identify sync.';
+	END IF;
+	IF detector IS NULL THEN
+		detector := CASE
+			WHEN mode OPERATOR(pg_catalog.=) 'mirror' THEN 'diff'
+			WHEN relkind IN ('r', 'p', 'm') OR options ? 'xmin_column' THEN 'xmin'
+			WHEN primary_key IS NOT NULL THEN 'diff'
+			ELSE 'full' END;
+	END IF;
+	IF detector OPERATOR(pg_catalog.=) 'diff' AND primary_key IS NULL THEN
+		RAISE EXCEPTION 'the diff detector needs a primary key'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass primary_key => ''<column>'' to retl_create_sync().';
+	END IF;
+	IF mode OPERATOR(pg_catalog.=) 'mirror' AND detector OPERATOR(pg_catalog.<>) 'diff' THEN
+		RAISE EXCEPTION 'mode ''mirror'' requires the diff detector'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Remove option "cursor", or set it to "diff": only the diff detector sees deletes.';
+	END IF;
+	IF detector OPERATOR(pg_catalog.=) 'xmin' AND relkind IN ('v', 'f')
+	   AND NOT options ? 'xmin_column' THEN
+		RAISE EXCEPTION 'the xmin cursor needs an xmin column on a view'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Expose one base table''s xmin in the view (SELECT o.xmin AS _retl_xmin, ...) and set option "xmin_column", or use {"cursor": "diff"} with a primary key.';
+	END IF;
+	RETURN detector;
+END $$ SET search_path = pg_catalog, pg_temp;
 
 /* Looks a sync up by name, with a clear error when there is none. */
 CREATE FUNCTION retl._sync(sync_name text, lock boolean DEFAULT false)
@@ -204,18 +261,15 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'mode is ''upsert'' or ''mirror''.';
 	END IF;
-	IF mode OPERATOR(pg_catalog.=) 'mirror' THEN
-		RAISE EXCEPTION 'mode ''mirror'' is not supported yet'
-			USING ERRCODE = 'feature_not_supported',
-				  HINT = 'Use mode ''upsert''.';
-	END IF;
 	PERFORM retl._validate_sync(source, event_type, mapping, primary_key,
 								coalesce(options, '{}'));
 	BEGIN
 		INSERT INTO retl.syncs (name, source, destination_id, event_type, mapping,
-								primary_key, mode, options)
+								primary_key, mode, options, detector)
 			VALUES (name, source, dest_id, event_type, mapping, primary_key, mode,
-					coalesce(options, '{}'))
+					coalesce(options, '{}'),
+					retl._detector(source, event_type, mode, primary_key,
+								   coalesce(options, '{}')))
 			RETURNING id INTO new_id;
 	EXCEPTION WHEN unique_violation THEN
 		RAISE EXCEPTION 'sync "%" already exists', name
@@ -236,6 +290,8 @@ BEGIN
 	UPDATE retl.syncs x
 	   SET mapping = coalesce(retl_alter_sync.mapping, x.mapping),
 		   options = coalesce(retl_alter_sync.options, x.options),
+		   detector = retl._detector(x.source, x.event_type, x.mode, x.primary_key,
+									 coalesce(retl_alter_sync.options, x.options)),
 		   needs_full = x.needs_full OR retl_alter_sync.mapping IS NOT NULL,
 		   full_reason = CASE WHEN retl_alter_sync.mapping IS NOT NULL
 							  THEN 'mapping changed' ELSE x.full_reason END
@@ -409,6 +465,7 @@ SELECT s.id AS sync_id,
 	   s.source,
 	   s.event_type,
 	   s.mode,
+	   s.detector,
 	   CASE WHEN s.needs_full THEN 'full' ELSE 'incremental' END AS next_run_kind,
 	   s.full_reason AS next_full_reason,
 	   lr.id AS last_run_id,
@@ -418,6 +475,7 @@ SELECT s.id AS sync_id,
 	   lr.started_at AS last_run_started_at,
 	   lr.finished_at AS last_run_finished_at,
 	   lr.rows_read,
+	   lr.rows_deleted,
 	   lr.events_sent,
 	   lr.events_succeeded,
 	   lr.events_failed,

@@ -191,7 +191,8 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 	exec_args("SELECT r.sync_id, s.name, r.kind, s.source::oid, s.owner::oid,"
 			  " s.event_type, s.mapping, s.primary_key, s.options, d.kind, d.config,"
 			  " s.cursor_snapshot, r.snapshot, r.checkpoint,"
-			  " r.retry_failed OR coalesce((s.options->>'retry_failed')::boolean, true)"
+			  " r.retry_failed OR coalesce((s.options->>'retry_failed')::boolean, true),"
+			  " s.detector = 'diff', s.mode = 'mirror'"
 			  " FROM retl.runs r JOIN retl.syncs s ON s.id = r.sync_id"
 			  " JOIN retl.destinations d ON d.id = s.destination_id"
 			  " WHERE r.id = $1",
@@ -220,6 +221,8 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 		if (!isnull)
 			load_checkpoint(run, DatumGetJsonbP(d));
 		run->retry_failed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 15, &isnull));
+		run->diff = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 16, &isnull));
+		run->mirror = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 17, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	return true;
@@ -232,15 +235,37 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 static const char *
 full_reason(RetlRun *run)
 {
-	if (run->full)
+	if (run->full || run->diff)
 		return NULL;
 	if (run->map->relkind == RELKIND_VIEW && run->map->xmin_column < 0)
 		return "the source is a view without an xmin column: every row is sent";
 	if (run->map->relkind == RELKIND_FOREIGN_TABLE)
 		return "the source is a foreign table: every row is sent";
-	if (run->map->relkind == RELKIND_RELATION || run->map->relkind == RELKIND_MATVIEW)
-		return retl_snapshot_guard(run->prev_snapshot, run->relid);
-	return run->prev_snapshot ? NULL : "no cursor yet";
+	return retl_snapshot_guard(run->prev_snapshot, run->relid);
+}
+
+/*
+ * Prepares a diff run.  It always reads the whole source (the fingerprints
+ * make that cheap), so it does not resume from a checkpoint: the set of
+ * keys seen must be complete to detect deletions.
+ */
+static void
+setup_diff(RetlRun *run, Jsonb *options)
+{
+	JsonbValue *v = options ? getKeyJsonValueFromContainer(&options->root,
+														   "on_delete", 9, NULL) : NULL;
+
+	run->ckpt.pos = 0;
+	if (v != NULL && v->type == jbvString)
+		run->on_delete_skip = v->val.string.len == 4 &&
+			strncmp(v->val.string.val, "skip", 4) == 0;
+	else if (v != NULL && v->type == jbvBinary)
+	{
+		Jsonb	   *obj = JsonbValueToJsonb(v);
+
+		run->on_delete_event = retl_jsonb_get_text(obj, "event");
+	}
+	retl_diff_start(run);
 }
 
 /*
@@ -278,8 +303,8 @@ setup_run(RetlRun *run)
 	reason = full_reason(run);
 	if (reason != NULL)
 		run->full = true;
-	if (run->full)
-		run->prev_snapshot = NULL;	/* a full run sends every row */
+	if (run->full || run->diff)
+		run->prev_snapshot = NULL;	/* these runs read every row */
 	if (run->snapshot == NULL || (reason != NULL && run->ckpt.pos > 0 &&
 								  strcmp(reason, "no cursor yet") != 0))
 	{
@@ -290,6 +315,8 @@ setup_run(RetlRun *run)
 		run->snapshot = retl_snapshot_capture(run->relid);
 	}
 	run->retry_done = !run->retry_failed;
+	if (run->diff)
+		setup_diff(run, options);
 	retl_reader_start(run);
 	MemoryContextSwitchTo(old);
 	values[0] = Int64GetDatum(run->id);
@@ -413,8 +440,8 @@ retl_catalog_poll_stops(dlist_head *runs)
 static void
 write_counters(RetlRun *run)
 {
-	Oid			types[6] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
-	Datum		values[6] = {
+	Oid			types[7] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID};
+	Datum		values[7] = {
 		Int64GetDatum(run->id), Int64GetDatum(run->rows_read),
 		Int64GetDatum(run->events_sent), Int64GetDatum(run->events_succeeded),
 		Int64GetDatum(run->events_failed),
@@ -422,13 +449,14 @@ write_counters(RetlRun *run)
 									 ", \"sent\": " INT64_FORMAT ", \"succeeded\": " INT64_FORMAT
 									 ", \"failed\": " INT64_FORMAT "}",
 									 run->ckpt.pos, run->ckpt.rows, run->ckpt.sent,
-									 run->ckpt.succeeded, run->ckpt.failed))
+									 run->ckpt.succeeded, run->ckpt.failed)),
+		Int64GetDatum(run->rows_deleted)
 	};
 
 	exec_args("UPDATE retl.runs SET rows_read = $2, events_sent = $3,"
-			  " events_succeeded = $4, events_failed = $5, checkpoint = $6::jsonb"
-			  " WHERE id = $1",
-			  6, types, values, NULL, SPI_OK_UPDATE);
+			  " events_succeeded = $4, events_failed = $5, checkpoint = $6::jsonb,"
+			  " rows_deleted = $7 WHERE id = $1",
+			  7, types, values, NULL, SPI_OK_UPDATE);
 	run->ckpt_dirty = false;
 	run->dirty = false;
 	run->last_flush = GetCurrentTimestamp();

@@ -315,6 +315,35 @@ compile_entry(RetlMapping *map, Relation rel, const char *key, JsonbValue *v,
 }
 
 /*
+ * Validates option on_delete: "skip", "identify" or {"event": "<name>"}.
+ */
+static void
+check_on_delete(Jsonb *options)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(&options->root, "on_delete",
+												 9, NULL);
+	Jsonb	   *obj;
+
+	if (v == NULL)
+		return;
+	if (v->type == jbvString &&
+		((v->val.string.len == 4 && strncmp(v->val.string.val, "skip", 4) == 0) ||
+		 (v->val.string.len == 8 && strncmp(v->val.string.val, "identify", 8) == 0)))
+		return;
+	if (v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data))
+	{
+		obj = JsonbValueToJsonb(v);
+		if (retl_jsonb_get_text(obj, "event") != NULL &&
+			JsonContainerSize(&obj->root) == 1)
+			return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid value for option \"on_delete\""),
+			 errhint("Use \"identify\" (the default), \"skip\", or {\"event\": \"<name>\"}.")));
+}
+
+/*
  * Validates the sync options against the known keys and values.
  */
 static void
@@ -362,6 +391,13 @@ check_options(RetlMapping *map, Jsonb *options)
 				 errmsg("invalid value \"%s\" for option \"nulls\"", s),
 				 errhint("Use \"omit\" (the default) or \"keep\".")));
 	map->keep_nulls = s && strcmp(s, "keep") == 0;
+	s = retl_jsonb_get_text(options, "cursor");
+	if (s && strcmp(s, "xmin") != 0 && strcmp(s, "diff") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value \"%s\" for option \"cursor\"", s),
+				 errhint("Use \"xmin\" or \"diff\"; by default retl chooses.")));
+	check_on_delete(options);
 }
 
 /*
@@ -452,6 +488,9 @@ retl_mapping_compile(Oid relid, bool track, Jsonb *mapping, const char *pk,
 		map->xmin_column = use_column(map, rel, xmin_column, &allocated);
 	if (!map->drop_unmapped)
 		add_unmapped(map, rel, xmin_column, &allocated);
+	for (RetlMapNode *n = map->root->children; n != NULL; n = n->next)
+		if (strcmp(n->key, "traits") == 0)
+			map->traits = n;
 	if (pk != NULL)
 	{
 		Oid			outfunc;

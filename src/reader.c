@@ -88,7 +88,55 @@ retl_reader_start(RetlRun *run)
 static void read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec);
 
 /*
- * Turns the rows of one SPI result into events.
+ * Returns the primary key of a row as text, or NULL.
+ */
+static char *
+row_pk(RetlMapping *map, Datum *values, bool *nulls)
+{
+	if (map->pk_column < 0 || nulls[map->pk_column])
+		return NULL;
+	return OutputFunctionCall(&map->pk_out, values[map->pk_column]);
+}
+
+/*
+ * Builds the event of one row and queues it, or, in a diff run, skips it
+ * when unchanged and records it as invalid when its key is NULL or
+ * duplicate.
+ */
+static void
+process_row(RetlRun *run, HeapTuple tup, TupleDesc desc, Datum *values,
+			bool *nulls)
+{
+	RetlMapping *map = run->map;
+	char		message_id[RETL_MESSAGE_ID_LEN + 1];
+	MemoryContext old = MemoryContextSwitchTo(run->row_cxt);
+	char	   *pk;
+	int64		fp = 0;
+	const char *verdict = NULL;
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	resetStringInfo(&run->event_buf);
+	retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
+					 message_id);
+	pk = row_pk(map, values, nulls);
+	MemoryContextSwitchTo(old);
+	run->rows_read++;
+	if (run->diff)
+	{
+		fp = retl_diff_fingerprint(message_id);
+		verdict = retl_diff_check(run, pk, fp);
+	}
+	if (verdict != NULL && verdict[0] != '\0')
+		retl_catalog_fail_event(run, pk, run->event_buf.data,
+								run->event_buf.len, verdict);
+	else if (verdict == NULL && retl_run_add_event(run, pk, 0) && run->diff)
+		run->building->ev_fp[run->building->nevents - 1] = fp;
+	MemoryContextReset(run->row_cxt);
+}
+
+/*
+ * Turns the rows of one SPI result into events.  A diff run first looks up
+ * the stored fingerprints of the whole page in one query.
  */
 static void
 process_rows(RetlRun *run, SPITupleTable *tt, uint64 n)
@@ -96,24 +144,20 @@ process_rows(RetlRun *run, SPITupleTable *tt, uint64 n)
 	RetlMapping *map = run->map;
 	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
 	bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
-	char		message_id[RETL_MESSAGE_ID_LEN + 1];
 
-	for (uint64 i = 0; i < n; i++)
+	if (run->diff && n > 0)
 	{
-		MemoryContext old = MemoryContextSwitchTo(run->row_cxt);
-		char	   *pk = NULL;
+		char	  **pks = palloc(n * sizeof(char *));
 
-		heap_deform_tuple(tt->vals[i], tt->tupdesc, values, nulls);
-		resetStringInfo(&run->event_buf);
-		retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
-						 message_id);
-		if (map->pk_column >= 0 && !nulls[map->pk_column])
-			pk = OutputFunctionCall(&map->pk_out, values[map->pk_column]);
-		MemoryContextSwitchTo(old);
-		run->rows_read++;
-		retl_run_add_event(run, pk, 0);
-		MemoryContextReset(run->row_cxt);
+		for (uint64 i = 0; i < n; i++)
+		{
+			heap_deform_tuple(tt->vals[i], tt->tupdesc, values, nulls);
+			pks[i] = row_pk(map, values, nulls);
+		}
+		retl_diff_lookup(run, pks, (int) n, run->worker_uid, run->worker_sec);
 	}
+	for (uint64 i = 0; i < n; i++)
+		process_row(run, tt->vals[i], tt->tupdesc, values, nulls);
 	pfree(values);
 	pfree(nulls);
 }
@@ -168,7 +212,7 @@ read_ctid_page(RetlRun *run, int want_events)
 			break;
 	}
 	if (run->next_block >= run->nblocks)
-		run->reading_done = true;
+		run->source_done = true;
 }
 
 /*
@@ -198,7 +242,7 @@ read_cursor_page(RetlRun *run)
 		elog(ERROR, "retl: source cursor \"%s\" is gone", run->cursor_name);
 	SPI_cursor_fetch(portal, true, CURSOR_FETCH);
 	if (SPI_processed == 0)
-		run->reading_done = true;
+		run->source_done = true;
 	process_rows(run, SPI_tuptable, SPI_processed);
 	run->fetched += SPI_processed;
 	retl_ckpt_span(run, run->fetched, (int64) SPI_processed);
@@ -224,12 +268,21 @@ retl_reader_page(RetlRun *run)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "retl: SPI_connect failed");
 	retl_event_ctx_set_now(&run->ectx, GetCurrentTimestamp());
+	run->worker_uid = save_uid;
+	run->worker_sec = save_sec;
 	if (!run->retry_done)
 		read_failed_page(run, save_uid, save_sec);
-	else if (run->use_ctid)
+	else if (!run->source_done && run->use_ctid)
 		read_ctid_page(run, Max(want, 1000));
-	else
+	else if (!run->source_done)
 		read_cursor_page(run);
+	else
+	{
+		SetUserIdAndSecContext(save_uid, save_sec);
+		retl_diff_deletes_page(run);
+	}
+	run->reading_done = run->source_done &&
+		(!run->diff || run->deletes_done);
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -374,8 +427,9 @@ retl_batch_close(RetlRun *run)
  * event over the destination's per-event limit is never sent: it goes to
  * retl.failed_events with the reason, and counts as sent and failed.
  * failed_id is the retl.failed_events row the event retries, or 0.
+ * Returns whether the event went into the batch.
  */
-void
+bool
 retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
 {
 	RetlDest   *d = &run->dest;
@@ -402,22 +456,8 @@ retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
 		retl_catalog_fail_event(run, pk, ev->data, ev->len,
 								psprintf("event is %d bytes, over the destination's limit of " INT64_FORMAT " bytes",
 										 ev->len, d->max_event_bytes));
-		return;
+		return false;
 	}
-	if (b->nevents == b->cap)
-	{
-		b->cap *= 2;
-		b->ev_start = repalloc(b->ev_start, b->cap * sizeof(int));
-		b->ev_len = repalloc(b->ev_len, b->cap * sizeof(int));
-		b->ev_pk = repalloc(b->ev_pk, b->cap * sizeof(char *));
-		b->ev_failed_id = repalloc(b->ev_failed_id, b->cap * sizeof(int64));
-	}
-	if (b->nevents > 0)
-		appendStringInfoString(&b->body, d->separator);
-	b->ev_start[b->nevents] = b->body.len;
-	b->ev_len[b->nevents] = ev->len;
-	b->ev_pk[b->nevents] = pk ? MemoryContextStrdup(b->cxt, pk) : NULL;
-	b->ev_failed_id[b->nevents] = failed_id;
-	appendBinaryStringInfo(&b->body, ev->data, ev->len);
-	b->nevents++;
+	retl_batch_append(b, ev->data, ev->len, pk, failed_id);
+	return true;
 }

@@ -89,6 +89,7 @@ typedef struct RetlMapping
 	char		relkind;
 	char	   *relname;		/* quoted, schema-qualified */
 	RetlMapNode *root;			/* the event object */
+	RetlMapNode *traits;		/* its "traits" object, or NULL */
 } RetlMapping;
 
 extern RetlMapping *retl_mapping_compile(Oid relid, bool track,

@@ -23,6 +23,8 @@
 #include "retl.h"
 
 #include "access/transam.h"
+#include "catalog/pg_inherits.h"
+#include "common/hashfn.h"
 #include "access/xlog.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -236,23 +238,47 @@ retl_snapshot_guard(bytea *blob, Oid relid)
 	if (snap.h.relid != relid)
 		return "source relation was replaced";
 	if (snap.h.relfilenode != get_rel_relfilenode_safe(relid))
-		return "source was truncated or rewritten (relfilenode changed)";
+		return get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE
+			? "the set of partitions changed, or a partition was truncated or rewritten"
+			: "source was truncated or rewritten (relfilenode changed)";
 	return NULL;
 }
 
 /*
- * Returns the relfilenode of a relation, or InvalidOid when the relation is
- * gone or has no storage of its own (views, partitioned tables).
+ * Returns a signature of the relation's storage: its relfilenode, or for a
+ * partitioned table a hash of every leaf's oid and relfilenode, so that a
+ * TRUNCATE, a rewrite, or an attached or detached partition changes it.
+ * Views and relations that are gone give 0.
  */
 static Oid
 get_rel_relfilenode_safe(Oid relid)
 {
 	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Form_pg_class form;
 	Oid			result;
+	List	   *leaves;
+	ListCell   *lc;
+	uint32		h = 0;
 
 	if (!HeapTupleIsValid(tup))
 		return InvalidOid;
-	result = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
+	form = (Form_pg_class) GETSTRUCT(tup);
+	result = form->relfilenode;
+	if (form->relkind != RELKIND_PARTITIONED_TABLE)
+	{
+		ReleaseSysCache(tup);
+		return result;
+	}
 	ReleaseSysCache(tup);
-	return result;
+	leaves = find_all_inheritors(relid, NoLock, NULL);
+	foreach(lc, leaves)
+	{
+		Oid			leaf = lfirst_oid(lc);
+		Oid			node = leaf == relid ? 0 : get_rel_relfilenode_safe(leaf);
+		uint32		pair[2] = {leaf, node};
+
+		/* order-independent: the inheritor list's order is not guaranteed */
+		h += hash_bytes((const unsigned char *) pair, sizeof(pair));
+	}
+	return (Oid) (h == 0 ? 1 : h);
 }

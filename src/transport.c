@@ -154,6 +154,8 @@ retl_batch_create(RetlRun *run)
 	b->ev_len = MemoryContextAlloc(cxt, b->cap * sizeof(int));
 	b->ev_pk = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
 	b->ev_failed_id = MemoryContextAlloc(cxt, b->cap * sizeof(int64));
+	b->ev_fp = MemoryContextAlloc(cxt, b->cap * sizeof(int64));
+	b->ev_delete = MemoryContextAlloc(cxt, b->cap * sizeof(bool));
 	cb->func = batch_release;
 	cb->arg = b;
 	MemoryContextRegisterResetCallback(cxt, cb);
@@ -161,6 +163,36 @@ retl_batch_create(RetlRun *run)
 	b->body.maxlen = 8192;
 	resetStringInfo(&b->body);
 	return b;
+}
+
+/*
+ * Appends one event to a batch, after the separator when it is not the
+ * first.  The caller checks the batch limits.
+ */
+void
+retl_batch_append(RetlBatch *b, const char *ev, int len, const char *pk,
+				  int64 failed_id)
+{
+	if (b->nevents == b->cap)
+	{
+		b->cap *= 2;
+		b->ev_start = repalloc(b->ev_start, b->cap * sizeof(int));
+		b->ev_len = repalloc(b->ev_len, b->cap * sizeof(int));
+		b->ev_pk = repalloc(b->ev_pk, b->cap * sizeof(char *));
+		b->ev_failed_id = repalloc(b->ev_failed_id, b->cap * sizeof(int64));
+		b->ev_fp = repalloc(b->ev_fp, b->cap * sizeof(int64));
+		b->ev_delete = repalloc(b->ev_delete, b->cap * sizeof(bool));
+	}
+	if (b->nevents > 0)
+		appendStringInfoString(&b->body, b->run->dest.separator);
+	b->ev_start[b->nevents] = b->body.len;
+	b->ev_len[b->nevents] = len;
+	b->ev_pk[b->nevents] = pk ? MemoryContextStrdup(b->cxt, pk) : NULL;
+	b->ev_failed_id[b->nevents] = failed_id;
+	b->ev_fp[b->nevents] = 0;
+	b->ev_delete[b->nevents] = false;
+	appendBinaryStringInfo(&b->body, ev, len);
+	b->nevents++;
 }
 
 /*

@@ -123,22 +123,10 @@ batch_part(RetlBatch *b, int from, int to)
 	appendStringInfoString(&part->body, run->dest.prefix);
 	for (int i = from; i < to; i++)
 	{
-		if (part->nevents == part->cap)
-		{
-			part->cap *= 2;
-			part->ev_start = repalloc(part->ev_start, part->cap * sizeof(int));
-			part->ev_len = repalloc(part->ev_len, part->cap * sizeof(int));
-			part->ev_pk = repalloc(part->ev_pk, part->cap * sizeof(char *));
-			part->ev_failed_id = repalloc(part->ev_failed_id, part->cap * sizeof(int64));
-		}
-		if (part->nevents > 0)
-			appendStringInfoString(&part->body, run->dest.separator);
-		part->ev_start[part->nevents] = part->body.len;
-		part->ev_len[part->nevents] = b->ev_len[i];
-		part->ev_pk[part->nevents] = b->ev_pk[i] ? MemoryContextStrdup(part->cxt, b->ev_pk[i]) : NULL;
-		part->ev_failed_id[part->nevents] = b->ev_failed_id[i];
-		appendBinaryStringInfo(&part->body, b->body.data + b->ev_start[i], b->ev_len[i]);
-		part->nevents++;
+		retl_batch_append(part, b->body.data + b->ev_start[i], b->ev_len[i],
+						  b->ev_pk[i], b->ev_failed_id[i]);
+		part->ev_fp[part->nevents - 1] = b->ev_fp[i];
+		part->ev_delete[part->nevents - 1] = b->ev_delete[i];
 	}
 	appendStringInfoString(&part->body, run->dest.suffix);
 	return part;
@@ -204,6 +192,8 @@ batch_done(RetlBatch *b)
 	if (ok)
 	{
 		retl_catalog_batch_delivered(b);
+		if (run->diff)
+			retl_diff_acked(b);
 		run->events_succeeded += b->nevents;
 		retl_ckpt_ack_done(run, b->ack, b->nevents, 0);
 		retl_batch_free(b);
@@ -553,6 +543,14 @@ fail_current_run(ErrorData *edata)
 		run->failed = true;
 		run->error = MemoryContextStrdup(run->cxt, edata->message);
 	}
+	/* an error is not retried within the run: stop reading, let requests end */
+	run->reading_done = true;
+	if (run->building)
+	{
+		retl_ckpt_ack_done(run, run->building->ack, 0, 0);
+		retl_batch_free(run->building);
+		run->building = NULL;
+	}
 }
 
 /*
@@ -590,6 +588,8 @@ retl_worker_main(Datum arg)
 	{
 		ErrorData  *edata;
 
+		/* not using PG_TRY: reset the error context stack by hand */
+		error_context_stack = NULL;
 		HOLD_INTERRUPTS();
 		MemoryContextSwitchTo(TopMemoryContext);
 		edata = CopyErrorData();

@@ -64,6 +64,8 @@ typedef struct RetlBatch
 	int		   *ev_len;
 	char	  **ev_pk;			/* primary key text, or NULL */
 	int64	   *ev_failed_id;	/* retl.failed_events id of a retry, or 0 */
+	int64	   *ev_fp;			/* diff runs: fingerprint to store, or 0 */
+	bool	   *ev_delete;		/* diff runs: a deletion event */
 	RetlAck    *ack;
 	int			attempts;
 	TimestampTz retry_at;
@@ -102,12 +104,25 @@ typedef struct RetlRun
 	char	   *cursor_name;	/* holdable cursor for non-table sources */
 	bool		cursor_open;
 	bool		reading_done;
+	bool		source_done;	/* the source is read; deletions may follow */
 	bool		retry_failed;	/* re-send retl.failed_events first */
 	bool		retry_done;
 	int64		retry_after_id; /* paging through failed events */
 	int64		fetched;		/* rows fetched from the cursor */
+	Oid			worker_uid;		/* the worker's own identity, while reading */
+	int			worker_sec;
 	char	   *query;			/* SELECT ... FROM source [filter] */
 	StringInfoData event_buf;
+	/* diff detector (diff.c) */
+	bool		diff;
+	bool		mirror;
+	bool		on_delete_skip;
+	char	   *on_delete_event;	/* track event name for deletions */
+	struct HTAB *diff_seen;		/* keys seen in this run */
+	struct HTAB *diff_page;		/* stored fingerprints of this page */
+	bool		deletes_done;
+	char	   *deletes_after;	/* paging through stored keys */
+	int64		rows_deleted;
 	/* batches */
 	RetlBatch  *building;
 	dlist_head	ready;			/* built, not sent yet */
@@ -142,7 +157,7 @@ typedef struct RetlRun
 extern void retl_reader_start(RetlRun *run);
 extern void retl_reader_page(RetlRun *run);
 extern void retl_reader_close(RetlRun *run);
-extern void retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id);
+extern bool retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id);
 extern void retl_batch_close(RetlRun *run);
 
 /* checkpoint.c */
@@ -159,7 +174,18 @@ extern void retl_transport_send(RetlBatch *batch);
 extern bool retl_transport_wait(long timeout_ms);
 extern RetlBatch *retl_transport_next_done(void);
 extern RetlBatch *retl_batch_create(RetlRun *run);
+extern void retl_batch_append(RetlBatch *b, const char *ev, int len,
+							  const char *pk, int64 failed_id);
 extern void retl_batch_free(RetlBatch *batch);
+
+/* diff.c */
+extern int64 retl_diff_fingerprint(const char *message_id);
+extern void retl_diff_start(RetlRun *run);
+extern void retl_diff_lookup(RetlRun *run, char **pks, int n, Oid worker_uid,
+							 int sec);
+extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp);
+extern void retl_diff_deletes_page(RetlRun *run);
+extern void retl_diff_acked(RetlBatch *b);
 
 /* catalog.c */
 extern void retl_catalog_recover(void);
