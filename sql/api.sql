@@ -51,6 +51,18 @@ SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId"
 SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}}', options => '{"colour": "red"}')$q$);
 SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}}', options => '{"nulls": "sometimes"}')$q$);
 SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"userId": "user_id"}', mode => 'mirror')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'track', '{"userId": "user_id", "event": {"value": "x"}}', primary_key => 'id', mode => 'mirror')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"userId": "user_id"}', primary_key => 'id', mode => 'mirror', options => '{"cursor": "xmin"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'big_orders', 'hook', 'identify', '{"userId": "user_id"}', options => '{"cursor": "xmin"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'big_orders', 'hook', 'identify', '{"userId": "user_id"}', options => '{"cursor": "diff"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"userId": "user_id"}', options => '{"cursor": "magic"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"userId": "user_id"}', primary_key => 'id', mode => 'mirror', options => '{"on_delete": "explode"}')$q$);
+SELECT err($q$SELECT retl_create_sync('x', 'orders', 'hook', 'identify', '{"userId": "user_id"}', mode => 'merge')$q$);
+-- the detector is chosen automatically
+SELECT retl_create_sync('m', 'orders', 'hook', 'identify', '{"userId": "user_id"}', primary_key => 'id', mode => 'mirror', options => '{"on_delete": {"event": "User Deleted"}}') > 0 AS created;
+SELECT retl_create_sync('v', 'big_orders', 'hook', 'identify', '{"userId": "user_id"}', primary_key => 'id') > 0 AS created;
+SELECT sync, detector FROM retl.sync_status WHERE sync IN ('m', 'v', 'big', 'orders') ORDER BY sync;
+SELECT retl_drop_sync('m'), retl_drop_sync('v');
 SELECT err($q$SELECT retl_create_sync('x', 'some_seq', 'hook', 'identify', '{"userId": "user_id"}')$q$);
 SELECT err($q$SELECT retl_create_sync('x', 'no_such_table', 'hook', 'identify', '{"userId": "user_id"}')$q$);
 SELECT err($q$SELECT retl_drop_destination('hook')$q$);
@@ -74,6 +86,8 @@ COMMIT;
 SELECT err($q$SELECT retl_sync_now('nope')$q$);
 SELECT err($q$SELECT retl_force_full('nope')$q$);
 SELECT err($q$SELECT retl_stop('nope')$q$);
+SELECT err($q$SELECT retl_retry_failed('nope')$q$);
+SELECT err($q$SELECT retl_preview('nope')$q$);
 -- disable / enable
 SELECT retl_disable_sync('big');
 SELECT err($q$SELECT retl_sync_now('big')$q$);

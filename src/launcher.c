@@ -38,6 +38,7 @@ typedef struct LauncherDb
 	BackgroundWorkerHandle *handle;
 	bool		restart;		/* start again at the next chance */
 	TimestampTz last_start;		/* for a restart backoff of one second */
+	bool		crashed;		/* restarting after an error: back off */
 } LauncherDb;
 
 static LauncherDb dbs[RETL_MAX_DATABASES];
@@ -176,13 +177,17 @@ static void
 start_requested_workers(void)
 {
 	Oid			dboid;
+	bool		crashed;
 
-	while ((dboid = retl_next_requested_db()) != InvalidOid)
+	while ((dboid = retl_next_requested_db(&crashed)) != InvalidOid)
 	{
 		LauncherDb *ldb = launcher_db(dboid);
 
 		if (ldb != NULL)
+		{
 			ldb->restart = true;
+			ldb->crashed = crashed;
+		}
 	}
 	for (int i = 0; i < RETL_MAX_DATABASES; i++)
 	{
@@ -190,9 +195,11 @@ start_requested_workers(void)
 
 		if (ldb->dboid == InvalidOid || !ldb->restart || ldb->handle != NULL)
 			continue;
-		if (!TimestampDifferenceExceeds(ldb->last_start,
+		if (ldb->crashed &&
+			!TimestampDifferenceExceeds(ldb->last_start,
 										GetCurrentTimestamp(), 1000))
 			continue;
+		ldb->crashed = false;
 		ldb->last_start = GetCurrentTimestamp();
 		if (!database_exists(ldb->dboid))
 		{

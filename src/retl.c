@@ -32,6 +32,7 @@ typedef struct RetlDbSlot
 {
 	Oid			dboid;			/* InvalidOid: free slot */
 	bool		requested;		/* a backend asked for a worker */
+	bool		crashed;		/* ... or its worker died of an error */
 	pid_t		worker_pid;		/* 0 when no worker is attached */
 	Latch	   *worker_latch;
 } RetlDbSlot;
@@ -150,10 +151,11 @@ retl_launcher_attach(void)
 
 /*
  * Returns a database whose worker was requested and has none attached, and
- * clears the request; InvalidOid when there is none.
+ * clears the request; InvalidOid when there is none.  *crashed tells
+ * whether the request comes from a worker that died of an error.
  */
 Oid
-retl_next_requested_db(void)
+retl_next_requested_db(bool *crashed)
 {
 	Oid			result = InvalidOid;
 
@@ -166,6 +168,8 @@ retl_next_requested_db(void)
 			slot->worker_pid == 0)
 		{
 			slot->requested = false;
+			*crashed = slot->crashed;
+			slot->crashed = false;
 			result = slot->dboid;
 			break;
 		}
@@ -192,7 +196,7 @@ worker_detach(int code, Datum arg)
 		slot->worker_latch = NULL;
 		/* a worker that died of an error is restarted by the launcher */
 		if (code != 0)
-			slot->requested = true;
+			slot->requested = slot->crashed = true;
 	}
 	launcher = retl_shared->launcher_latch;
 	SpinLockRelease(&retl_shared->mutex);

@@ -27,7 +27,7 @@ extern int	retl_drain_timeout_ms;
 extern void retl_shmem_init_hooks(void);
 extern void retl_request_wake_at_commit(void);
 extern void retl_launcher_attach(void);
-extern Oid	retl_next_requested_db(void);
+extern Oid	retl_next_requested_db(bool *crashed);
 extern void retl_worker_attach(Oid dboid);
 extern void retl_worker_detach(Oid dboid);
 extern void retl_request_db(Oid dboid);
