@@ -20,7 +20,7 @@ include $(PGXS)
 
 .PHONY: bench
 bench:
-	test/bench
+	test/bench/run
 
 # every object depends on the shared headers
 $(OBJS): $(wildcard src/*.h)

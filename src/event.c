@@ -16,7 +16,6 @@
  */
 #include "retl.h"
 
-#include "common/hashfn.h"
 
 /*
  * Prepares the per-run parts of every event: context.library and
@@ -140,6 +139,59 @@ format_message_id(char *out, uint64 hi, uint64 lo)
 			 hex, hex + 8, hex + 12, hex + 16, hex + 20);
 }
 
+#define ROTL64(x, r) (((x) << (r)) | ((x) >> (64 - (r))))
+
+/*
+ * Final avalanche of a 64-bit lane (MurmurHash3's fmix64).
+ */
+static inline uint64
+fmix64(uint64 k)
+{
+	k ^= k >> 33;
+	k *= UINT64CONST(0xff51afd7ed558ccd);
+	k ^= k >> 33;
+	k *= UINT64CONST(0xc4ceb9fe1a85ec53);
+	k ^= k >> 33;
+	return k;
+}
+
+/*
+ * Mixes bytes into a two-lane 128-bit state in one pass, eight bytes at a
+ * time (MurmurHash3 x64-style lanes).  Not cryptographic: it only has to
+ * make distinct events get distinct messageIds, and it is on the hot path.
+ */
+static void
+hash128_update(uint64 *h1, uint64 *h2, const char *data, int len)
+{
+	const uint64 c1 = UINT64CONST(0x87c37b91114253d5);
+	const uint64 c2 = UINT64CONST(0x4cf5ad432745937f);
+	uint64		tail = 0;
+	int			i = 0;
+
+	for (; i + 8 <= len; i += 8)
+	{
+		uint64		k;
+
+		memcpy(&k, data + i, 8);
+		k *= c1;
+		k = ROTL64(k, 31);
+		k *= c2;
+		*h1 ^= k;
+		*h1 = ROTL64(*h1, 27) + *h2;
+		*h1 = *h1 * 5 + 0x52dce729;
+		*h2 ^= ROTL64(k * c2, 33) * c1;
+		*h2 = ROTL64(*h2, 31) + *h1;
+		*h2 = *h2 * 5 + 0x38495ab5;
+	}
+	for (int j = 0; i < len; i++, j++)
+		tail |= ((uint64) (unsigned char) data[i]) << (8 * j);
+	tail ^= (uint64) len << 56;
+	*h1 ^= ROTL64(tail * c1, 31) * c2;
+	*h2 ^= ROTL64(tail * c2, 33) * c1;
+	*h1 += *h2;
+	*h2 += *h1;
+}
+
 /*
  * Hashes the deterministic part of the event, plus the sync id and the
  * primary key, into the messageId.
@@ -149,26 +201,22 @@ compute_message_id(StringInfo buf, int start, RetlMapping *map,
 				   RetlEventCtx *ctx, Datum *values, bool *nulls,
 				   char *message_id)
 {
-	uint64		seed = (uint64) ctx->sync_id;
-	uint64		hi,
-				lo;
+	uint64		h1 = (uint64) ctx->sync_id;
+	uint64		h2 = fmix64((uint64) ctx->sync_id + 1);
 
-	resetStringInfo(&ctx->scratch);
+	hash128_update(&h1, &h2, buf->data + start, buf->len - start);
 	if (map->pk_column >= 0 && !nulls[map->pk_column])
+	{
+		resetStringInfo(&ctx->scratch);
 		retl_json_append_datum(&ctx->scratch, values[map->pk_column],
 							   map->coljson[map->pk_column]);
-	hi = hash_bytes_extended((const unsigned char *) buf->data + start,
-							 buf->len - start, seed * 2 + 1);
-	lo = hash_bytes_extended((const unsigned char *) buf->data + start,
-							 buf->len - start, seed * 2 + 2);
-	if (ctx->scratch.len > 0)
-	{
-		hi ^= hash_bytes_extended((const unsigned char *) ctx->scratch.data,
-								  ctx->scratch.len, hi);
-		lo ^= hash_bytes_extended((const unsigned char *) ctx->scratch.data,
-								  ctx->scratch.len, lo);
+		hash128_update(&h1, &h2, ctx->scratch.data, ctx->scratch.len);
 	}
-	format_message_id(message_id, hi, lo);
+	h1 = fmix64(h1);
+	h2 = fmix64(h2);
+	h1 += h2;
+	h2 += h1;
+	format_message_id(message_id, h1, h2);
 }
 
 /*

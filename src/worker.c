@@ -16,6 +16,7 @@
  */
 #include "worker.h"
 
+#include <malloc.h>
 #include <math.h>
 
 #include "access/xact.h"
@@ -319,9 +320,6 @@ advance_run(RetlRun *run)
 		   !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 200))
 		retl_reader_page(run);
 	dispatch(run);
-	if ((run->dirty || run->ckpt_dirty) && TimestampDifferenceExceeds(run->last_flush,
-												 GetCurrentTimestamp(), FLUSH_MS))
-		retl_catalog_flush(run);
 	current_run = NULL;
 	return run->reading_done && run->building == NULL && run->nready == 0 &&
 		dlist_is_empty(&run->waiting) && run->in_flight == 0;
@@ -516,6 +514,7 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 			report_activity();
 		}
 	}
+	retl_catalog_flush_due(&runs, FLUSH_MS);
 }
 
 /*
@@ -579,6 +578,13 @@ retl_worker_main(Datum arg)
 	pgstat_report_appname(psprintf("retl worker %s", get_database_name(dboid)));
 	CommitTransactionCommand();
 	retl_worker_attach(dboid);
+	/*
+	 * Batch bodies and page results are large, short-lived allocations;
+	 * served by mmap, each would cost page faults and zeroing.  Keep them
+	 * on the heap instead (memory stays bounded by the pipeline depth).
+	 */
+	mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
 	retl_transport_init();
 	retl_catalog_recover();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "retl worker loop",

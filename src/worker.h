@@ -191,7 +191,7 @@ extern void retl_diff_acked(RetlBatch *b);
 extern void retl_catalog_recover(void);
 extern RetlRun *retl_catalog_claim(void);
 extern void retl_catalog_poll_stops(dlist_head *runs);
-extern void retl_catalog_flush(RetlRun *run);
+extern void retl_catalog_flush_due(dlist_head *runs, int interval_ms);
 extern void retl_catalog_finish(RetlRun *run);
 extern void retl_catalog_fail_batch(RetlBatch *batch, const char *error);
 extern void retl_catalog_fail_event(RetlRun *run, const char *pk,

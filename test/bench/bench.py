@@ -1,0 +1,330 @@
+#!/usr/bin/python3
+"""retl's benchmark: every case side by side on one cluster, one table.
+
+Run through test/bench/run, which installs what is needed and runs this as
+the postgres user.  Cases (issue "Benchmark and speed"):
+  limit        COPY (SELECT <the mapping as JSON> FROM t) TO '/dev/null'
+  script       a Python program: server-side cursor, same events, POSTs of 500
+  retl full    retl_force_full on a webhook sync, call to finished_at
+  retl incr    10M-row table, 10,000 rows updated, vs SELECT count(*)
+  latency      commit of retl_sync_now to the first request at the sink
+  fan-out      50 syncs of 20,000 rows started at once
+Sizes can be lowered with RETL_BENCH_ROWS and RETL_BENCH_BIG_ROWS.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import psycopg2
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROWS = int(os.environ.get("RETL_BENCH_ROWS", "1000000"))
+BIG_ROWS = int(os.environ.get("RETL_BENCH_BIG_ROWS", "10000000"))
+SMALL_ROWS = 100000
+FAN_SYNCS, FAN_ROWS = 50, 20000
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+COLUMNS = """id bigint PRIMARY KEY, user_id int, email text, amount numeric(12,2),
+  qty int, price float8, active boolean, created_at timestamptz, day date,
+  tags text[], meta jsonb, note text"""
+GENERATE = """SELECT g, g %% 100000, 'user' || g || '@example.com',
+  (g %% 10000) / 100.0, g %% 7, g * 0.25, g %% 2 = 0,
+  '2024-01-01'::timestamptz + g * interval '1 second', '2024-01-01'::date + g %% 365,
+  ARRAY['a', 'b' || g %% 10], jsonb_build_object('k', g %% 13, 'src', 'web'),
+  CASE WHEN g %% 5 = 0 THEN NULL ELSE 'note ' || g END
+  FROM generate_series(%d, %d) g"""
+MAPPING = json.dumps({"userId": "user_id", "event": {"value": "Order Completed"},
+                      "properties.revenue": "amount"})
+LIMIT_SQL = """COPY (SELECT json_build_object('type', 'track', 'event', 'Order Completed',
+  'userId', user_id::text, 'properties', json_strip_nulls(json_build_object(
+    'revenue', amount, 'id', id, 'email', email, 'qty', qty, 'price', price,
+    'active', active, 'created_at', created_at, 'day', day, 'tags', tags,
+    'meta', meta, 'note', note)),
+  'context', json_build_object('library', json_build_object('name', 'retl', 'version', '0.1'),
+    'sources', json_build_object('job_run_id', 1, 'sync', 'x')),
+  'messageId', md5(id::text), 'originalTimestamp', now(), 'sentAt', now(),
+  'timestamp', now()) FROM %s) TO '/dev/null'"""
+
+
+def log(msg):
+    """Progress on stderr; the table goes to stdout."""
+    print("== " + msg, file=sys.stderr, flush=True)
+
+
+class Cluster:
+    """A throwaway cluster with retl preloaded and settings for speed."""
+
+    def __init__(self, root):
+        self.data = os.path.join(root, "data")
+        self.port = free_port()
+        subprocess.run([PG_BIN + "/initdb", "-D", self.data, "-A", "trust",
+                        "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("""port = %d
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '%s'
+shared_preload_libraries = 'retl'
+shared_buffers = '2GB'
+max_wal_size = '16GB'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+autovacuum = off
+max_worker_processes = 16
+retl.naptime = '1s'
+""" % (self.port, root))
+        self.log = os.path.join(root, "server.log")
+        subprocess.run([PG_BIN + "/pg_ctl", "-D", self.data, "-l", self.log,
+                        "-w", "start"], check=True, stdout=subprocess.DEVNULL)
+        self.dsn = "host=127.0.0.1 port=%d dbname=postgres" % self.port
+        self.conn = psycopg2.connect(self.dsn)
+        self.conn.autocommit = True
+
+    def sql(self, query, *args):
+        """Runs a statement; returns all rows (or None)."""
+        with self.conn.cursor() as cur:
+            cur.execute(query, args or None)
+            return cur.fetchall() if cur.description else None
+
+    def one(self, query, *args):
+        return self.sql(query, *args)[0][0]
+
+    def stop(self):
+        self.conn.close()
+        subprocess.run([PG_BIN + "/pg_ctl", "-D", self.data, "-m", "fast",
+                        "-w", "stop"], stdout=subprocess.DEVNULL)
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Sink:
+    """The fast local sink (sink.py) in a subprocess."""
+
+    def __init__(self, root):
+        port_file = os.path.join(root, "sink.port")
+        self.proc = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "sink.py"),
+                                      "--port-file", port_file],
+                                     stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            if os.path.exists(port_file) and open(port_file).read():
+                break
+            time.sleep(0.05)
+        self.url = "http://127.0.0.1:%s" % open(port_file).read()
+
+    def call(self, path, post=False):
+        req = urllib.request.Request(self.url + path, data=b"" if post else None)
+        return json.load(urllib.request.urlopen(req))
+
+    def stop(self):
+        self.proc.terminate()
+
+
+class RssSampler(threading.Thread):
+    """Samples the private memory (RssAnon) of retl workers every 50 ms."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = 0
+        self.running = True
+        self.start()
+
+    def run(self):
+        while self.running:
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open("/proc/%s/cmdline" % pid, "rb") as f:
+                        if not f.read().startswith(b"postgres: retl worker"):
+                            continue
+                    with open("/proc/%s/status" % pid) as f:
+                        for line in f:
+                            if line.startswith("RssAnon:"):
+                                self.peak = max(self.peak, int(line.split()[1]))
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    def take(self):
+        """Returns the peak in MB since the last take, and resets it."""
+        peak, self.peak = self.peak, 0
+        return peak / 1024.0
+
+
+def make_table(pg, name, rows):
+    """Creates and fills a table of the 12 benchmark columns."""
+    log("creating %s (%d rows)" % (name, rows))
+    pg.sql("CREATE TABLE %s (%s)" % (name, COLUMNS))
+    step = 1000000
+    for lo in range(1, rows + 1, step):
+        pg.sql("INSERT INTO %s %s" % (name, GENERATE % (lo, min(rows, lo + step - 1))))
+    pg.sql("VACUUM ANALYZE %s" % name)
+
+
+def timed(fn):
+    t0 = time.time()
+    fn()
+    return time.time() - t0
+
+
+def wait_run(pg, run_id, timeout=3600):
+    """Waits for a run to end; returns (seconds from request to finish, row)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        row = pg.sql("SELECT status, extract(epoch FROM finished_at - requested_at),"
+                     " events_sent, error FROM retl.runs WHERE id = %s", run_id)[0]
+        if row[0] in ("succeeded", "failed", "stopped"):
+            if row[0] != "succeeded":
+                raise RuntimeError("run %s ended %s: %s" % (run_id, row[0], row[3]))
+            return float(row[1]), row
+        time.sleep(0.02)
+    raise RuntimeError("run %s did not finish" % run_id)
+
+
+def retl_full(pg, sync):
+    run = pg.one("SELECT retl_force_full(%s)", sync)
+    secs, row = wait_run(pg, run)
+    return secs, row[2]
+
+
+def create_sync(pg, name, table, sink_url, batch=500, inflight=8):
+    pg.sql("SELECT retl_create_destination(%s, 'webhook', %s)", "d_" + name,
+           json.dumps({"url": sink_url + "/" + name, "batch_size": batch,
+                       "max_in_flight": inflight}))
+    pg.sql("SELECT retl_create_sync(%s, %s, %s, 'track', %s, primary_key => 'id')",
+           name, table, "d_" + name, MAPPING)
+
+
+def case_latency(pg, sink):
+    """Median time from the commit of retl_sync_now to the first request."""
+    pg.sql("CREATE TABLE t10 AS SELECT * FROM t WHERE id <= 10")
+    create_sync(pg, "lat", "t10", sink.url)
+    wait_run(pg, pg.one("SELECT retl_sync_now('lat')"))
+    samples = []
+    for _ in range(20):
+        pg.sql("UPDATE t10 SET qty = qty + 1")
+        sink.call("/_mark", post=True)
+        t0 = time.time()
+        run = pg.one("SELECT retl_sync_now('lat')")
+        while sink.call("/_stats")["first"] is None:
+            time.sleep(0.001)
+        samples.append(sink.call("/_stats")["first"] - t0)
+        wait_run(pg, run)
+    return statistics.median(samples)
+
+
+def case_fanout(pg, sink):
+    """50 syncs of 20,000 rows started in one transaction."""
+    pg.sql("CREATE TABLE t20k AS SELECT * FROM t WHERE id <= %s", FAN_ROWS)
+    for i in range(FAN_SYNCS):
+        create_sync(pg, "fan%d" % i, "t20k", sink.url, inflight=4)
+    pg.conn.autocommit = False
+    ids = [pg.one("SELECT retl_sync_now(%s)", "fan%d" % i) for i in range(FAN_SYNCS)]
+    pg.conn.commit()
+    pg.conn.autocommit = True
+    for run in ids:
+        wait_run(pg, run)
+    return float(pg.one("SELECT extract(epoch FROM max(finished_at) - min(requested_at))"
+                        " FROM retl.runs WHERE id = ANY(%s)", ids))
+
+
+def main():
+    root = os.environ.get("RETL_BENCH_DIR") or os.getcwd()
+    pg = Cluster(root)
+    sink = Sink(root)
+    rss = RssSampler()
+    results = []
+    try:
+        pg.sql("CREATE EXTENSION retl")
+        make_table(pg, "t", ROWS)
+        pg.sql("CREATE TABLE t_small AS SELECT * FROM t WHERE id <= %s", SMALL_ROWS)
+
+        log("limit")
+        limit = min(timed(lambda: pg.sql(LIMIT_SQL % "t")) for _ in range(2))
+        results.append(("limit", ROWS, limit, None))
+
+        log("script")
+        script = timed(lambda: subprocess.run(
+            ["/usr/bin/python3", os.path.join(HERE, "script.py"), "--dsn", pg.dsn,
+             "--table", "t", "--url", sink.url + "/script"], check=True,
+            stdout=subprocess.DEVNULL))
+        results.append(("script", ROWS, script, None))
+
+        log("retl full")
+        create_sync(pg, "full", "t", sink.url)
+        create_sync(pg, "small", "t_small", sink.url)
+        secs_small, _ = retl_full(pg, "small")
+        rss_small = rss.take()
+        rss.take()
+        full, sent = retl_full(pg, "full")
+        rss_full = rss.take()
+        assert sent == ROWS, "retl full sent %d events" % sent
+        results.append(("retl full (100k)", SMALL_ROWS, secs_small, rss_small))
+        results.append(("retl full", ROWS, full, rss_full))
+
+        make_table(pg, "big", BIG_ROWS)
+        create_sync(pg, "big", "big", sink.url)
+        log("retl full of the big table")
+        big_full, _ = retl_full(pg, "big")
+        rss_big = rss.take()
+        results.append(("retl full (big)", BIG_ROWS, big_full, rss_big))
+        log("retl incremental")
+        pg.sql("UPDATE big SET qty = qty + 1 WHERE id %% %s = 0", BIG_ROWS // 10000)
+        pg.sql("VACUUM big")
+        count = min(timed(lambda: pg.sql("SELECT count(*) FROM big")) for _ in range(2))
+        inc, row = wait_run(pg, pg.one("SELECT retl_sync_now('big')"))
+        assert row[2] >= 10000, "incremental sent %d events" % row[2]
+        results.append(("count(*) big", BIG_ROWS, count, None))
+        results.append(("retl incremental", row[2], inc, rss.take()))
+
+        log("first event latency")
+        latency = case_latency(pg, sink)
+        results.append(("latency (median of 20)", 10, latency, None))
+        log("fan-out")
+        fan = case_fanout(pg, sink)
+        results.append(("fan-out 50 x 20k", FAN_SYNCS * FAN_ROWS, fan, rss.take()))
+    finally:
+        rss.running = False
+        sink.stop()
+        pg.stop()
+
+    print_table(results, limit, script, full, count, inc, rss_small, rss_big,
+                latency, fan)
+
+
+def print_table(results, limit, script, full, count, inc, rss_small, rss_big,
+                latency, fan):
+    """Prints the results and the target ratios."""
+    print("%-24s %10s %9s %12s %10s" % ("case", "rows", "seconds", "events/s", "peak MB"))
+    for name, rows, secs, mb in results:
+        print("%-24s %10d %9.3f %12.0f %10s" % (name, rows, secs, rows / secs if secs else 0,
+                                               "%.1f" % mb if mb is not None else "-"))
+    checks = [
+        ("retl full / limit speed", limit / full, ">= 0.5", limit / full >= 0.5),
+        ("retl full / script speed", script / full, ">= 5", script / full >= 5),
+        ("retl incremental / count(*) time", inc / count, "<= 1.5", inc / count <= 1.5),
+        ("worker RSS growth 100k -> big (MB)", rss_big - rss_small, "< 32",
+         rss_big - rss_small < 32),
+        ("first event latency (ms)", latency * 1000, "< 50", latency < 0.05),
+        ("fan-out / retl full time", fan / full, "<= 1.5", fan / full <= 1.5),
+    ]
+    print()
+    print("%-36s %10s %8s %s" % ("ratio", "value", "target", "met"))
+    for name, value, target, ok in checks:
+        print("%-36s %10.2f %8s %s" % (name, value, target, "yes" if ok else "NO"))
+
+
+if __name__ == "__main__":
+    main()
