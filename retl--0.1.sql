@@ -211,11 +211,12 @@ BEGIN
 	RETURN new_id;
 END $$ SET search_path = pg_catalog, pg_temp;
 
-CREATE FUNCTION @extschema@.retl_drop_destination(name text)
+CREATE FUNCTION @extschema@.retl_drop_destination(name text, cascade boolean DEFAULT false)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
 	d retl.destinations;
 	users text;
+	s retl.syncs;
 BEGIN
 	SELECT * INTO d FROM retl.destinations x WHERE x.name OPERATOR(pg_catalog.=) retl_drop_destination.name FOR UPDATE;
 	IF NOT FOUND THEN
@@ -223,13 +224,18 @@ BEGIN
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'SELECT name FROM retl.destinations lists the existing destinations.';
 	END IF;
-	SELECT string_agg(s.name, ', ' ORDER BY s.name) INTO users
-		FROM retl.syncs s WHERE s.destination_id OPERATOR(pg_catalog.=) d.id;
-	IF users IS NOT NULL THEN
+	SELECT string_agg(x.name, ', ' ORDER BY x.name) INTO users
+		FROM retl.syncs x WHERE x.destination_id OPERATOR(pg_catalog.=) d.id;
+	IF users IS NOT NULL AND NOT cascade THEN
 		RAISE EXCEPTION 'destination "%" is used by syncs: %', name, users
 			USING ERRCODE = 'dependent_objects_still_exist',
-				  HINT = 'Drop those syncs first with retl_drop_sync().';
+				  HINT = 'Drop those syncs first, or call retl_drop_destination(name, cascade => true) to drop them too.';
 	END IF;
+	-- dropped syncs stop and drain their active runs, as retl_drop_sync does
+	FOR s IN SELECT * FROM retl.syncs x WHERE x.destination_id OPERATOR(pg_catalog.=) d.id FOR UPDATE LOOP
+		PERFORM retl._stop_active(s.id);
+		DELETE FROM retl.syncs WHERE id OPERATOR(pg_catalog.=) s.id;
+	END LOOP;
 	DELETE FROM retl.destinations WHERE id OPERATOR(pg_catalog.=) d.id;
 END $$ SET search_path = pg_catalog, pg_temp;
 

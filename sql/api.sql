@@ -106,4 +106,13 @@ COMMIT;
 SELECT err($q$SELECT retl_drop_sync('big')$q$);
 SELECT retl_drop_sync('orders');
 SELECT retl_drop_destination('hook');
+-- cascade drops the syncs of a destination, stopping their runs first
+SELECT retl_create_sync('on_rs', 'orders', 'rs', 'identify', '{"userId": "user_id"}') > 0 AS created;
+BEGIN;
+SELECT retl_sync_now('on_rs') AS r2 \gset
+SELECT err($q$SELECT retl_drop_destination('rs')$q$);
+SELECT retl_drop_destination('rs', cascade => true);
+SELECT status FROM retl.runs WHERE id = :r2;
+SELECT count(*) AS syncs_left FROM retl.syncs WHERE name = 'on_rs';
+ROLLBACK;
 SELECT name FROM retl.destinations ORDER BY id;
