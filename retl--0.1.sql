@@ -107,6 +107,9 @@ CREATE FUNCTION retl._validate_sync(source regclass, event_type text,
 	mapping jsonb, primary_key text, options jsonb)
 RETURNS void LANGUAGE C AS 'MODULE_PATHNAME', 'retl_validate_sync';
 
+CREATE FUNCTION retl._check_event_type(kind text, event_type text)
+RETURNS void LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'retl_check_event_type';
+
 CREATE FUNCTION retl._wake()
 RETURNS void LANGUAGE C STRICT AS 'MODULE_PATHNAME', 'retl_wake';
 
@@ -245,13 +248,15 @@ CREATE FUNCTION @extschema@.retl_create_sync(name text, source regclass, destina
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
 	dest_id bigint;
+	dest_kind text;
 	new_id bigint;
 BEGIN
 	IF name IS NULL OR source IS NULL OR destination IS NULL OR event_type IS NULL OR mapping IS NULL THEN
 		RAISE EXCEPTION 'name, source, destination, event_type and mapping must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	SELECT d.id INTO dest_id FROM retl.destinations d WHERE d.name OPERATOR(pg_catalog.=) destination;
+	SELECT d.id, d.kind INTO dest_id, dest_kind FROM retl.destinations d
+	 WHERE d.name OPERATOR(pg_catalog.=) destination;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'destination "%" does not exist', destination
 			USING ERRCODE = 'undefined_object',
@@ -267,6 +272,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'mode is ''upsert'' or ''mirror''.';
 	END IF;
+	PERFORM retl._check_event_type(dest_kind, event_type);
 	PERFORM retl._validate_sync(source, event_type, mapping, primary_key,
 								coalesce(options, '{}'));
 	BEGIN

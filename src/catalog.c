@@ -308,7 +308,7 @@ setup_run(RetlRun *run)
 	old = MemoryContextSwitchTo(run->cxt);
 	run->map = retl_mapping_compile(run->relid, strcmp(event_type, "track") == 0,
 									mapping, pk, options);
-	retl_dest_open(&run->dest, kind, config);
+	retl_dest_open(&run->dest, kind, config, strcmp(event_type, "track") == 0);
 	retl_event_ctx_init(&run->ectx, run->sync_id, run->sync_name, run->id);
 	reason = full_reason(run);
 	if (reason != NULL)
@@ -625,17 +625,24 @@ retl_catalog_fail_event(RetlRun *run, const char *pk, const char *payload,
 }
 
 /*
- * Records every event of a batch that failed for good, in a short
- * transaction of its own.
+ * Records the events of a batch that failed for good (all of them, or
+ * those whose outcome is RETL_OUTCOME_FAIL), each with its own reason when
+ * the destination gave one, in a short transaction of its own.
  */
 void
-retl_catalog_fail_batch(RetlBatch *b, const char *error)
+retl_catalog_fail_batch(RetlBatch *b, const char *error,
+						const RetlOutcome *outcomes, char **reasons)
 {
 	xact_begin();
 	for (int i = 0; i < b->nevents; i++)
+	{
+		if (outcomes != NULL && outcomes[i] != RETL_OUTCOME_FAIL)
+			continue;
 		record_failed(b->run, b->ev_failed_id[i], b->ev_pk[i],
 					  b->body.data + b->ev_start[i], b->ev_len[i],
-					  (int) b->http_status, b->resp, error, b->attempts);
+					  (int) b->http_status, b->resp,
+					  reasons && reasons[i] ? reasons[i] : error, b->attempts);
+	}
 	xact_end();
 }
 

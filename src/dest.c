@@ -14,6 +14,7 @@
 
 PG_FUNCTION_INFO_V1(retl_validate_destination);
 PG_FUNCTION_INFO_V1(retl_redact_config);
+PG_FUNCTION_INFO_V1(retl_check_event_type);
 
 static const RetlDestKind *const kinds[] = {
 	&retl_dest_webhook,
@@ -175,7 +176,7 @@ dest_free_headers(void *arg)
  * CurrentMemoryContext: a reset callback there frees the header list.
  */
 void
-retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config)
+retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config, bool track)
 {
 	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
 
@@ -184,12 +185,14 @@ retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config)
 	dest->prefix = "[";
 	dest->separator = ",";
 	dest->suffix = "]";
+	dest->track = track;
 	cb->func = dest_free_headers;
 	cb->arg = dest;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 	dest->kind->validate(config);
 	dest->kind->open(dest, config);
-	retl_dest_add_header(dest, "Content-Type", "application/json");
+	retl_dest_add_header(dest, "Content-Type",
+						 dest->content_type ? dest->content_type : "application/json");
 	retl_dest_add_header(dest, "User-Agent", "retl/" RETL_VERSION);
 	retl_dest_add_header(dest, "Expect", "");
 }
@@ -217,7 +220,7 @@ retl_validate_destination(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("destination config must be a JSON object")));
-	retl_dest_open(dest, kind, config);
+	retl_dest_open(dest, kind, config, true);
 	retl_dest_close(dest);
 	PG_RETURN_VOID();
 }
@@ -268,4 +271,82 @@ retl_redact_config(PG_FUNCTION_ARGS)
 		res = pushJsonbValue(&state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
 	}
 	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+}
+
+/*
+ * SQL: retl._check_event_type(kind, event_type).  A kind whose API has no
+ * identify says so when the sync is created, not by dropping events.
+ */
+Datum
+retl_check_event_type(PG_FUNCTION_ARGS)
+{
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *event_type = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	const RetlDestKind *k = retl_dest_kind(kind, false);
+
+	if (k->no_identify && strcmp(event_type, "identify") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("destination kind \"%s\" has no identify call", kind),
+				 errhint("Use event_type 'track' with this destination.")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * Parses JSON text into jsonb, or returns NULL when it is not JSON.  Used
+ * on response bodies, which a destination may fill with anything.
+ */
+Jsonb *
+retl_parse_json(const char *text, int len)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *result = NULL;
+	char	   *copy = pnstrdup(text, len);
+
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * Returns the value of a top-level key of a jsonb object, or NULL.
+ */
+JsonbValue *
+retl_json_get(Jsonb *jb, const char *key)
+{
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	return getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
+}
+
+/*
+ * Appends a jsonb value (scalar or container) as JSON text.
+ */
+void
+retl_append_jsonb_value(StringInfo out, JsonbValue *v)
+{
+	if (v == NULL)
+	{
+		appendStringInfoString(out, "null");
+		return;
+	}
+	if (v->type == jbvString)
+		retl_json_escape(out, v->val.string.val, v->val.string.len);
+	else if (v->type == jbvBinary)
+		(void) JsonbToCString(out, v->val.binary.data, v->val.binary.len);
+	else
+	{
+		Jsonb	   *jb = JsonbValueToJsonb(v);
+
+		(void) JsonbToCString(out, &jb->root, VARSIZE(jb));
+	}
 }

@@ -18,14 +18,47 @@
 #include <curl/curl.h>
 
 typedef struct RetlDest RetlDest;
+struct RetlBatch;
+
+/* What a destination said about one event of a request. */
+typedef enum RetlOutcome
+{
+	RETL_OUTCOME_OK,			/* accepted */
+	RETL_OUTCOME_RETRY,			/* rejected for now (throttled): send again */
+	RETL_OUTCOME_FAIL			/* rejected for good: retl.failed_events */
+} RetlOutcome;
 
 typedef struct RetlDestKind
 {
 	const char *name;
+	bool		no_identify;	/* the API has no identify call */
 	/* raises an error for a bad config; runs in retl_create_destination */
 	void		(*validate) (Jsonb *config);
-	/* fills url, auth, headers and limits from the config */
+	/* fills url, auth, headers, limits and framing from the config */
 	void		(*open) (RetlDest *dest, Jsonb *config);
+
+	/*
+	 * Optional: rewrites one standard event (RudderStack/Segment JSON) into
+	 * the kind's own record, appended to out.
+	 */
+	void		(*encode) (RetlDest *dest, StringInfo out, Jsonb *event);
+
+	/*
+	 * Optional: per-request setup, e.g. a signature header computed over
+	 * the body.  Headers appended here are freed with the request.
+	 */
+	void		(*prepare) (RetlDest *dest, struct RetlBatch *batch, CURL *easy,
+							struct curl_slist **headers);
+
+	/*
+	 * Optional: reads per-event outcomes from a response (2xx or 4xx with
+	 * a body that lists rejected records).  Returns false when the response
+	 * carries no per-event information, so the whole-request rules apply.
+	 * reasons[i] may be set for failed events.
+	 */
+	bool		(*parse) (RetlDest *dest, struct RetlBatch *batch, long status,
+						  const char *body, RetlOutcome *outcomes,
+						  char **reasons);
 } RetlDestKind;
 
 /* Everything the worker needs to send batches to one destination. */
@@ -45,10 +78,18 @@ struct RetlDest
 	int			timeout_ms;
 	int			max_attempts;
 	int			max_backoff_ms;
+	bool		track;			/* the sync's event type */
+	const char *content_type;	/* default application/json */
+	bool		per_request;	/* call kind->prepare for every request */
+	void	   *priv;			/* the kind's own settings */
 };
 
 extern const RetlDestKind *retl_dest_kind(const char *name, bool missing_ok);
-extern void retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config);
+extern void retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config,
+						   bool track);
+extern Jsonb *retl_parse_json(const char *text, int len);
+extern JsonbValue *retl_json_get(Jsonb *jb, const char *key);
+extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
 extern void retl_dest_close(RetlDest *dest);
 
 /* helpers shared by kinds */

@@ -258,6 +258,7 @@ retl_diff_deletes_page(RetlRun *run)
 			continue;
 		}
 		build_delete_event(run, identity ? identity : "\"anonymousId\":null", pk, fp);
+		retl_run_encode(run);
 		if (retl_run_add_event(run, pk, 0))
 			run->building->ev_delete[run->building->nevents - 1] = true;
 	}

@@ -83,6 +83,7 @@ retl_reader_start(RetlRun *run)
 	else
 		run->cursor_name = psprintf("retl_run_" INT64_FORMAT, run->id);
 	initStringInfo(&run->event_buf);
+	initStringInfo(&run->encode_buf);
 }
 
 static void read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec);
@@ -119,6 +120,7 @@ process_row(RetlRun *run, HeapTuple tup, TupleDesc desc, Datum *values,
 	retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
 					 message_id);
 	pk = row_pk(map, values, nulls);
+	retl_run_encode(run);
 	MemoryContextSwitchTo(old);
 	run->rows_read++;
 	if (run->diff)
@@ -321,6 +323,7 @@ rebuild_failed_row(RetlRun *run, const char *pk)
 	heap_deform_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, values, nulls);
 	resetStringInfo(&run->event_buf);
 	retl_event_build(&run->event_buf, map, &run->ectx, values, nulls, message_id);
+	retl_run_encode(run);
 	return true;
 }
 
@@ -395,6 +398,27 @@ retl_reader_close(RetlRun *run)
 			MemoryContextSwitchTo(cxt);
 		}
 	}
+}
+
+/*
+ * Rewrites the standard event in run->event_buf into the destination
+ * kind's own record, for kinds that have one (Braze, Amplitude ...).
+ * Stored failed payloads are already encoded and skip this.
+ */
+void
+retl_run_encode(RetlRun *run)
+{
+	Jsonb	   *event;
+
+	if (run->dest.kind->encode == NULL)
+		return;
+	event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+											   CStringGetDatum(run->event_buf.data)));
+	resetStringInfo(&run->encode_buf);
+	run->dest.kind->encode(&run->dest, &run->encode_buf, event);
+	resetStringInfo(&run->event_buf);
+	appendBinaryStringInfo(&run->event_buf, run->encode_buf.data,
+						   run->encode_buf.len);
 }
 
 /*

@@ -131,6 +131,9 @@ batch_release(void *arg)
 		curl_easy_cleanup(b->easy);
 		b->easy = NULL;
 	}
+	if (b->req_headers != NULL)
+		curl_slist_free_all(b->req_headers);
+	b->req_headers = NULL;
 	free(b->resp);
 	b->resp = NULL;
 	b->resp_len = 0;
@@ -205,6 +208,36 @@ retl_batch_free(RetlBatch *b)
 }
 
 /*
+ * Returns the headers of a request: the destination's, plus those the
+ * kind's prepare callback adds (e.g. a signature over this body).
+ */
+static struct curl_slist *
+request_headers(RetlBatch *b)
+{
+	RetlDest   *d = &b->run->dest;
+	struct curl_slist *list = NULL;
+
+	if (d->kind->prepare == NULL || !d->per_request)
+		return d->headers;
+	for (struct curl_slist *h = d->headers; h != NULL; h = h->next)
+	{
+		struct curl_slist *l = curl_slist_append(list, h->data);
+
+		if (l == NULL)
+		{
+			curl_slist_free_all(list);
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		}
+		list = l;
+	}
+	b->req_headers = list;
+	d->kind->prepare(d, b, b->easy, &b->req_headers);
+	return b->req_headers;
+}
+
+/*
  * Sets the options of one request.  TLS verification stays on; redirects
  * are not followed; only http and https are allowed.
  */
@@ -221,7 +254,7 @@ setup_easy(RetlBatch *b)
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDS, b->body.data);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) b->body.len);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, d->headers);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, request_headers(b));
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) d->timeout_ms);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 					 (long) Min(d->timeout_ms, 10000));

@@ -112,10 +112,12 @@ status_rejects_events(long status)
 }
 
 /*
- * Copies events [from, to) of a batch into a new batch that shares its ack.
+ * Copies the events of a batch for which pick is true (all of them when
+ * pick is NULL) from index from to index to into a new batch that shares
+ * its ack.
  */
 static RetlBatch *
-batch_part(RetlBatch *b, int from, int to)
+batch_part(RetlBatch *b, int from, int to, const bool *pick)
 {
 	RetlRun    *run = b->run;
 	RetlBatch  *part = retl_batch_create(run);
@@ -124,6 +126,8 @@ batch_part(RetlBatch *b, int from, int to)
 	appendStringInfoString(&part->body, run->dest.prefix);
 	for (int i = from; i < to; i++)
 	{
+		if (pick != NULL && !pick[i])
+			continue;
 		retl_batch_append(part, b->body.data + b->ev_start[i], b->ev_len[i],
 						  b->ev_pk[i], b->ev_failed_id[i]);
 		part->ev_fp[part->nevents - 1] = b->ev_fp[i];
@@ -131,6 +135,81 @@ batch_part(RetlBatch *b, int from, int to)
 	}
 	appendStringInfoString(&part->body, run->dest.suffix);
 	return part;
+}
+
+/*
+ * Applies per-event outcomes that the destination kind read from the
+ * response: accepted events are done, throttled ones are sent again later
+ * (only them: Braze and Kinesis have no dedupe), rejected ones go to
+ * retl.failed_events with the destination's reason.  Returns false when
+ * the kind found no per-event information in the response.
+ */
+static bool
+batch_outcomes(RetlBatch *b)
+{
+	RetlRun    *run = b->run;
+	RetlDest   *d = &run->dest;
+	RetlOutcome *out = palloc0(b->nevents * sizeof(RetlOutcome));
+	char	  **reasons = palloc0(b->nevents * sizeof(char *));
+	bool	   *pick = palloc0(b->nevents * sizeof(bool));
+	int			n[3] = {0, 0, 0};
+
+	if (d->kind->parse == NULL || b->result != CURLE_OK ||
+		!d->kind->parse(d, b, b->http_status, b->resp ? b->resp : "", out, reasons))
+		return false;
+	for (int i = 0; i < b->nevents; i++)
+		n[out[i]]++;
+	if (n[RETL_OUTCOME_RETRY] > 0 && b->attempts >= d->max_attempts)
+	{
+		for (int i = 0; i < b->nevents; i++)
+			if (out[i] == RETL_OUTCOME_RETRY)
+			{
+				out[i] = RETL_OUTCOME_FAIL;
+				reasons[i] = psprintf("still throttled after %d attempts%s%s",
+									  b->attempts, reasons[i] ? ": " : "",
+									  reasons[i] ? reasons[i] : "");
+			}
+		n[RETL_OUTCOME_FAIL] += n[RETL_OUTCOME_RETRY];
+		n[RETL_OUTCOME_RETRY] = 0;
+	}
+	for (int i = 0; i < b->nevents; i++)
+		pick[i] = out[i] == RETL_OUTCOME_OK;
+	if (n[RETL_OUTCOME_OK] > 0)
+	{
+		RetlBatch  *ok = batch_part(b, 0, b->nevents, pick);
+
+		retl_catalog_batch_delivered(ok);
+		if (run->diff)
+			retl_diff_acked(ok);
+		retl_batch_free(ok);
+	}
+	if (n[RETL_OUTCOME_FAIL] > 0)
+		retl_catalog_fail_batch(b, batch_error(b), out, reasons);
+	if (n[RETL_OUTCOME_RETRY] > 0)
+	{
+		RetlBatch  *again;
+
+		for (int i = 0; i < b->nevents; i++)
+			pick[i] = out[i] == RETL_OUTCOME_RETRY;
+		again = batch_part(b, 0, b->nevents, pick);
+		again->attempts = b->attempts;
+		again->retry_after_s = b->retry_after_s;
+		again->retry_at = GetCurrentTimestamp() + retry_delay_ms(again) * 1000;
+		b->ack->parts++;
+		run->events_sent -= again->nevents; /* counted again when resent */
+		if (run->stopping)
+			retl_batch_free(again);	/* not delivered: the next run sends it */
+		else
+		{
+			dlist_push_tail(&run->waiting, &again->node);
+			run->nwaiting++;
+		}
+	}
+	run->events_succeeded += n[RETL_OUTCOME_OK];
+	run->events_failed += n[RETL_OUTCOME_FAIL];
+	retl_ckpt_ack_done(run, b->ack, n[RETL_OUTCOME_OK], n[RETL_OUTCOME_FAIL]);
+	retl_batch_free(b);
+	return true;
 }
 
 /*
@@ -142,8 +221,8 @@ batch_split(RetlBatch *b)
 {
 	RetlRun    *run = b->run;
 	int			half = b->nevents / 2;
-	RetlBatch  *left = batch_part(b, 0, half);
-	RetlBatch  *right = batch_part(b, half, b->nevents);
+	RetlBatch  *left = batch_part(b, 0, half, NULL);
+	RetlBatch  *right = batch_part(b, half, b->nevents, NULL);
 
 	b->ack->parts++;			/* one part becomes two */
 	run->events_sent -= b->nevents; /* counted again when the halves go */
@@ -163,7 +242,7 @@ batch_failed(RetlBatch *b, const char *error, bool run_fails)
 {
 	RetlRun    *run = b->run;
 
-	retl_catalog_fail_batch(b, error);
+	retl_catalog_fail_batch(b, error, NULL, NULL);
 	run->events_failed += b->nevents;
 	run->dirty = true;
 	retl_ckpt_ack_done(run, b->ack, 0, b->nevents);
@@ -190,6 +269,8 @@ batch_done(RetlBatch *b)
 	dlist_delete(&b->node);
 	run->in_flight--;
 	run->dirty = true;
+	if (batch_outcomes(b))
+		return;
 	if (ok)
 	{
 		retl_catalog_batch_delivered(b);

@@ -71,6 +71,7 @@ typedef struct RetlBatch
 	TimestampTz retry_at;
 	/* transfer state; malloc'd or curl's, never palloc'd from callbacks */
 	CURL	   *easy;
+	struct curl_slist *req_headers; /* per-request headers of kinds with prepare */
 	char		errbuf[CURL_ERROR_SIZE];
 	char	   *resp;
 	size_t		resp_len;
@@ -113,6 +114,7 @@ typedef struct RetlRun
 	int			worker_sec;
 	char	   *query;			/* SELECT ... FROM source [filter] */
 	StringInfoData event_buf;
+	StringInfoData encode_buf;
 	/* diff detector (diff.c) */
 	bool		diff;
 	bool		mirror;
@@ -159,6 +161,7 @@ extern void retl_reader_page(RetlRun *run);
 extern void retl_reader_close(RetlRun *run);
 extern bool retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id);
 extern void retl_batch_close(RetlRun *run);
+extern void retl_run_encode(RetlRun *run);
 
 /* checkpoint.c */
 extern RetlAck *retl_ckpt_new_ack(RetlRun *run);
@@ -193,7 +196,9 @@ extern RetlRun *retl_catalog_claim(void);
 extern void retl_catalog_poll_stops(dlist_head *runs);
 extern void retl_catalog_flush_due(dlist_head *runs, int interval_ms);
 extern void retl_catalog_finish(RetlRun *run);
-extern void retl_catalog_fail_batch(RetlBatch *batch, const char *error);
+extern void retl_catalog_fail_batch(RetlBatch *batch, const char *error,
+									const RetlOutcome *outcomes,
+									char **reasons);
 extern void retl_catalog_fail_event(RetlRun *run, const char *pk,
 									const char *payload, int len,
 									const char *error);
