@@ -10,7 +10,10 @@
 
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "datatype/timestamp.h"
 
 PG_FUNCTION_INFO_V1(retl_validate_destination);
 PG_FUNCTION_INFO_V1(retl_redact_config);
@@ -20,6 +23,8 @@ static const RetlDestKind *const kinds[] = {
 	&retl_dest_webhook,
 	&retl_dest_rudderstack,
 	&retl_dest_segment,
+	&retl_dest_braze,
+	&retl_dest_statsig,
 	NULL
 };
 
@@ -349,4 +354,64 @@ retl_append_jsonb_value(StringInfo out, JsonbValue *v)
 
 		(void) JsonbToCString(out, &jb->root, VARSIZE(jb));
 	}
+}
+
+/*
+ * The event's time in milliseconds since the Unix epoch: its "timestamp"
+ * when that parses as a timestamp, else its "originalTimestamp".  APIs such
+ * as Amplitude, Mixpanel and Statsig want epoch milliseconds.
+ */
+int64
+retl_event_time_ms(Jsonb *event)
+{
+	const char *keys[2] = {"timestamp", "originalTimestamp"};
+
+	for (int k = 0; k < 2; k++)
+	{
+		JsonbValue *v = retl_json_get(event, keys[k]);
+		MemoryContext cxt = CurrentMemoryContext;
+		TimestampTz ts = 0;
+		bool		ok = false;
+
+		if (v == NULL || v->type != jbvString)
+			continue;
+		PG_TRY();
+		{
+			ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+														 CStringGetDatum(pnstrdup(v->val.string.val, v->val.string.len)),
+														 ObjectIdGetDatum(InvalidOid),
+														 Int32GetDatum(-1)));
+			ok = true;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			FlushErrorState();
+		}
+		PG_END_TRY();
+		if (ok && !TIMESTAMP_NOT_FINITE(ts))
+			return ts / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+	}
+	return (GetCurrentTimestamp() / 1000) +
+		(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+}
+
+/*
+ * The event's user: its userId when present, else its anonymousId, as
+ * text; NULL when it has neither.
+ */
+char *
+retl_event_user(Jsonb *event, bool *anonymous)
+{
+	JsonbValue *v = retl_json_get(event, "userId");
+
+	*anonymous = false;
+	if (v == NULL || v->type != jbvString)
+	{
+		v = retl_json_get(event, "anonymousId");
+		*anonymous = true;
+	}
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
 }

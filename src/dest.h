@@ -90,6 +90,8 @@ extern void retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config,
 extern Jsonb *retl_parse_json(const char *text, int len);
 extern JsonbValue *retl_json_get(Jsonb *jb, const char *key);
 extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
+extern int64 retl_event_time_ms(Jsonb *event);
+extern char *retl_event_user(Jsonb *event, bool *anonymous);
 extern void retl_dest_close(RetlDest *dest);
 
 /* helpers shared by kinds */
@@ -106,5 +108,7 @@ extern bool retl_is_secret_key(const char *key);
 extern const RetlDestKind retl_dest_webhook;
 extern const RetlDestKind retl_dest_rudderstack;
 extern const RetlDestKind retl_dest_segment;
+extern const RetlDestKind retl_dest_braze;
+extern const RetlDestKind retl_dest_statsig;
 
 #endif							/* RETL_DEST_H */

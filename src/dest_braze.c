@@ -1,0 +1,191 @@
+/*-------------------------------------------------------------------------
+ *
+ * dest_braze.c
+ *	  Destination kind "braze": POST <url>/users/track with a Bearer key;
+ *	  track events go in "events", identify traits in "attributes".
+ *
+ * Braze REST API, "Track users" (https://www.braze.com/docs/api/endpoints/
+ * user_data/post_user_track/) and shared/DESTINATIONS.md:
+ *	 - at most 75 events and 75 attributes per request (some contracts
+ *	   allow only 50: batch_size lowers the cap);
+ *	 - 201 with {"errors": [{"type", "input_array", "index"}]} rejects
+ *	   single objects; entries missing from "errors" were processed;
+ *	 - no dedupe key: every retry of an accepted event is a duplicate, so
+ *	   only the rejected objects are ever recorded, never resent as a batch.
+ * A user without a userId is addressed by user_alias {alias_name:
+ * anonymousId, alias_label: "anonymous_id"}.
+ *
+ * Config: url (the REST endpoint of the instance), api_key, batch_size
+ * (default and maximum 75), max_in_flight, timeout_ms, max_attempts,
+ * max_backoff_ms.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "utils/fmgrprotos.h"
+
+static const char *const braze_keys[] = {
+	"url", "api_key", "batch_size", "max_batch_bytes", "max_in_flight",
+	"timeout_ms", "max_attempts", "max_backoff_ms", NULL
+};
+
+/*
+ * Checks a Braze config: url and api_key are required.
+ */
+static void
+braze_validate(Jsonb *config)
+{
+	char	   *key = retl_jsonb_get_text(config, "api_key");
+
+	retl_dest_check_keys(config, "braze", braze_keys);
+	(void) retl_dest_require_url(config, "url");
+	if (key == NULL || key[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination config needs \"api_key\""),
+				 errhint("A Braze REST API key with the users.track permission.")));
+}
+
+/*
+ * Fills the URL, Bearer auth, limits and the framing of the event type.
+ */
+static void
+braze_open(RetlDest *dest, Jsonb *config)
+{
+	char	   *url = retl_dest_require_url(config, "url");
+	size_t		len = strlen(url);
+
+	while (len > 0 && url[len - 1] == '/')
+		url[--len] = '\0';
+	dest->url = psprintf("%s/users/track", url);
+	dest->prefix = dest->track ? "{\"events\":[" : "{\"attributes\":[";
+	dest->suffix = "]}";
+	retl_dest_read_common(dest, config, 75, 75, 4 * 1024 * 1024, 512 * 1024);
+	retl_dest_add_header(dest, "Authorization",
+						 psprintf("Bearer %s", retl_jsonb_get_text(config, "api_key")));
+}
+
+/*
+ * Appends the user of an event: external_id, or a user alias.
+ */
+static void
+append_user(StringInfo out, Jsonb *event)
+{
+	bool		anonymous;
+	char	   *user = retl_event_user(event, &anonymous);
+
+	if (user == NULL)
+		appendStringInfoString(out, "\"external_id\":null");
+	else if (!anonymous)
+	{
+		appendStringInfoString(out, "\"external_id\":");
+		retl_json_escape(out, user, strlen(user));
+	}
+	else
+	{
+		appendStringInfoString(out, "\"user_alias\":{\"alias_name\":");
+		retl_json_escape(out, user, strlen(user));
+		appendStringInfoString(out, ",\"alias_label\":\"anonymous_id\"}");
+	}
+}
+
+/*
+ * One Braze event object, or one attributes object with the traits
+ * flattened into it.
+ */
+static void
+braze_encode(RetlDest *dest, StringInfo out, Jsonb *event)
+{
+	JsonbValue *traits;
+
+	appendStringInfoChar(out, '{');
+	append_user(out, event);
+	if (dest->track)
+	{
+		appendStringInfoString(out, ",\"name\":");
+		retl_append_jsonb_value(out, retl_json_get(event, "event"));
+		appendStringInfoString(out, ",\"time\":");
+		retl_append_jsonb_value(out, retl_json_get(event, "timestamp"));
+		appendStringInfoString(out, ",\"properties\":");
+		retl_append_jsonb_value(out, retl_json_get(event, "properties"));
+		appendStringInfoChar(out, '}');
+		return;
+	}
+	traits = retl_json_get(event, "traits");
+	if (traits != NULL && traits->type == jbvBinary)
+	{
+		StringInfoData obj;
+
+		initStringInfo(&obj);
+		retl_append_jsonb_value(&obj, traits);
+		/* splice the traits' members in: drop their braces */
+		if (obj.len > 2)
+		{
+			appendStringInfoChar(out, ',');
+			appendBinaryStringInfo(out, obj.data + 1, obj.len - 2);
+		}
+	}
+	appendStringInfoChar(out, '}');
+}
+
+/*
+ * Reads the "errors" array of a Braze answer: the listed objects of our
+ * input array are rejected for good, the others were processed.
+ */
+static bool
+braze_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
+			RetlOutcome *outcomes, char **reasons)
+{
+	Jsonb	   *resp;
+	JsonbValue *errors;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	const char *ours = dest->track ? "events" : "attributes";
+
+	if (status < 200 || status >= 300)
+		return false;
+	resp = retl_parse_json(body, strlen(body));
+	errors = retl_json_get(resp, "errors");
+	if (errors == NULL || errors->type != jbvBinary)
+		return false;
+	it = JsonbIteratorInit(errors->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		Jsonb	   *err;
+		JsonbValue *array,
+				   *index,
+				   *type;
+		int64		i;
+
+		if (tok != WJB_ELEM || v.type != jbvBinary)
+			continue;
+		err = JsonbValueToJsonb(&v);
+		array = retl_json_get(err, "input_array");
+		index = retl_json_get(err, "index");
+		type = retl_json_get(err, "type");
+		if (array == NULL || array->type != jbvString || index == NULL ||
+			index->type != jbvNumeric ||
+			strncmp(array->val.string.val, ours, array->val.string.len) != 0)
+			continue;
+		i = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+											  NumericGetDatum(index->val.numeric)));
+		if (i < 0 || i >= b->nevents)
+			continue;
+		outcomes[i] = RETL_OUTCOME_FAIL;
+		reasons[i] = type && type->type == jbvString
+			? psprintf("Braze rejected the object: %.*s", type->val.string.len,
+					   type->val.string.val)
+			: "Braze rejected the object";
+	}
+	return true;
+}
+
+const RetlDestKind retl_dest_braze = {
+	.name = "braze",
+	.validate = braze_validate,
+	.open = braze_open,
+	.encode = braze_encode,
+	.parse = braze_parse,
+};
