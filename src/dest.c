@@ -24,6 +24,11 @@ static const RetlDestKind *const kinds[] = {
 	&retl_dest_rudderstack,
 	&retl_dest_segment,
 	&retl_dest_braze,
+	&retl_dest_iterable,
+	&retl_dest_amplitude,
+	&retl_dest_mixpanel,
+	&retl_dest_kinesis,
+	&retl_dest_kafka_rest,
 	&retl_dest_statsig,
 	NULL
 };

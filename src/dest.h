@@ -67,6 +67,8 @@ struct RetlDest
 	const RetlDestKind *kind;
 	char	   *url;			/* request URL */
 	char	   *userpwd;		/* "user:password" for Basic auth, or NULL */
+	char	   *aws_sigv4;		/* "aws:amz:<region>:<service>": sign with
+								 * userpwd as key:secret instead */
 	struct curl_slist *headers; /* malloc'd by curl; freed by retl_dest_close */
 	const char *prefix;			/* batch framing: prefix, separator, suffix */
 	const char *separator;
@@ -110,5 +112,10 @@ extern const RetlDestKind retl_dest_rudderstack;
 extern const RetlDestKind retl_dest_segment;
 extern const RetlDestKind retl_dest_braze;
 extern const RetlDestKind retl_dest_statsig;
+extern const RetlDestKind retl_dest_iterable;
+extern const RetlDestKind retl_dest_amplitude;
+extern const RetlDestKind retl_dest_mixpanel;
+extern const RetlDestKind retl_dest_kinesis;
+extern const RetlDestKind retl_dest_kafka_rest;
 
 #endif							/* RETL_DEST_H */

@@ -263,7 +263,13 @@ setup_easy(RetlBatch *b)
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, b);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-	if (d->userpwd != NULL)
+	if (d->aws_sigv4 != NULL)
+	{
+		/* libcurl >= 7.75 signs the request with AWS Signature Version 4 */
+		curl_easy_setopt(e, CURLOPT_AWS_SIGV4, d->aws_sigv4);
+		curl_easy_setopt(e, CURLOPT_USERPWD, d->userpwd);
+	}
+	else if (d->userpwd != NULL)
 	{
 		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
 		curl_easy_setopt(e, CURLOPT_USERPWD, d->userpwd);

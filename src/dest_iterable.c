@@ -1,0 +1,210 @@
+/*-------------------------------------------------------------------------
+ *
+ * dest_iterable.c
+ *	  Destination kind "iterable": track events go to
+ *	  /api/events/trackBulk, identify traits to /api/users/bulkUpdate, with
+ *	  the Api-Key header.
+ *
+ * Iterable API reference (https://api.iterable.com/api/docs, "Bulk track
+ * events" and "Bulk update users") and shared/DESTINATIONS.md:
+ *	 - requests are capped at 4 MB; bulk endpoints are rate limited per
+ *	   project (bulkUpdate: 5 requests/s), so 429s are retried with backoff;
+ *	 - the event "id" (at most 512 bytes) deduplicates and updates: it is
+ *	   the messageId;
+ *	 - a 200 reports failCount and lists of failed users or emails
+ *	   (invalidUserIds, invalidEmails, and under failedUpdates:
+ *	   notFoundUserIds, forgottenUserIds, ...): events of those users fail.
+ * Users are addressed by userId; an "email" property or trait is passed
+ * along too, for email-based projects.
+ *
+ * Config: url (default https://api.iterable.com), api_key, batch_size,
+ * max_batch_bytes, max_in_flight, timeout_ms, max_attempts, max_backoff_ms.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "nodes/pg_list.h"
+#include "utils/fmgrprotos.h"
+
+static const char *const iterable_keys[] = {
+	"url", "api_key", "batch_size", "max_batch_bytes", "max_in_flight",
+	"timeout_ms", "max_attempts", "max_backoff_ms", NULL
+};
+
+/*
+ * Checks an Iterable config: api_key is required.
+ */
+static void
+iterable_validate(Jsonb *config)
+{
+	char	   *key = retl_jsonb_get_text(config, "api_key");
+
+	retl_dest_check_keys(config, "iterable", iterable_keys);
+	if (retl_jsonb_get_text(config, "url") != NULL)
+		(void) retl_dest_require_url(config, "url");
+	if (key == NULL || key[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination config needs \"api_key\""),
+				 errhint("A server-side API key of the Iterable project.")));
+}
+
+/*
+ * Fills the endpoint of the event type, the key header, limits, framing.
+ */
+static void
+iterable_open(RetlDest *dest, Jsonb *config)
+{
+	char	   *url = retl_jsonb_get_text(config, "url");
+	size_t		len;
+
+	url = url ? url : pstrdup("https://api.iterable.com");
+	len = strlen(url);
+	while (len > 0 && url[len - 1] == '/')
+		url[--len] = '\0';
+	dest->url = psprintf("%s%s", url, dest->track ? "/api/events/trackBulk"
+						 : "/api/users/bulkUpdate");
+	dest->prefix = dest->track ? "{\"events\":[" : "{\"users\":[";
+	dest->suffix = "]}";
+	retl_dest_read_common(dest, config, 500, 1000, 4 * 1000 * 1000, 1024 * 1024);
+	retl_dest_add_header(dest, "Api-Key", retl_jsonb_get_text(config, "api_key"));
+}
+
+/*
+ * Appends "email" when the payload object has one.
+ */
+static void
+append_email(StringInfo out, JsonbValue *payload)
+{
+	JsonbValue *email;
+
+	if (payload == NULL || payload->type != jbvBinary)
+		return;
+	email = getKeyJsonValueFromContainer(payload->val.binary.data, "email", 5, NULL);
+	if (email == NULL || email->type != jbvString)
+		return;
+	appendStringInfoString(out, ",\"email\":");
+	retl_append_jsonb_value(out, email);
+}
+
+/*
+ * One trackBulk event or bulkUpdate user.
+ */
+static void
+iterable_encode(RetlDest *dest, StringInfo out, Jsonb *event)
+{
+	bool		anonymous;
+	char	   *user = retl_event_user(event, &anonymous);
+	JsonbValue *payload = retl_json_get(event, dest->track ? "properties" : "traits");
+
+	appendStringInfoString(out, "{\"userId\":");
+	if (user != NULL)
+		retl_json_escape(out, user, strlen(user));
+	else
+		appendStringInfoString(out, "null");
+	append_email(out, payload);
+	if (dest->track)
+	{
+		appendStringInfoString(out, ",\"eventName\":");
+		retl_append_jsonb_value(out, retl_json_get(event, "event"));
+		appendStringInfoString(out, ",\"id\":");
+		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
+		appendStringInfo(out, ",\"createdAt\":" INT64_FORMAT,
+						 retl_event_time_ms(event) / 1000);
+	}
+	else
+		appendStringInfoString(out, ",\"preferUserId\":true");
+	appendStringInfoString(out, ",\"dataFields\":");
+	retl_append_jsonb_value(out, payload);
+	appendStringInfoChar(out, '}');
+}
+
+/*
+ * Adds the strings of a jsonb array to a list of failed identities.
+ */
+static void
+collect(JsonbValue *arr, const char *list, List **names, List **reasons)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (arr == NULL || arr->type != jbvBinary)
+		return;
+	it = JsonbIteratorInit(arr->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_ELEM && v.type == jbvString)
+		{
+			*names = lappend(*names, pnstrdup(v.val.string.val, v.val.string.len));
+			*reasons = lappend(*reasons, psprintf("Iterable: %s", list));
+		}
+}
+
+/*
+ * Reads failCount and the lists of failed users of a 200: events of the
+ * listed users (by userId or email) fail, the others were accepted.
+ */
+static bool
+iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
+			   RetlOutcome *outcomes, char **reasons)
+{
+	static const char *const lists[] = {
+		"invalidUserIds", "invalidEmails", "notFoundUserIds", "notFoundEmails",
+		"forgottenUserIds", "forgottenEmails", "conflictUserIds",
+		"conflictEmails", NULL
+	};
+	Jsonb	   *resp;
+	JsonbValue *fail;
+	JsonbValue *updates;
+	List	   *names = NIL;
+	List	   *why = NIL;
+
+	if (status != 200)
+		return false;
+	resp = retl_parse_json(body, strlen(body));
+	fail = retl_json_get(resp, "failCount");
+	if (fail == NULL || fail->type != jbvNumeric ||
+		DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(fail->val.numeric))) == 0)
+		return false;
+	updates = retl_json_get(resp, "failedUpdates");
+	for (int l = 0; lists[l]; l++)
+	{
+		collect(retl_json_get(resp, lists[l]), lists[l], &names, &why);
+		if (updates != NULL && updates->type == jbvBinary)
+			collect(getKeyJsonValueFromContainer(updates->val.binary.data, lists[l],
+												 strlen(lists[l]), NULL),
+					lists[l], &names, &why);
+	}
+	for (int i = 0; i < b->nevents; i++)
+	{
+		Jsonb	   *ev = retl_parse_json(b->body.data + b->ev_start[i], b->ev_len[i]);
+		JsonbValue *uid = retl_json_get(ev, "userId");
+		JsonbValue *email = retl_json_get(ev, "email");
+		ListCell   *n,
+				   *r;
+
+		forboth(n, names, r, why)
+		{
+			const char *name = lfirst(n);
+
+			if ((uid && uid->type == jbvString && (size_t) uid->val.string.len == strlen(name) &&
+				 strncmp(uid->val.string.val, name, uid->val.string.len) == 0) ||
+				(email && email->type == jbvString && (size_t) email->val.string.len == strlen(name) &&
+				 strncmp(email->val.string.val, name, email->val.string.len) == 0))
+			{
+				outcomes[i] = RETL_OUTCOME_FAIL;
+				reasons[i] = lfirst(r);
+			}
+		}
+	}
+	return true;
+}
+
+const RetlDestKind retl_dest_iterable = {
+	.name = "iterable",
+	.validate = iterable_validate,
+	.open = iterable_open,
+	.encode = iterable_encode,
+	.parse = iterable_parse,
+};

@@ -1,0 +1,217 @@
+/*-------------------------------------------------------------------------
+ *
+ * dest_mixpanel.c
+ *	  Destination kind "mixpanel": track events go to /import?strict=1,
+ *	  identify traits to /engage (profile batch update, "$set").
+ *
+ * Mixpanel Ingestion API, "Import Events" (https://developer.mixpanel.com/
+ * reference/import-events) and "Profile Batch Update"
+ * (https://developer.mixpanel.com/reference/profile-batch-update), and
+ * shared/DESTINATIONS.md:
+ *	 - 2,000 events and 10 MB per request; properties.time in ms;
+ *	   $insert_id deduplicates (the messageId);
+ *	 - strict mode: a 400 is a partial success with failed_records
+ *	   [{index, field, message}]; never retry a 400;
+ *	 - /engage answers 200 even on errors: {"status": 0, "error"} fails the
+ *	   request;
+ *	 - 429 has no Retry-After: back off from 2 s.
+ * Auth of /import: a service account (username, secret, project_id) or the
+ * project's api_secret; /engage takes the project_token in each record.
+ *
+ * Config: url (default https://api.mixpanel.com), project_token,
+ * username + secret + project_id, or api_secret, batch_size,
+ * max_batch_bytes, max_in_flight, timeout_ms, max_attempts, max_backoff_ms.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "utils/fmgrprotos.h"
+
+typedef struct MixpanelPriv
+{
+	char	   *token;
+} MixpanelPriv;
+
+static const char *const mixpanel_keys[] = {
+	"url", "project_token", "username", "secret", "project_id", "api_secret",
+	"batch_size", "max_batch_bytes", "max_in_flight", "timeout_ms",
+	"max_attempts", "max_backoff_ms", NULL
+};
+
+/*
+ * Checks a Mixpanel config: a project token, and credentials for /import.
+ */
+static void
+mixpanel_validate(Jsonb *config)
+{
+	bool		account = retl_jsonb_get_text(config, "username") != NULL;
+
+	retl_dest_check_keys(config, "mixpanel", mixpanel_keys);
+	if (retl_jsonb_get_text(config, "url") != NULL)
+		(void) retl_dest_require_url(config, "url");
+	if (retl_jsonb_get_text(config, "project_token") == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination config needs \"project_token\"")));
+	if (account && (retl_jsonb_get_text(config, "secret") == NULL ||
+					retl_jsonb_get_text(config, "project_id") == NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a Mixpanel service account needs \"username\", \"secret\" and \"project_id\"")));
+	if (!account && retl_jsonb_get_text(config, "api_secret") == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination config needs a service account or \"api_secret\""),
+				 errhint("Set \"username\", \"secret\" and \"project_id\" of a service account, or the project's \"api_secret\".")));
+}
+
+/*
+ * Fills the URL of the event type, auth and limits.
+ */
+static void
+mixpanel_open(RetlDest *dest, Jsonb *config)
+{
+	char	   *url = retl_jsonb_get_text(config, "url");
+	char	   *project = retl_jsonb_get_text(config, "project_id");
+	MixpanelPriv *priv = palloc0(sizeof(MixpanelPriv));
+	size_t		len;
+
+	url = url ? url : pstrdup("https://api.mixpanel.com");
+	len = strlen(url);
+	while (len > 0 && url[len - 1] == '/')
+		url[--len] = '\0';
+	priv->token = retl_jsonb_get_text(config, "project_token");
+	dest->priv = priv;
+	if (dest->track)
+		dest->url = project
+			? psprintf("%s/import?strict=1&project_id=%s", url, project)
+			: psprintf("%s/import?strict=1", url);
+	else
+		dest->url = psprintf("%s/engage#profile-batch-update", url);
+	if (retl_jsonb_get_text(config, "username") != NULL)
+		dest->userpwd = psprintf("%s:%s", retl_jsonb_get_text(config, "username"),
+								 retl_jsonb_get_text(config, "secret"));
+	else
+		dest->userpwd = psprintf("%s:", retl_jsonb_get_text(config, "api_secret"));
+	retl_dest_read_common(dest, config, 1000, 2000, 10 * 1024 * 1024, 1024 * 1024);
+}
+
+/*
+ * Appends the members of a jsonb object (without braces), after a comma
+ * when there are any.
+ */
+static void
+append_members(StringInfo out, JsonbValue *obj)
+{
+	StringInfoData buf;
+
+	if (obj == NULL || obj->type != jbvBinary)
+		return;
+	initStringInfo(&buf);
+	retl_append_jsonb_value(&buf, obj);
+	if (buf.len > 2)
+	{
+		appendStringInfoChar(out, ',');
+		appendBinaryStringInfo(out, buf.data + 1, buf.len - 2);
+	}
+}
+
+/*
+ * An /import event, or an /engage "$set" record.
+ */
+static void
+mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
+{
+	MixpanelPriv *priv = (MixpanelPriv *) dest->priv;
+	bool		anonymous;
+	char	   *user = retl_event_user(event, &anonymous);
+
+	if (dest->track)
+	{
+		appendStringInfoString(out, "{\"event\":");
+		retl_append_jsonb_value(out, retl_json_get(event, "event"));
+		appendStringInfo(out, ",\"properties\":{\"time\":" INT64_FORMAT ",\"distinct_id\":",
+						 retl_event_time_ms(event));
+		retl_json_escape(out, user ? user : "", user ? strlen(user) : 0);
+		appendStringInfoString(out, ",\"$insert_id\":");
+		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
+		append_members(out, retl_json_get(event, "properties"));
+		appendStringInfoString(out, "}}");
+		return;
+	}
+	appendStringInfoString(out, "{\"$token\":");
+	retl_json_escape(out, priv->token, strlen(priv->token));
+	appendStringInfoString(out, ",\"$distinct_id\":");
+	retl_json_escape(out, user ? user : "", user ? strlen(user) : 0);
+	appendStringInfoString(out, ",\"$set\":");
+	retl_append_jsonb_value(out, retl_json_get(event, "traits"));
+	appendStringInfoChar(out, '}');
+}
+
+/*
+ * /import: a 400 lists failed_records, the others were imported.
+ * /engage: a 200 whose status is 0 failed as a whole.  429: wait 2 s.
+ */
+static bool
+mixpanel_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
+			   RetlOutcome *outcomes, char **reasons)
+{
+	Jsonb	   *resp = retl_parse_json(body, strlen(body));
+	JsonbValue *failed = retl_json_get(resp, "failed_records");
+	JsonbValue *st = retl_json_get(resp, "status");
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (status == 429)
+		b->retry_after_s = Max(b->retry_after_s, 2);
+	if (!dest->track && status == 200 && st != NULL && st->type == jbvNumeric &&
+		DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(st->val.numeric))) == 0)
+	{
+		JsonbValue *err = retl_json_get(resp, "error");
+
+		for (int i = 0; i < b->nevents; i++)
+		{
+			outcomes[i] = RETL_OUTCOME_FAIL;
+			reasons[i] = err && err->type == jbvString
+				? psprintf("Mixpanel: %.*s", err->val.string.len, err->val.string.val)
+				: "Mixpanel rejected the profile update";
+		}
+		return true;
+	}
+	if (status != 400 || failed == NULL || failed->type != jbvBinary)
+		return false;
+	it = JsonbIteratorInit(failed->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		Jsonb	   *rec;
+		JsonbValue *index,
+				   *msg;
+		int64		i;
+
+		if (tok != WJB_ELEM || v.type != jbvBinary)
+			continue;
+		rec = JsonbValueToJsonb(&v);
+		index = retl_json_get(rec, "index");
+		msg = retl_json_get(rec, "message");
+		if (index == NULL || index->type != jbvNumeric)
+			continue;
+		i = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(index->val.numeric)));
+		if (i < 0 || i >= b->nevents)
+			continue;
+		outcomes[i] = RETL_OUTCOME_FAIL;
+		reasons[i] = msg && msg->type == jbvString
+			? psprintf("Mixpanel: %.*s", msg->val.string.len, msg->val.string.val)
+			: "Mixpanel rejected the record";
+	}
+	return true;
+}
+
+const RetlDestKind retl_dest_mixpanel = {
+	.name = "mixpanel",
+	.validate = mixpanel_validate,
+	.open = mixpanel_open,
+	.encode = mixpanel_encode,
+	.parse = mixpanel_parse,
+};
