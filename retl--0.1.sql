@@ -75,6 +75,7 @@ CREATE TABLE retl.failed_events (
 	response_body text,
 	error		text NOT NULL,
 	attempts	integer NOT NULL DEFAULT 1,
+	retryable	boolean NOT NULL DEFAULT true,
 	first_failed_at timestamptz NOT NULL DEFAULT now(),
 	last_failed_at timestamptz NOT NULL DEFAULT now()
 );
@@ -492,6 +493,7 @@ SELECT s.id AS sync_id,
 	   lr.events_succeeded,
 	   lr.events_failed,
 	   lr.error AS last_error,
+	   lr.full_reason AS last_run_full_reason,
 	   CASE WHEN lr.status IN ('running', 'stopping', 'draining')
 			THEN lr.rows_read END AS progress_rows,
 	   CASE WHEN lr.status IN ('running', 'stopping', 'draining')

@@ -23,6 +23,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "catalog/pg_database.h"
+#include "storage/lock.h"
 
 /*
  * Starts a transaction with SPI connected and a snapshot set.
@@ -574,11 +576,11 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 			  const char *payload, int len, int http_status,
 			  const char *response, const char *error, int attempts)
 {
-	Oid			types[9] = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
-	TEXTOID, TEXTOID, INT4OID, INT8OID};
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', pk ? ' ' : 'n', ' ',
-	http_status ? ' ' : 'n', response ? ' ' : 'n', ' ', ' ', ' '};
+	Oid			types[10] = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
+	TEXTOID, TEXTOID, INT4OID, INT8OID, BOOLOID};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', pk ? ' ' : 'n', ' ',
+	http_status ? ' ' : 'n', response ? ' ' : 'n', ' ', ' ', ' ', ' '};
 
 	values[0] = Int64GetDatum(run->sync_id);
 	values[1] = Int64GetDatum(run->id);
@@ -589,24 +591,26 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 	values[6] = CStringGetTextDatum(error);
 	values[7] = Int32GetDatum(attempts);
 	values[8] = Int64GetDatum(failed_id);
+	/* events rejected before sending (invalid key, oversize) are not retried */
+	values[9] = BoolGetDatum(attempts > 0);
 	if (failed_id != 0)
 		exec_args("UPDATE retl.failed_events SET run_id = $2, payload = $4,"
 				  " message_id = substring($4 from '\"messageId\":\"([0-9a-f-]{36})\"'),"
 				  " http_status = $5, response_body = left($6, 4096), error = $7,"
 				  " attempts = attempts + $8, last_failed_at = now()"
 				  " WHERE id = $9",
-				  9, types, values, nulls, SPI_OK_UPDATE);
+				  10, types, values, nulls, SPI_OK_UPDATE);
 	else
 		exec_args("INSERT INTO retl.failed_events AS f (sync_id, run_id, primary_key,"
-				  " message_id, payload, http_status, response_body, error, attempts)"
+				  " message_id, payload, http_status, response_body, error, attempts, retryable)"
 				  " SELECT (SELECT s.id FROM retl.syncs s WHERE s.id = $1), $2, $3,"
 				  " substring($4 from '\"messageId\":\"([0-9a-f-]{36})\"'),"
-				  " $4, $5, left($6, 4096), $7, $8"
+				  " $4, $5, left($6, 4096), $7, $8, $10"
 				  " ON CONFLICT (sync_id, message_id) DO UPDATE SET run_id = EXCLUDED.run_id,"
 				  " http_status = EXCLUDED.http_status, response_body = EXCLUDED.response_body,"
 				  " error = EXCLUDED.error, attempts = f.attempts + EXCLUDED.attempts,"
-				  " last_failed_at = now()",
-				  9, types, values, nulls, SPI_OK_INSERT);
+				  " retryable = EXCLUDED.retryable, last_failed_at = now()",
+				  10, types, values, nulls, SPI_OK_INSERT);
 }
 
 /*
@@ -667,6 +671,49 @@ retl_catalog_batch_delivered(RetlBatch *b)
 	values[0] = CStringGetTextDatum(ids.data);
 	xact_begin();
 	exec_args("DELETE FROM retl.failed_events WHERE id = ANY ($1::bigint[])",
+			  1, types, values, NULL, SPI_OK_DELETE);
+	xact_end();
+}
+
+/*
+ * Is somebody dropping (or renaming, or moving) this database?  DROP
+ * DATABASE holds an AccessExclusiveLock on the database object while it
+ * waits for the other connections to go away; PostgreSQL 15 does not
+ * signal background workers, so the worker asks for a conflicting lock,
+ * without waiting, and leaves when it cannot have it.
+ */
+bool
+retl_catalog_database_locked(void)
+{
+	LOCKTAG		tag;
+	LockAcquireResult r;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
+	r = LockAcquire(&tag, RowExclusiveLock, false, true);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	return r == LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Deletes finished runs older than retl.history_retention, a thousand at a
+ * time, so that history does not grow without limit (pg_cron #416, #408).
+ */
+void
+retl_catalog_prune_history(void)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(retl_history_retention)};
+
+	xact_begin();
+	exec_args("DELETE FROM retl.runs WHERE id IN (SELECT id FROM retl.runs"
+			  " WHERE status IN ('succeeded', 'failed', 'stopped')"
+			  " AND finished_at < pg_catalog.now() - $1::interval"
+			  " AND id NOT IN (SELECT s.cursor_run_id FROM retl.syncs s"
+			  "   WHERE s.cursor_run_id IS NOT NULL)"
+			  " ORDER BY id LIMIT 1000)",
 			  1, types, values, NULL, SPI_OK_DELETE);
 	xact_end();
 }

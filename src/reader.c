@@ -303,7 +303,7 @@ retl_reader_page(RetlRun *run)
  * key as the sync's owner.  Returns false when the row is gone.
  */
 static bool
-rebuild_failed_row(RetlRun *run, const char *pk)
+rebuild_failed_row(RetlRun *run, const char *pk, char *message_id)
 {
 	RetlMapping *map = run->map;
 	Oid			argtypes[1] = {TEXTOID};
@@ -314,7 +314,6 @@ rebuild_failed_row(RetlRun *run, const char *pk)
 							   format_type_be(map->coltypes[map->pk_column]));
 	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
 	bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
-	char		message_id[RETL_MESSAGE_ID_LEN + 1];
 
 	if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "retl: reading a failed row back failed");
@@ -325,6 +324,22 @@ rebuild_failed_row(RetlRun *run, const char *pk)
 	retl_event_build(&run->event_buf, map, &run->ectx, values, nulls, message_id);
 	retl_run_encode(run);
 	return true;
+}
+
+/*
+ * Deletes a failed event that must not be retried, as the worker.
+ */
+static void
+forget_failed(int64 id, Oid worker_uid, int worker_sec, Oid owner)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(id)};
+
+	SetUserIdAndSecContext(worker_uid, worker_sec);
+	if (SPI_execute_with_args("DELETE FROM retl.failed_events WHERE id = $1",
+							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "retl: deleting a failed event failed");
+	SetUserIdAndSecContext(owner, worker_sec | SECURITY_LOCAL_USERID_CHANGE);
 }
 
 /*
@@ -345,7 +360,7 @@ read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec)
 	SetUserIdAndSecContext(worker_uid, worker_sec);
 	if (SPI_execute_with_args("SELECT id, primary_key, payload FROM retl.failed_events"
 							  " WHERE sync_id = $1 AND id > $2 AND run_id IS DISTINCT FROM $3"
-							  " ORDER BY id LIMIT 500",
+							  " AND retryable ORDER BY id LIMIT 500",
 							  3, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "retl: reading failed events failed");
 	tt = SPI_tuptable;
@@ -356,16 +371,27 @@ read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec)
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
 		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
+		char		message_id[RETL_MESSAGE_ID_LEN + 1];
+		bool		rebuilt = pk != NULL && run->map->pk_column >= 0 &&
+			rebuild_failed_row(run, pk, message_id);
 
-		if (pk == NULL || run->map->pk_column < 0 || !rebuild_failed_row(run, pk))
+		run->retry_after_id = id;
+		if (!rebuilt && run->diff)
+		{
+			/* the row is gone: a diff sync must not resurrect it */
+			forget_failed(id, worker_uid, worker_sec, run->owner);
+			continue;
+		}
+		if (!rebuilt)
 		{
 			char	   *payload = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
 
 			resetStringInfo(&run->event_buf);
 			appendStringInfoString(&run->event_buf, payload);
 		}
-		retl_run_add_event(run, pk, id);
-		run->retry_after_id = id;
+		if (retl_run_add_event(run, pk, id) && rebuilt && run->diff)
+			run->building->ev_fp[run->building->nevents - 1] =
+				retl_diff_fingerprint(message_id);
 	}
 	if (n < 500)
 		run->retry_done = true;

@@ -22,11 +22,14 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/guc.h"
+#include "utils/fmgrprotos.h"
+#include "utils/timestamp.h"
 
 PG_MODULE_MAGIC;
 
 int			retl_naptime_ms = 10000;
 int			retl_drain_timeout_ms = 30000;
+char	   *retl_history_retention = NULL;
 
 typedef struct RetlDbSlot
 {
@@ -273,6 +276,28 @@ retl_wake(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Checks that retl.history_retention is a valid interval.
+ */
+static bool
+check_interval(char **newval, void **extra, GucSource source)
+{
+	Interval   *iv;
+
+	if (*newval == NULL)
+		return false;
+	iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
+											   CStringGetDatum(*newval),
+											   ObjectIdGetDatum(InvalidOid),
+											   Int32GetDatum(-1)));
+	if (iv->month < 0 || iv->day < 0 || iv->time < 0)
+	{
+		GUC_check_errdetail("retl.history_retention must not be negative.");
+		return false;
+	}
+	return true;
+}
+
+/*
  * Defines the GUCs.  They are defined in every process that loads the
  * library, so that SHOW and SET work from any session.
  */
@@ -287,6 +312,11 @@ define_gucs(void)
 							"Longest time a stopped run waits for its requests in flight.",
 							NULL, &retl_drain_timeout_ms, 30000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("retl.history_retention",
+							   "How long finished runs are kept in retl.runs.",
+							   "An interval; the worker deletes older runs in small batches.",
+							   &retl_history_retention, "30 days",
+							   PGC_SIGHUP, 0, check_interval, NULL, NULL);
 	MarkGUCPrefixReserved("retl");
 }
 

@@ -22,6 +22,7 @@
 /* GUCs (retl.c) */
 extern int	retl_naptime_ms;
 extern int	retl_drain_timeout_ms;
+extern char *retl_history_retention;
 
 /* ---------- shared memory and wake-ups (retl.c) ---------- */
 extern void retl_shmem_init_hooks(void);

@@ -42,6 +42,7 @@
 static dlist_head runs = DLIST_STATIC_INIT(runs);
 static RetlRun *current_run = NULL; /* the run an error is charged to */
 static volatile sig_atomic_t got_sigusr1 = false;
+static TimestampTz last_prune = 0;	/* history pruning: once a minute */
 
 /*
  * SIGUSR1 handler: PostgreSQL's procsignal handling plus a latch wake-up,
@@ -578,7 +579,18 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 			ereport(LOG, (errmsg("retl worker exiting: extension retl is not installed in this database")));
 			proc_exit(0);
 		}
+		if (retl_catalog_database_locked())
+		{
+			/* runs left 'running' resume when a worker starts again */
+			ereport(LOG, (errmsg("retl worker exiting: the database is being dropped or altered")));
+			proc_exit(0);
+		}
 		poll_control();
+		if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), 60000))
+		{
+			retl_catalog_prune_history();
+			last_prune = GetCurrentTimestamp();
+		}
 		report_activity();
 		*last_poll = GetCurrentTimestamp();
 	}
