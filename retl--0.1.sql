@@ -498,6 +498,16 @@ SELECT s.id AS sync_id,
 			THEN lr.rows_read END AS progress_rows,
 	   CASE WHEN lr.status IN ('running', 'stopping', 'draining')
 			THEN lr.rows_estimated END AS progress_total,
+	   CASE WHEN lr.status IN ('running', 'stopping', 'draining') AND lr.rows_estimated > 0
+			THEN round(100.0 * least(lr.rows_read, lr.rows_estimated) / lr.rows_estimated, 1)
+	   END AS progress_percent,
+	   round(lr.events_sent / greatest(extract(epoch FROM
+			 coalesce(lr.finished_at, clock_timestamp()) - lr.started_at), 0.001))::bigint
+		 AS events_per_second,
+	   clock_timestamp() - (SELECT max(r.finished_at) FROM retl.runs r
+							 WHERE r.sync_id OPERATOR(pg_catalog.=) s.id
+							   AND r.status OPERATOR(pg_catalog.=) 'succeeded')
+		 AS since_last_success,
 	   s.cursor_run_id,
 	   retl.snapshot_text(s.cursor_snapshot) AS cursor_position,
 	   (SELECT count(*) FROM retl.failed_events f

@@ -311,6 +311,10 @@ setup_run(RetlRun *run)
 	run->map = retl_mapping_compile(run->relid, strcmp(event_type, "track") == 0,
 									mapping, pk, options);
 	retl_dest_open(&run->dest, kind, config, strcmp(event_type, "track") == 0);
+	if (run->dest.insecure)
+		ereport(WARNING,
+				(errmsg("retl run " INT64_FORMAT " of sync \"%s\": TLS verification is off (insecure_skip_verify)",
+						run->id, run->sync_name)));
 	retl_event_ctx_init(&run->ectx, run->sync_id, run->sync_name, run->id);
 	reason = full_reason(run);
 	if (reason != NULL)

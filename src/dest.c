@@ -6,7 +6,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "dest.h"
+#include "worker.h"
 
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -159,7 +159,8 @@ retl_dest_check_keys(Jsonb *config, const char *kind,
 		key = pnstrdup(v.val.string.val, v.val.string.len);
 		for (i = 0; allowed[i] && strcmp(allowed[i], key) != 0; i++)
 			;
-		if (allowed[i] == NULL)
+		if (allowed[i] == NULL && strcmp(key, "ca_file") != 0 &&
+			strcmp(key, "insecure_skip_verify") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown setting \"%s\" for a %s destination",
@@ -201,6 +202,9 @@ retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config, bool track)
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 	dest->kind->validate(config);
 	dest->kind->open(dest, config);
+	dest->ca_file = retl_jsonb_get_text(config, "ca_file");
+	(void) retl_jsonb_get_bool(config, "insecure_skip_verify", &dest->insecure);
+	retl_check_url_allowed(dest->url);
 	retl_dest_add_header(dest, "Content-Type",
 						 dest->content_type ? dest->content_type : "application/json");
 	retl_dest_add_header(dest, "User-Agent", "retl/" RETL_VERSION);

@@ -83,6 +83,8 @@ struct RetlDest
 	bool		track;			/* the sync's event type */
 	const char *content_type;	/* default application/json */
 	bool		per_request;	/* call kind->prepare for every request */
+	char	   *ca_file;		/* TLS: CA bundle, or NULL for the system's */
+	bool		insecure;		/* TLS: insecure_skip_verify */
 	void	   *priv;			/* the kind's own settings */
 };
 

@@ -19,6 +19,8 @@
 #include "access/relation.h"
 #include "catalog/pg_attribute.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -547,6 +549,14 @@ retl_validate_sync(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" cannot be the source of a sync", get_rel_name(relid)),
 				 errhint("A source is a table, a view, a materialized view or a foreign table.")));
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for \"%s\"", get_rel_name(relid)),
+				 errdetail("A sync reads its source with the privileges of its owner, the role that creates it."),
+				 errhint("GRANT SELECT ON %s TO %s;",
+						 quote_identifier(get_rel_name(relid)),
+						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
 	(void) retl_mapping_compile(relid, strcmp(event_type, "track") == 0,
 								mapping, pk, options);
 	PG_RETURN_VOID();

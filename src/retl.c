@@ -10,7 +10,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "retl.h"
+#include "worker.h"
 
 #include "access/xact.h"
 #include "fmgr.h"
@@ -317,6 +317,7 @@ define_gucs(void)
 							   "An interval; the worker deletes older runs in small batches.",
 							   &retl_history_retention, "30 days",
 							   PGC_SIGHUP, 0, check_interval, NULL, NULL);
+	retl_define_guard_gucs();
 	MarkGUCPrefixReserved("retl");
 }
 

@@ -263,6 +263,13 @@ setup_easy(RetlBatch *b)
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, b);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	if (d->ca_file != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, d->ca_file);
+	if (d->insecure)
+	{
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
 	if (d->aws_sigv4 != NULL)
 	{
 		/* libcurl >= 7.75 signs the request with AWS Signature Version 4 */
@@ -293,6 +300,7 @@ retl_transport_send(RetlBatch *b)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a curl handle")));
 	setup_easy(b);
+	retl_guard_request(b, b->easy);
 	b->attempts++;
 	if (curl_multi_add_handle(multi, b->easy) != CURLM_OK)
 		ereport(ERROR,

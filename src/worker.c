@@ -82,6 +82,8 @@ retry_delay_ms(RetlBatch *b)
 static char *
 batch_error(RetlBatch *b)
 {
+	if (b->blocked)
+		return pstrdup("the destination resolved to a link-local or metadata address, which retl.deny_private_networks refuses");
 	if (b->result != CURLE_OK)
 		return psprintf("request failed after %d attempt(s): %s", b->attempts,
 						b->errbuf[0] ? b->errbuf : curl_easy_strerror(b->result));
@@ -281,6 +283,8 @@ batch_done(RetlBatch *b)
 		retl_ckpt_ack_done(run, b->ack, b->nevents, 0);
 		retl_batch_free(b);
 	}
+	else if (b->blocked)
+		batch_failed(b, batch_error(b), true);
 	else if (retryable && run->stopping)
 		batch_discard(b);
 	else if (retryable && b->attempts < run->dest.max_attempts)

@@ -78,6 +78,7 @@ typedef struct RetlBatch
 	long		http_status;
 	CURLcode	result;
 	long		retry_after_s;
+	bool		blocked;		/* netguard refused the address */
 } RetlBatch;
 
 /* One run being executed by this worker. */
@@ -189,6 +190,11 @@ extern void retl_diff_lookup(RetlRun *run, char **pks, int n, Oid worker_uid,
 extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp);
 extern void retl_diff_deletes_page(RetlRun *run);
 extern void retl_diff_acked(RetlBatch *b);
+
+/* netguard.c */
+extern void retl_check_url_allowed(const char *url);
+extern void retl_guard_request(RetlBatch *b, CURL *easy);
+extern void retl_define_guard_gucs(void);
 
 /* catalog.c */
 extern void retl_catalog_recover(void);
