@@ -577,14 +577,16 @@ retl_catalog_finish(RetlRun *run)
  */
 static void
 record_failed(RetlRun *run, int64 failed_id, const char *pk,
-			  const char *payload, int len, int http_status,
-			  const char *response, const char *error, int attempts)
+			  const char *message_id, const char *payload, int len,
+			  int http_status, const char *response, const char *error,
+			  int attempts)
 {
-	Oid			types[10] = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
-	TEXTOID, TEXTOID, INT4OID, INT8OID, BOOLOID};
-	Datum		values[10];
-	char		nulls[10] = {' ', ' ', pk ? ' ' : 'n', ' ',
-	http_status ? ' ' : 'n', response ? ' ' : 'n', ' ', ' ', ' ', ' '};
+	Oid			types[11] = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
+	TEXTOID, TEXTOID, INT4OID, INT8OID, BOOLOID, TEXTOID};
+	Datum		values[11];
+	char		nulls[11] = {' ', ' ', pk ? ' ' : 'n', ' ',
+		http_status ? ' ' : 'n', response ? ' ' : 'n', ' ', ' ', ' ', ' ',
+	message_id && message_id[0] ? ' ' : 'n'};
 
 	values[0] = Int64GetDatum(run->sync_id);
 	values[1] = Int64GetDatum(run->id);
@@ -597,24 +599,24 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 	values[8] = Int64GetDatum(failed_id);
 	/* events rejected before sending (invalid key, oversize) are not retried */
 	values[9] = BoolGetDatum(attempts > 0);
+	values[10] = message_id && message_id[0] ? CStringGetTextDatum(message_id) : (Datum) 0;
 	if (failed_id != 0)
 		exec_args("UPDATE retl.failed_events SET run_id = $2, payload = $4,"
-				  " message_id = substring($4 from '\"messageId\":\"([0-9a-f-]{36})\"'),"
+				  " message_id = coalesce($11, message_id),"
 				  " http_status = $5, response_body = left($6, 4096), error = $7,"
 				  " attempts = attempts + $8, last_failed_at = now()"
 				  " WHERE id = $9",
-				  10, types, values, nulls, SPI_OK_UPDATE);
+				  11, types, values, nulls, SPI_OK_UPDATE);
 	else
 		exec_args("INSERT INTO retl.failed_events AS f (sync_id, run_id, primary_key,"
 				  " message_id, payload, http_status, response_body, error, attempts, retryable)"
 				  " SELECT (SELECT s.id FROM retl.syncs s WHERE s.id = $1), $2, $3,"
-				  " substring($4 from '\"messageId\":\"([0-9a-f-]{36})\"'),"
-				  " $4, $5, left($6, 4096), $7, $8, $10"
+				  " $11, $4, $5, left($6, 4096), $7, $8, $10"
 				  " ON CONFLICT (sync_id, message_id) DO UPDATE SET run_id = EXCLUDED.run_id,"
 				  " http_status = EXCLUDED.http_status, response_body = EXCLUDED.response_body,"
 				  " error = EXCLUDED.error, attempts = f.attempts + EXCLUDED.attempts,"
 				  " retryable = EXCLUDED.retryable, last_failed_at = now()",
-				  10, types, values, nulls, SPI_OK_INSERT);
+				  11, types, values, nulls, SPI_OK_INSERT);
 }
 
 /*
@@ -626,7 +628,7 @@ void
 retl_catalog_fail_event(RetlRun *run, const char *pk, const char *payload,
 						int len, const char *error)
 {
-	record_failed(run, 0, pk, payload, len, 0, NULL, error, 0);
+	record_failed(run, 0, pk, run->message_id, payload, len, 0, NULL, error, 0);
 	run->events_sent++;
 	run->events_failed++;
 	run->dirty = true;
@@ -646,7 +648,7 @@ retl_catalog_fail_batch(RetlBatch *b, const char *error,
 	{
 		if (outcomes != NULL && outcomes[i] != RETL_OUTCOME_FAIL)
 			continue;
-		record_failed(b->run, b->ev_failed_id[i], b->ev_pk[i],
+		record_failed(b->run, b->ev_failed_id[i], b->ev_pk[i], b->ev_msgid[i],
 					  b->body.data + b->ev_start[i], b->ev_len[i],
 					  (int) b->http_status, b->resp,
 					  reasons && reasons[i] ? reasons[i] : error, b->attempts);

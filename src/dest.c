@@ -79,6 +79,39 @@ retl_dest_require_url(Jsonb *config, const char *key)
 }
 
 /*
+ * Returns a base URL from the config (or the default when the key is
+ * absent and a default exists), validated, without trailing slashes.
+ */
+char *
+retl_dest_base_url(Jsonb *config, const char *key, const char *dflt)
+{
+	char	   *url = (dflt && retl_jsonb_get_text(config, key) == NULL)
+		? pstrdup(dflt) : retl_dest_require_url(config, key);
+	size_t		len = strlen(url);
+
+	while (len > 0 && url[len - 1] == '/')
+		url[--len] = '\0';
+	return url;
+}
+
+/*
+ * Returns a required secret (an API key, a write key) from the config, or
+ * raises a clear error with a hint saying where to find it.
+ */
+char *
+retl_dest_require_secret(Jsonb *config, const char *key, const char *hint)
+{
+	char	   *v = retl_jsonb_get_text(config, key);
+
+	if (v == NULL || v[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination config needs \"%s\"", key),
+				 errhint("%s", hint)));
+	return v;
+}
+
+/*
  * Reads an integer setting within bounds, or returns the default.
  */
 static int64

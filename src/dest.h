@@ -100,6 +100,10 @@ extern void retl_dest_close(RetlDest *dest);
 
 /* helpers shared by kinds */
 extern char *retl_dest_require_url(Jsonb *config, const char *key);
+extern char *retl_dest_base_url(Jsonb *config, const char *key,
+								const char *dflt);
+extern char *retl_dest_require_secret(Jsonb *config, const char *key,
+									  const char *hint);
 extern void retl_dest_read_common(RetlDest *dest, Jsonb *config,
 								  int batch_default, int batch_max,
 								  int64 bytes_max, int64 event_max);

@@ -27,6 +27,8 @@
 
 #include "utils/fmgrprotos.h"
 
+#define AMPLITUDE_URL "https://api2.amplitude.com"
+
 static const char *const amplitude_keys[] = {
 	"url", "api_key", "endpoint", "batch_size", "max_batch_bytes",
 	"max_in_flight", "timeout_ms", "max_attempts", "max_backoff_ms", NULL
@@ -38,17 +40,12 @@ static const char *const amplitude_keys[] = {
 static void
 amplitude_validate(Jsonb *config)
 {
-	char	   *key = retl_jsonb_get_text(config, "api_key");
 	char	   *endpoint = retl_jsonb_get_text(config, "endpoint");
 
 	retl_dest_check_keys(config, "amplitude", amplitude_keys);
-	if (retl_jsonb_get_text(config, "url") != NULL)
-		(void) retl_dest_require_url(config, "url");
-	if (key == NULL || key[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination config needs \"api_key\""),
-				 errhint("The API key of the Amplitude project.")));
+	(void) retl_dest_base_url(config, "url", AMPLITUDE_URL);
+	(void) retl_dest_require_secret(config, "api_key",
+									"The API key of the Amplitude project.");
 	if (endpoint && strcmp(endpoint, "batch") != 0 && strcmp(endpoint, "httpapi") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -62,16 +59,11 @@ amplitude_validate(Jsonb *config)
 static void
 amplitude_open(RetlDest *dest, Jsonb *config)
 {
-	char	   *url = retl_jsonb_get_text(config, "url");
+	char	   *url = retl_dest_base_url(config, "url", AMPLITUDE_URL);
 	char	   *endpoint = retl_jsonb_get_text(config, "endpoint");
 	bool		httpapi = endpoint && strcmp(endpoint, "httpapi") == 0;
 	StringInfoData prefix;
-	size_t		len;
 
-	url = url ? url : pstrdup("https://api2.amplitude.com");
-	len = strlen(url);
-	while (len > 0 && url[len - 1] == '/')
-		url[--len] = '\0';
 	dest->url = psprintf("%s%s", url, httpapi ? "/2/httpapi" : "/batch");
 	initStringInfo(&prefix);
 	appendStringInfoString(&prefix, "{\"api_key\":");
@@ -184,7 +176,9 @@ amplitude_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 	marked = mark_listed(retl_json_get(resp, "events_with_invalid_fields"),
 						 "invalid", b, outcomes, reasons) +
 		mark_listed(retl_json_get(resp, "events_with_missing_fields"),
-					"missing", b, outcomes, reasons);
+					"missing", b, outcomes, reasons) +
+		mark_listed(retl_json_get(resp, "events_with_invalid_id_lengths"),
+					"too short", b, outcomes, reasons);
 	if (marked == 0)
 		return false;			/* nothing listed: the whole request is bad */
 	b->retry_after_s = 0;

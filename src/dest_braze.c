@@ -36,15 +36,10 @@ static const char *const braze_keys[] = {
 static void
 braze_validate(Jsonb *config)
 {
-	char	   *key = retl_jsonb_get_text(config, "api_key");
-
 	retl_dest_check_keys(config, "braze", braze_keys);
-	(void) retl_dest_require_url(config, "url");
-	if (key == NULL || key[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination config needs \"api_key\""),
-				 errhint("A Braze REST API key with the users.track permission.")));
+	(void) retl_dest_base_url(config, "url", NULL);
+	(void) retl_dest_require_secret(config, "api_key",
+									"A Braze REST API key with the users.track permission.");
 }
 
 /*
@@ -53,12 +48,7 @@ braze_validate(Jsonb *config)
 static void
 braze_open(RetlDest *dest, Jsonb *config)
 {
-	char	   *url = retl_dest_require_url(config, "url");
-	size_t		len = strlen(url);
-
-	while (len > 0 && url[len - 1] == '/')
-		url[--len] = '\0';
-	dest->url = psprintf("%s/users/track", url);
+	dest->url = psprintf("%s/users/track", retl_dest_base_url(config, "url", NULL));
 	dest->prefix = dest->track ? "{\"events\":[" : "{\"attributes\":[";
 	dest->suffix = "]}";
 	retl_dest_read_common(dest, config, 75, 75, 4 * 1024 * 1024, 512 * 1024);

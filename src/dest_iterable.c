@@ -27,6 +27,8 @@
 #include "nodes/pg_list.h"
 #include "utils/fmgrprotos.h"
 
+#define ITERABLE_URL "https://api.iterable.com"
+
 static const char *const iterable_keys[] = {
 	"url", "api_key", "batch_size", "max_batch_bytes", "max_in_flight",
 	"timeout_ms", "max_attempts", "max_backoff_ms", NULL
@@ -38,16 +40,10 @@ static const char *const iterable_keys[] = {
 static void
 iterable_validate(Jsonb *config)
 {
-	char	   *key = retl_jsonb_get_text(config, "api_key");
-
 	retl_dest_check_keys(config, "iterable", iterable_keys);
-	if (retl_jsonb_get_text(config, "url") != NULL)
-		(void) retl_dest_require_url(config, "url");
-	if (key == NULL || key[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination config needs \"api_key\""),
-				 errhint("A server-side API key of the Iterable project.")));
+	(void) retl_dest_base_url(config, "url", ITERABLE_URL);
+	(void) retl_dest_require_secret(config, "api_key",
+									"A server-side API key of the Iterable project.");
 }
 
 /*
@@ -56,13 +52,8 @@ iterable_validate(Jsonb *config)
 static void
 iterable_open(RetlDest *dest, Jsonb *config)
 {
-	char	   *url = retl_jsonb_get_text(config, "url");
-	size_t		len;
+	char	   *url = retl_dest_base_url(config, "url", ITERABLE_URL);
 
-	url = url ? url : pstrdup("https://api.iterable.com");
-	len = strlen(url);
-	while (len > 0 && url[len - 1] == '/')
-		url[--len] = '\0';
 	dest->url = psprintf("%s%s", url, dest->track ? "/api/events/trackBulk"
 						 : "/api/users/bulkUpdate");
 	dest->prefix = dest->track ? "{\"events\":[" : "{\"users\":[";
@@ -142,6 +133,17 @@ collect(JsonbValue *arr, const char *list, List **names, List **reasons)
 }
 
 /*
+ * Is a jsonb string value equal to a C string?
+ */
+static bool
+same(JsonbValue *v, const char *s)
+{
+	return v != NULL && v->type == jbvString &&
+		(size_t) v->val.string.len == strlen(s) &&
+		strncmp(v->val.string.val, s, v->val.string.len) == 0;
+}
+
+/*
  * Reads failCount and the lists of failed users of a 200: events of the
  * listed users (by userId or email) fail, the others were accepted.
  */
@@ -152,7 +154,7 @@ iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 	static const char *const lists[] = {
 		"invalidUserIds", "invalidEmails", "notFoundUserIds", "notFoundEmails",
 		"forgottenUserIds", "forgottenEmails", "conflictUserIds",
-		"conflictEmails", NULL
+		"conflictEmails", "invalidDataUserIds", "invalidDataEmails", NULL
 	};
 	Jsonb	   *resp;
 	JsonbValue *fail;
@@ -176,11 +178,14 @@ iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 												 strlen(lists[l]), NULL),
 					lists[l], &names, &why);
 	}
+	collect(retl_json_get(resp, "disallowedEventNames"), "disallowedEventNames",
+			&names, &why);
 	for (int i = 0; i < b->nevents; i++)
 	{
 		Jsonb	   *ev = retl_parse_json(b->body.data + b->ev_start[i], b->ev_len[i]);
 		JsonbValue *uid = retl_json_get(ev, "userId");
 		JsonbValue *email = retl_json_get(ev, "email");
+		JsonbValue *name_v = retl_json_get(ev, "eventName");
 		ListCell   *n,
 				   *r;
 
@@ -188,10 +193,9 @@ iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 		{
 			const char *name = lfirst(n);
 
-			if ((uid && uid->type == jbvString && (size_t) uid->val.string.len == strlen(name) &&
-				 strncmp(uid->val.string.val, name, uid->val.string.len) == 0) ||
-				(email && email->type == jbvString && (size_t) email->val.string.len == strlen(name) &&
-				 strncmp(email->val.string.val, name, email->val.string.len) == 0))
+			if (same(uid, name) || same(email, name) ||
+				(strcmp(lfirst(r), "Iterable: disallowedEventNames") == 0 &&
+				 same(name_v, name)))
 			{
 				outcomes[i] = RETL_OUTCOME_FAIL;
 				reasons[i] = lfirst(r);

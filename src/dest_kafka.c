@@ -74,14 +74,11 @@ kafka_validate(Jsonb *config)
 static void
 kafka_open(RetlDest *dest, Jsonb *config)
 {
-	char	   *url = retl_dest_require_url(config, "url");
+	char	   *url = retl_dest_base_url(config, "url", NULL);
 	char	   *version = retl_jsonb_get_text(config, "api_version");
 	char	   *topic = retl_jsonb_get_text(config, "topic");
 	KafkaPriv  *priv = palloc0(sizeof(KafkaPriv));
-	size_t		len = strlen(url);
 
-	while (len > 0 && url[len - 1] == '/')
-		url[--len] = '\0';
 	priv->v3 = version && strcmp(version, "v3") == 0;
 	dest->priv = priv;
 	if (priv->v3)
@@ -137,13 +134,16 @@ classify(Jsonb *rec, bool v3, RetlOutcome *outcome, char **reason)
 	JsonbValue *code = retl_json_get(rec, "error_code");
 	JsonbValue *msg = retl_json_get(rec, v3 ? "message" : "error");
 	int64		c;
+	int64		http;
 
 	if (code == NULL || code->type != jbvNumeric)
 		return;					/* null: delivered */
 	c = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(code->val.numeric)));
 	if (v3 && c >= 200 && c < 300)
 		return;
-	*outcome = (v3 ? (c == 429 || c >= 500) : c == 2)
+	/* v3 codes are HTTP status x 100 + a sub-code: 50003 is retriable */
+	http = (v3 && c >= 10000) ? c / 100 : c;
+	*outcome = (v3 ? (http == 429 || http >= 500) : c == 2)
 		? RETL_OUTCOME_RETRY : RETL_OUTCOME_FAIL;
 	*reason = msg && msg->type == jbvString
 		? psprintf("Kafka REST error %lld: %.*s", (long long) c,

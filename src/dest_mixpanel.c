@@ -8,7 +8,7 @@
  * reference/import-events) and "Profile Batch Update"
  * (https://developer.mixpanel.com/reference/profile-batch-update), and
  * shared/DESTINATIONS.md:
- *	 - 2,000 events and 10 MB per request; properties.time in ms;
+ *	 - 2,000 events and 2 MB (uncompressed) per request; properties.time in ms;
  *	   $insert_id deduplicates (the messageId);
  *	 - strict mode: a 400 is a partial success with failed_records
  *	   [{index, field, message}]; never retry a 400;
@@ -33,6 +33,8 @@ typedef struct MixpanelPriv
 	char	   *token;
 } MixpanelPriv;
 
+#define MIXPANEL_URL "https://api.mixpanel.com"
+
 static const char *const mixpanel_keys[] = {
 	"url", "project_token", "username", "secret", "project_id", "api_secret",
 	"batch_size", "max_batch_bytes", "max_in_flight", "timeout_ms",
@@ -48,8 +50,7 @@ mixpanel_validate(Jsonb *config)
 	bool		account = retl_jsonb_get_text(config, "username") != NULL;
 
 	retl_dest_check_keys(config, "mixpanel", mixpanel_keys);
-	if (retl_jsonb_get_text(config, "url") != NULL)
-		(void) retl_dest_require_url(config, "url");
+	(void) retl_dest_base_url(config, "url", MIXPANEL_URL);
 	if (retl_jsonb_get_text(config, "project_token") == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -72,15 +73,10 @@ mixpanel_validate(Jsonb *config)
 static void
 mixpanel_open(RetlDest *dest, Jsonb *config)
 {
-	char	   *url = retl_jsonb_get_text(config, "url");
+	char	   *url = retl_dest_base_url(config, "url", MIXPANEL_URL);
 	char	   *project = retl_jsonb_get_text(config, "project_id");
 	MixpanelPriv *priv = palloc0(sizeof(MixpanelPriv));
-	size_t		len;
 
-	url = url ? url : pstrdup("https://api.mixpanel.com");
-	len = strlen(url);
-	while (len > 0 && url[len - 1] == '/')
-		url[--len] = '\0';
 	priv->token = retl_jsonb_get_text(config, "project_token");
 	dest->priv = priv;
 	if (dest->track)
@@ -88,13 +84,13 @@ mixpanel_open(RetlDest *dest, Jsonb *config)
 			? psprintf("%s/import?strict=1&project_id=%s", url, project)
 			: psprintf("%s/import?strict=1", url);
 	else
-		dest->url = psprintf("%s/engage#profile-batch-update", url);
+		dest->url = psprintf("%s/engage?verbose=1", url);
 	if (retl_jsonb_get_text(config, "username") != NULL)
 		dest->userpwd = psprintf("%s:%s", retl_jsonb_get_text(config, "username"),
 								 retl_jsonb_get_text(config, "secret"));
 	else
 		dest->userpwd = psprintf("%s:", retl_jsonb_get_text(config, "api_secret"));
-	retl_dest_read_common(dest, config, 1000, 2000, 10 * 1024 * 1024, 1024 * 1024);
+	retl_dest_read_common(dest, config, 1000, 2000, 2 * 1024 * 1024, 1024 * 1024);
 }
 
 /*
@@ -166,6 +162,17 @@ mixpanel_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 
 	if (status == 429)
 		b->retry_after_s = Max(b->retry_after_s, 2);
+	/* without verbose, /engage answers a bare 0 for a rejected batch */
+	if (!dest->track && status == 200 && strspn(body, " \r\n") < strlen(body) &&
+		strcmp(body + strspn(body, " \r\n"), "0") == 0)
+	{
+		for (int i = 0; i < b->nevents; i++)
+		{
+			outcomes[i] = RETL_OUTCOME_FAIL;
+			reasons[i] = "Mixpanel rejected the profile update";
+		}
+		return true;
+	}
 	if (!dest->track && status == 200 && st != NULL && st->type == jbvNumeric &&
 		DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(st->val.numeric))) == 0)
 	{

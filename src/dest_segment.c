@@ -30,16 +30,10 @@ static const char *const batch_api_keys[] = {
 static void
 batch_api_validate(Jsonb *config)
 {
-	char	   *key;
-
 	retl_dest_check_keys(config, "rudderstack or segment", batch_api_keys);
 	(void) retl_dest_require_url(config, "url");
-	key = retl_jsonb_get_text(config, "write_key");
-	if (key == NULL || key[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination config needs \"write_key\""),
-				 errhint("The write key of the source, from the RudderStack or Segment dashboard.")));
+	(void) retl_dest_require_secret(config, "write_key",
+									"The write key of the source, from the RudderStack or Segment dashboard.");
 }
 
 /*
@@ -48,12 +42,7 @@ batch_api_validate(Jsonb *config)
 static void
 batch_api_open(RetlDest *dest, Jsonb *config)
 {
-	char	   *url = retl_dest_require_url(config, "url");
-	size_t		len = strlen(url);
-
-	while (len > 0 && url[len - 1] == '/')
-		url[--len] = '\0';
-	dest->url = psprintf("%s/v1/batch", url);
+	dest->url = psprintf("%s/v1/batch", retl_dest_base_url(config, "url", NULL));
 	dest->userpwd = psprintf("%s:", retl_jsonb_get_text(config, "write_key"));
 	dest->prefix = "{\"batch\":[";
 	dest->suffix = "]}";

@@ -19,6 +19,8 @@
  */
 #include "dest.h"
 
+#define STATSIG_URL "https://events.statsigapi.net"
+
 static const char *const statsig_keys[] = {
 	"url", "api_key", "batch_size", "max_batch_bytes", "max_in_flight",
 	"timeout_ms", "max_attempts", "max_backoff_ms", NULL
@@ -30,16 +32,10 @@ static const char *const statsig_keys[] = {
 static void
 statsig_validate(Jsonb *config)
 {
-	char	   *key = retl_jsonb_get_text(config, "api_key");
-
 	retl_dest_check_keys(config, "statsig", statsig_keys);
-	if (retl_jsonb_get_text(config, "url") != NULL)
-		(void) retl_dest_require_url(config, "url");
-	if (key == NULL || key[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("destination config needs \"api_key\""),
-				 errhint("The server secret key of the Statsig project.")));
+	(void) retl_dest_base_url(config, "url", STATSIG_URL);
+	(void) retl_dest_require_secret(config, "api_key",
+									"The server secret key of the Statsig project.");
 }
 
 /*
@@ -48,14 +44,8 @@ statsig_validate(Jsonb *config)
 static void
 statsig_open(RetlDest *dest, Jsonb *config)
 {
-	char	   *url = retl_jsonb_get_text(config, "url");
-	size_t		len;
-
-	url = url ? url : pstrdup("https://events.statsigapi.net");
-	len = strlen(url);
-	while (len > 0 && url[len - 1] == '/')
-		url[--len] = '\0';
-	dest->url = psprintf("%s/v1/log_event", url);
+	dest->url = psprintf("%s/v1/log_event",
+						 retl_dest_base_url(config, "url", STATSIG_URL));
 	dest->prefix = "{\"events\":[";
 	dest->suffix = "]}";
 	retl_dest_read_common(dest, config, 500, 1000, 1024 * 1024, 64 * 1024);

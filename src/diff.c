@@ -183,6 +183,7 @@ build_delete_event(RetlRun *run, const char *identity, const char *pk,
 			 (uint32) (hi >> 32), (uint32) (hi >> 16) & 0xffff,
 			 (uint32) hi & 0xffff, (uint32) (lo >> 48) & 0xffff,
 			 (unsigned long long) (lo & 0xffffffffffffULL));
+	memcpy(run->message_id, message_id, sizeof(run->message_id));
 	resetStringInfo(buf);
 	if (run->on_delete_event != NULL)
 	{

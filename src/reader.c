@@ -120,6 +120,7 @@ process_row(RetlRun *run, HeapTuple tup, TupleDesc desc, Datum *values,
 	retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
 					 message_id);
 	pk = row_pk(map, values, nulls);
+	memcpy(run->message_id, message_id, sizeof(run->message_id));
 	retl_run_encode(run);
 	MemoryContextSwitchTo(old);
 	run->rows_read++;
@@ -358,7 +359,7 @@ read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec)
 	uint64		n;
 
 	SetUserIdAndSecContext(worker_uid, worker_sec);
-	if (SPI_execute_with_args("SELECT id, primary_key, payload FROM retl.failed_events"
+	if (SPI_execute_with_args("SELECT id, primary_key, payload, message_id FROM retl.failed_events"
 							  " WHERE sync_id = $1 AND id > $2 AND run_id IS DISTINCT FROM $3"
 							  " AND retryable ORDER BY id LIMIT 500",
 							  3, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
@@ -385,10 +386,14 @@ read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec)
 		if (!rebuilt)
 		{
 			char	   *payload = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
+			char	   *msgid = SPI_getvalue(tt->vals[i], tt->tupdesc, 4);
 
 			resetStringInfo(&run->event_buf);
 			appendStringInfoString(&run->event_buf, payload);
+			strlcpy(run->message_id, msgid ? msgid : "", sizeof(run->message_id));
 		}
+		else
+			memcpy(run->message_id, message_id, sizeof(run->message_id));
 		if (retl_run_add_event(run, pk, id) && rebuilt && run->diff)
 			run->building->ev_fp[run->building->nevents - 1] =
 				retl_diff_fingerprint(message_id);
@@ -508,6 +513,6 @@ retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
 										 ev->len, d->max_event_bytes));
 		return false;
 	}
-	retl_batch_append(b, ev->data, ev->len, pk, failed_id);
+	retl_batch_append(b, ev->data, ev->len, pk, run->message_id, failed_id);
 	return true;
 }

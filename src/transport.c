@@ -157,6 +157,7 @@ retl_batch_create(RetlRun *run)
 	b->ev_len = MemoryContextAlloc(cxt, b->cap * sizeof(int));
 	b->ev_pk = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
 	b->ev_failed_id = MemoryContextAlloc(cxt, b->cap * sizeof(int64));
+	b->ev_msgid = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
 	b->ev_fp = MemoryContextAlloc(cxt, b->cap * sizeof(int64));
 	b->ev_delete = MemoryContextAlloc(cxt, b->cap * sizeof(bool));
 	cb->func = batch_release;
@@ -174,7 +175,7 @@ retl_batch_create(RetlRun *run)
  */
 void
 retl_batch_append(RetlBatch *b, const char *ev, int len, const char *pk,
-				  int64 failed_id)
+				  const char *message_id, int64 failed_id)
 {
 	if (b->nevents == b->cap)
 	{
@@ -183,6 +184,7 @@ retl_batch_append(RetlBatch *b, const char *ev, int len, const char *pk,
 		b->ev_len = repalloc(b->ev_len, b->cap * sizeof(int));
 		b->ev_pk = repalloc(b->ev_pk, b->cap * sizeof(char *));
 		b->ev_failed_id = repalloc(b->ev_failed_id, b->cap * sizeof(int64));
+		b->ev_msgid = repalloc(b->ev_msgid, b->cap * sizeof(char *));
 		b->ev_fp = repalloc(b->ev_fp, b->cap * sizeof(int64));
 		b->ev_delete = repalloc(b->ev_delete, b->cap * sizeof(bool));
 	}
@@ -192,6 +194,8 @@ retl_batch_append(RetlBatch *b, const char *ev, int len, const char *pk,
 	b->ev_len[b->nevents] = len;
 	b->ev_pk[b->nevents] = pk ? MemoryContextStrdup(b->cxt, pk) : NULL;
 	b->ev_failed_id[b->nevents] = failed_id;
+	b->ev_msgid[b->nevents] = message_id && message_id[0]
+		? MemoryContextStrdup(b->cxt, message_id) : NULL;
 	b->ev_fp[b->nevents] = 0;
 	b->ev_delete[b->nevents] = false;
 	appendBinaryStringInfo(&b->body, ev, len);

@@ -132,7 +132,7 @@ batch_part(RetlBatch *b, int from, int to, const bool *pick)
 		if (pick != NULL && !pick[i])
 			continue;
 		retl_batch_append(part, b->body.data + b->ev_start[i], b->ev_len[i],
-						  b->ev_pk[i], b->ev_failed_id[i]);
+						  b->ev_pk[i], b->ev_msgid[i], b->ev_failed_id[i]);
 		part->ev_fp[part->nevents - 1] = b->ev_fp[i];
 		part->ev_delete[part->nevents - 1] = b->ev_delete[i];
 	}
@@ -199,9 +199,12 @@ batch_outcomes(RetlBatch *b)
 		again->retry_after_s = b->retry_after_s;
 		again->retry_at = GetCurrentTimestamp() + retry_delay_ms(again) * 1000;
 		b->ack->parts++;
-		run->events_sent -= again->nevents; /* counted again when resent */
 		if (run->stopping)
-			retl_batch_free(again);	/* not delivered: the next run sends it */
+		{
+			/* not delivered: the next run sends it */
+			run->events_sent -= again->nevents;
+			retl_batch_free(again);
+		}
 		else
 		{
 			dlist_push_tail(&run->waiting, &again->node);

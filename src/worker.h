@@ -64,6 +64,7 @@ typedef struct RetlBatch
 	int		   *ev_len;
 	char	  **ev_pk;			/* primary key text, or NULL */
 	int64	   *ev_failed_id;	/* retl.failed_events id of a retry, or 0 */
+	char	  **ev_msgid;		/* messageId, for retl.failed_events */
 	int64	   *ev_fp;			/* diff runs: fingerprint to store, or 0 */
 	bool	   *ev_delete;		/* diff runs: a deletion event */
 	RetlAck    *ack;
@@ -115,6 +116,7 @@ typedef struct RetlRun
 	int			worker_sec;
 	char	   *query;			/* SELECT ... FROM source [filter] */
 	StringInfoData event_buf;
+	char		message_id[RETL_MESSAGE_ID_LEN + 1];	/* of event_buf */
 	StringInfoData encode_buf;
 	/* diff detector (diff.c) */
 	bool		diff;
@@ -179,7 +181,8 @@ extern bool retl_transport_wait(long timeout_ms);
 extern RetlBatch *retl_transport_next_done(void);
 extern RetlBatch *retl_batch_create(RetlRun *run);
 extern void retl_batch_append(RetlBatch *b, const char *ev, int len,
-							  const char *pk, int64 failed_id);
+							  const char *pk, const char *message_id,
+							  int64 failed_id);
 extern void retl_batch_free(RetlBatch *batch);
 
 /* diff.c */

@@ -57,6 +57,26 @@ retl_build_install() {
 	fi
 }
 
+# Installs the npm packages of the tests (test/package.json, pinned by
+# test/package-lock.json: kinesalite) into $1/node_modules when they are
+# missing or older than the lock file.  Needs node and npm; without them it
+# says so and returns 1 (the tests that need the packages then fail).
+retl_install_test_npm() {
+	local dir=$1
+	[ -e "$dir/package-lock.json" ] || return 0
+	if [ -e "$dir/node_modules/.package-lock.json" ] &&
+		[ ! "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+		return 0
+	fi
+	if ! command -v npm >/dev/null; then
+		retl_log "npm is missing: cannot install the npm packages of $dir"
+		return 1
+	fi
+	retl_log "installing the npm packages of $dir"
+	npm ci --prefix "$dir" --no-audit --no-fund --ignore-scripts --update-notifier=false \
+		--loglevel=error >&2
+}
+
 # Copies the repository $1 (without .git and build products) to $2/src.
 retl_copy_tree() {
 	local root=$1 scratch=$2
