@@ -506,12 +506,14 @@ write_counters(RetlRun *run)
 }
 
 /*
- * Records the progress of every run that changed and was last recorded
- * more than interval_ms ago, in one short transaction: a worker with many
- * runs must not spend its time committing counters.
+ * Records the progress of every run whose counters changed more than
+ * interval_ms ago, or whose checkpoint advanced more than ckpt_interval_ms
+ * ago, in one short transaction: a worker with many runs must not spend
+ * its time committing counters, but a checkpoint that lags lets a crash
+ * re-send acknowledged batches.
  */
 void
-retl_catalog_flush_due(dlist_head *runs, int interval_ms)
+retl_catalog_flush_due(dlist_head *runs, int interval_ms, int ckpt_interval_ms)
 {
 	dlist_iter	iter;
 	bool		started = false;
@@ -521,8 +523,10 @@ retl_catalog_flush_due(dlist_head *runs, int interval_ms)
 	{
 		RetlRun    *run = dlist_container(RetlRun, node, iter.cur);
 
-		if (!(run->dirty || run->ckpt_dirty) ||
-			!TimestampDifferenceExceeds(run->last_flush, now, interval_ms))
+		if (!((run->dirty &&
+			   TimestampDifferenceExceeds(run->last_flush, now, interval_ms)) ||
+			  (run->ckpt_dirty &&
+			   TimestampDifferenceExceeds(run->last_flush, now, ckpt_interval_ms))))
 			continue;
 		if (!started)
 			xact_begin();
@@ -579,7 +583,7 @@ static void
 record_failed(RetlRun *run, int64 failed_id, const char *pk,
 			  const char *message_id, const char *payload, int len,
 			  int http_status, const char *response, const char *error,
-			  int attempts)
+			  int attempts, bool retryable)
 {
 	Oid			types[11] = {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
 	TEXTOID, TEXTOID, INT4OID, INT8OID, BOOLOID, TEXTOID};
@@ -597,8 +601,7 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 	values[6] = CStringGetTextDatum(error);
 	values[7] = Int32GetDatum(attempts);
 	values[8] = Int64GetDatum(failed_id);
-	/* events rejected before sending (invalid key, oversize) are not retried */
-	values[9] = BoolGetDatum(attempts > 0);
+	values[9] = BoolGetDatum(retryable);
 	values[10] = message_id && message_id[0] ? CStringGetTextDatum(message_id) : (Datum) 0;
 	if (failed_id != 0)
 		exec_args("UPDATE retl.failed_events SET run_id = $2, payload = $4,"
@@ -628,7 +631,9 @@ void
 retl_catalog_fail_event(RetlRun *run, const char *pk, const char *payload,
 						int len, const char *error)
 {
-	record_failed(run, 0, pk, run->message_id, payload, len, 0, NULL, error, 0);
+	/* rejected before sending (invalid key, oversize): retrying cannot help */
+	record_failed(run, 0, pk, run->message_id, payload, len, 0, NULL, error, 0,
+				  false);
 	run->events_sent++;
 	run->events_failed++;
 	run->dirty = true;
@@ -651,7 +656,8 @@ retl_catalog_fail_batch(RetlBatch *b, const char *error,
 		record_failed(b->run, b->ev_failed_id[i], b->ev_pk[i], b->ev_msgid[i],
 					  b->body.data + b->ev_start[i], b->ev_len[i],
 					  (int) b->http_status, b->resp,
-					  reasons && reasons[i] ? reasons[i] : error, b->attempts);
+					  reasons && reasons[i] ? reasons[i] : error, b->attempts,
+					  true);
 	}
 	xact_end();
 }

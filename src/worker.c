@@ -35,7 +35,8 @@
 #include "utils/ps_status.h"
 
 #define CONTROL_POLL_MS 500
-#define FLUSH_MS 500
+#define FLUSH_MS 500			/* counters */
+#define CKPT_FLUSH_MS 50		/* checkpoints: bounds re-sends after a crash */
 #define RETRY_BASE_MS 250
 #define IDLE_EXIT_MS 2000		/* so DROP DATABASE is not blocked for long */
 
@@ -530,6 +531,12 @@ next_timeout(TimestampTz last_poll)
 
 		if (run->dirty)
 			timeout = Min(timeout, FLUSH_MS);
+		if (run->ckpt_dirty)
+			timeout = Min(timeout, CKPT_FLUSH_MS);
+		/* acknowledgements freed a slot: send or read at once */
+		if (run->in_flight < run->dest.max_in_flight &&
+			(run->nready > 0 || !run->reading_done))
+			timeout = 0;
 		if (run->stopping)
 			timeout = Min(timeout, Max(0, (run->drain_deadline - now) / 1000));
 		dlist_foreach(w, &run->waiting)
@@ -614,7 +621,7 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 			report_activity();
 		}
 	}
-	retl_catalog_flush_due(&runs, FLUSH_MS);
+	retl_catalog_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
 }
 
 /*

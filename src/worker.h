@@ -203,7 +203,8 @@ extern void retl_define_guard_gucs(void);
 extern void retl_catalog_recover(void);
 extern RetlRun *retl_catalog_claim(void);
 extern void retl_catalog_poll_stops(dlist_head *runs);
-extern void retl_catalog_flush_due(dlist_head *runs, int interval_ms);
+extern void retl_catalog_flush_due(dlist_head *runs, int interval_ms,
+								   int ckpt_interval_ms);
 extern void retl_catalog_finish(RetlRun *run);
 extern void retl_catalog_fail_batch(RetlBatch *batch, const char *error,
 									const RetlOutcome *outcomes,
