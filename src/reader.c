@@ -51,26 +51,29 @@ retl_reader_start(RetlRun *run)
 {
 	RetlMapping *map = run->map;
 	StringInfoData q;
+	StringInfoData f;
 	bool		filter = run->prev_snapshot != NULL;
 	const char *xmin_expr = map->xmin_column >= 0
 		? quote_identifier(map->colnames[map->xmin_column]) : "xmin";
 
 	run->use_ctid = map->relkind == RELKIND_RELATION;
 	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT %s FROM %s%s WHERE true",
-					 retl_mapping_select_list(map),
-					 run->use_ctid ? "ONLY " : "", map->relname);
+	initStringInfo(&f);
 	if (filter)
 	{
 		Size		len = VARSIZE_ANY_EXHDR(run->prev_snapshot);
 		char	   *hex = palloc(len * 2 + 1);
 
 		hex[hex_encode(VARDATA_ANY(run->prev_snapshot), len, hex)] = '\0';
-		appendStringInfo(&q,
+		appendStringInfo(&f,
 						 " AND retl._xmin_is_new(%s, pg_catalog.decode('%s', 'hex'))",
 						 xmin_expr, hex);
 	}
+	appendStringInfo(&q, "SELECT %s FROM %s%s WHERE true%s",
+					 retl_mapping_select_list(map),
+					 run->use_ctid ? "ONLY " : "", map->relname, f.data);
 	run->query = q.data;
+	run->filter = f.data;
 	if (run->use_ctid)
 	{
 		Relation	rel = relation_open(run->relid, AccessShareLock);
@@ -219,6 +222,26 @@ read_ctid_page(RetlRun *run, int want_events)
 }
 
 /*
+ * Reads a page of a plain table.  An incremental run first tries to find
+ * its changed rows in one scan (tidlist.c) and reads them by TID; with too
+ * many changes, or on a full run, it walks block ranges.
+ */
+static void
+read_table_page(RetlRun *run, int want)
+{
+	if (!run->tids_tried && run->filter[0] != '\0')
+	{
+		run->tids_tried = true;
+		if (retl_tidlist_collect(run, run->filter))
+			return;
+	}
+	if (run->use_tids)
+		retl_tidlist_page(run, want, process_rows);
+	else
+		read_ctid_page(run, want);
+}
+
+/*
  * Reads one fetch from the holdable cursor, declaring it on first use.
  */
 static void
@@ -276,7 +299,7 @@ retl_reader_page(RetlRun *run)
 	if (!run->retry_done)
 		read_failed_page(run, save_uid, save_sec);
 	else if (!run->source_done && run->use_ctid)
-		read_ctid_page(run, Max(want, 1000));
+		read_table_page(run, Max(want, 1000));
 	else if (!run->source_done)
 		read_cursor_page(run);
 	else

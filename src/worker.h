@@ -11,8 +11,10 @@
 
 #include "dest.h"
 
+#include "executor/spi.h"
 #include "lib/ilist.h"
 #include "storage/block.h"
+#include "storage/itemptr.h"
 
 struct RetlRun;
 
@@ -104,6 +106,12 @@ typedef struct RetlRun
 	BlockNumber next_block;
 	BlockNumber nblocks;
 	BlockNumber range_blocks;	/* blocks per TID range query */
+	char	   *filter;			/* the xmin filter clause, or "" */
+	bool		tids_tried;		/* tidlist.c: collected, or fell back */
+	bool		use_tids;
+	ItemPointerData *tids;		/* changed rows, sorted */
+	int64		ntids;
+	int64		next_tid;
 	char	   *cursor_name;	/* holdable cursor for non-table sources */
 	bool		cursor_open;
 	bool		reading_done;
@@ -165,6 +173,11 @@ extern void retl_reader_close(RetlRun *run);
 extern bool retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id);
 extern void retl_batch_close(RetlRun *run);
 extern void retl_run_encode(RetlRun *run);
+
+/* tidlist.c */
+extern bool retl_tidlist_collect(RetlRun *run, const char *filter);
+extern void retl_tidlist_page(RetlRun *run, int want,
+							  void (*process) (RetlRun *, SPITupleTable *, uint64));
 
 /* checkpoint.c */
 extern RetlAck *retl_ckpt_new_ack(RetlRun *run);
