@@ -1,7 +1,9 @@
 -- retl_preview shows events exactly as they would be sent, for every type
 -- of the type mapping.  sentAt and originalTimestamp are the time of the
 -- preview, so they are checked for their format and then removed.
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS retl;
+RESET client_min_messages;
 SELECT retl_create_destination('preview_hook', 'webhook', '{"url": "http://127.0.0.1:9/"}') > 0 AS ok;
 CREATE TYPE mood AS ENUM ('happy', 'sad');
 CREATE TYPE address AS (street text, zip int);

@@ -131,12 +131,23 @@ write_members(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 static void
 format_message_id(char *out, uint64 hi, uint64 lo)
 {
-	char		hex[33];
+	static const char digits[] = "0123456789abcdef";
+	char		hex[32];
+	int			o = 0;
 
-	snprintf(hex, sizeof(hex), "%016llx%016llx",
-			 (unsigned long long) hi, (unsigned long long) lo);
-	snprintf(out, RETL_MESSAGE_ID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s",
-			 hex, hex + 8, hex + 12, hex + 16, hex + 20);
+	for (int i = 0; i < 16; i++)
+	{
+		hex[i] = digits[(hi >> (60 - 4 * i)) & 0xf];
+		hex[16 + i] = digits[(lo >> (60 - 4 * i)) & 0xf];
+	}
+	/* 8-4-4-4-12, without snprintf: this runs for every event */
+	for (int i = 0; i < 32; i++)
+	{
+		if (i == 8 || i == 12 || i == 16 || i == 20)
+			out[o++] = '-';
+		out[o++] = hex[i];
+	}
+	out[o] = '\0';
 }
 
 #define ROTL64(x, r) (((x) << (r)) | ((x) >> (64 - (r))))

@@ -26,11 +26,22 @@ typedef struct SockWatch
 {
 	curl_socket_t fd;
 	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+	bool		changed;		/* what changed since the set was updated */
 } SockWatch;
 
 static CURLM *multi = NULL;
 static SockWatch socks[MAX_SOCKETS];
 static int	nsocks = 0;
+
+/*
+ * The wait set persists across waits: rebuilding it (one epoll_ctl per
+ * socket) on every wait cost more than the HTTP work with many runs.  It is
+ * rebuilt only when sockets come or go; a socket whose interest changes is
+ * updated in place.  Position 0 is the latch, 1 postmaster death, and
+ * socket i is at 2 + i.
+ */
+static WaitEventSet *wait_set = NULL;
+static bool wait_set_stale = true;
 static bool timer_set = false;
 static TimestampTz timer_deadline = 0;
 
@@ -48,6 +59,7 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *sockp)
 	{
 		if (i < nsocks)
 			socks[i] = socks[--nsocks];
+		wait_set_stale = true;
 		return 0;
 	}
 	if (i == nsocks)
@@ -55,9 +67,13 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *sockp)
 		if (nsocks == MAX_SOCKETS)
 			return -1;
 		nsocks++;
+		wait_set_stale = true;
 	}
+	socks[i].changed = socks[i].fd != fd || socks[i].what != what;
 	socks[i].fd = fd;
 	socks[i].what = what;
+	if (what == CURL_POLL_NONE)
+		wait_set_stale = true;
 	return 0;
 }
 
@@ -313,6 +329,48 @@ retl_transport_send(RetlBatch *b)
 }
 
 /*
+ * The events a socket waits for, as WaitEventSet flags.
+ */
+static uint32
+socket_events(int what)
+{
+	return ((what & CURL_POLL_IN) ? WL_SOCKET_READABLE : 0) |
+		((what & CURL_POLL_OUT) ? WL_SOCKET_WRITEABLE : 0);
+}
+
+/*
+ * Returns the wait set, rebuilt when sockets came or went, otherwise with
+ * the changed sockets updated in place.
+ */
+static WaitEventSet *
+current_wait_set(void)
+{
+	if (wait_set != NULL && !wait_set_stale)
+	{
+		for (int i = 0; i < nsocks; i++)
+			if (socks[i].changed)
+			{
+				ModifyWaitEvent(wait_set, 2 + i, socket_events(socks[i].what), NULL);
+				socks[i].changed = false;
+			}
+		return wait_set;
+	}
+	if (wait_set != NULL)
+		FreeWaitEventSet(wait_set);
+	wait_set = CreateWaitEventSet(TopMemoryContext, nsocks + 2);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsocks; i++)
+	{
+		AddWaitEventToSet(wait_set, socket_events(socks[i].what), socks[i].fd,
+						  NULL, NULL);
+		socks[i].changed = false;
+	}
+	wait_set_stale = false;
+	return wait_set;
+}
+
+/*
  * Waits for the latch, a socket or curl's timer, at most timeout_ms, then
  * lets curl make progress on whatever is ready.  Returns whether the latch
  * was set, i.e. whether somebody asked the worker to look at its queue.
@@ -335,14 +393,7 @@ retl_transport_wait(long timeout_ms)
 
 		timeout_ms = Max(0, Min(timeout_ms, left));
 	}
-	set = CreateWaitEventSet(CurrentMemoryContext, nsocks + 2);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < nsocks; i++)
-		AddWaitEventToSet(set,
-						  ((socks[i].what & CURL_POLL_IN) ? WL_SOCKET_READABLE : 0) |
-						  ((socks[i].what & CURL_POLL_OUT) ? WL_SOCKET_WRITEABLE : 0),
-						  socks[i].fd, NULL, NULL);
+	set = current_wait_set();
 	n = WaitEventSetWait(set, timeout_ms, events, lengthof(events),
 						 PG_WAIT_EXTENSION);
 	for (int i = 0; i < n; i++)
@@ -360,7 +411,6 @@ retl_transport_wait(long timeout_ms)
 				((events[i].events & WL_SOCKET_WRITEABLE) ? CURL_CSELECT_OUT : 0);
 		}
 	}
-	FreeWaitEventSet(set);
 	for (int i = 0; i < nfired; i++)
 		curl_multi_socket_action(multi, fired_fd[i], fired_ev[i], &running);
 	if (timer_set && GetCurrentTimestamp() >= timer_deadline)
