@@ -204,7 +204,8 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 			  " s.event_type, s.mapping, s.primary_key, s.options, d.kind, d.config,"
 			  " s.cursor_snapshot, r.snapshot, r.checkpoint,"
 			  " r.retry_failed OR coalesce((s.options->>'retry_failed')::boolean, true),"
-			  " s.detector = 'diff', s.mode = 'mirror'"
+			  " s.detector = 'diff', s.mode = 'mirror',"
+			  " EXISTS (SELECT 1 FROM retl.failed_events f WHERE f.sync_id = s.id AND f.retryable)"
 			  " FROM retl.runs r JOIN retl.syncs s ON s.id = r.sync_id"
 			  " JOIN retl.destinations d ON d.id = s.destination_id"
 			  " WHERE r.id = $1",
@@ -235,6 +236,8 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 		run->retry_failed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 15, &isnull));
 		run->diff = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 16, &isnull));
 		run->mirror = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 17, &isnull));
+		/* a sync without failed events skips the retry phase */
+		run->retry_failed &= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 18, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	return true;

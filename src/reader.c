@@ -284,7 +284,10 @@ retl_reader_page(RetlRun *run)
 {
 	Oid			save_uid;
 	int			save_sec;
-	int			want = run->dest.batch_size * run->dest.max_in_flight * 2;
+	/* a page makes the batches the pipeline lacks, one batch when memory is tight */
+	int			want = retl_pending_bytes < PENDING_SOFT_CAP
+		? run->dest.batch_size * run->dest.max_in_flight * 2
+		: run->dest.batch_size;
 	MemoryContext caller = CurrentMemoryContext;
 
 	StartTransactionCommand();
@@ -299,7 +302,7 @@ retl_reader_page(RetlRun *run)
 	if (!run->retry_done)
 		read_failed_page(run, save_uid, save_sec);
 	else if (!run->source_done && run->use_ctid)
-		read_table_page(run, Max(want, 1000));
+		read_table_page(run, want);
 	else if (!run->source_done)
 		read_cursor_page(run);
 	else
@@ -495,6 +498,10 @@ retl_batch_close(RetlRun *run)
 		return;
 	}
 	appendStringInfoString(&b->body, run->dest.suffix);
+	b->counted = b->body.len;
+	retl_pending_bytes += b->counted;
+	run->avg_batch_bytes = run->avg_batch_bytes == 0 ? (Size) b->body.len
+		: (run->avg_batch_bytes * 7 + b->body.len) / 8;
 	dlist_push_tail(&run->ready, &b->node);
 	run->nready++;
 }

@@ -19,7 +19,7 @@
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
-#define MAX_SOCKETS 512
+#define MAX_SOCKETS 2048
 #define MAX_RESPONSE_BYTES (64 * 1024)
 
 typedef struct SockWatch
@@ -30,6 +30,7 @@ typedef struct SockWatch
 } SockWatch;
 
 static CURLM *multi = NULL;
+Size		retl_pending_bytes = 0;
 static SockWatch socks[MAX_SOCKETS];
 static int	nsocks = 0;
 
@@ -105,7 +106,8 @@ retl_transport_init(void)
 				(errmsg("retl worker could not initialise libcurl")));
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 128L);
+	/* keep-alive for every request in flight, even with many runs at once */
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) MAX_SOCKETS);
 }
 
 /*
@@ -179,8 +181,9 @@ retl_batch_create(RetlRun *run)
 	cb->func = batch_release;
 	cb->arg = b;
 	MemoryContextRegisterResetCallback(cxt, cb);
-	b->body.data = MemoryContextAlloc(cxt, 8192);
-	b->body.maxlen = 8192;
+	/* one allocation of the usual size: growing by doubling wastes memory */
+	b->body.maxlen = Max(8192, run->avg_batch_bytes + run->avg_batch_bytes / 8);
+	b->body.data = MemoryContextAlloc(cxt, b->body.maxlen);
 	resetStringInfo(&b->body);
 	return b;
 }
@@ -224,6 +227,7 @@ retl_batch_append(RetlBatch *b, const char *ev, int len, const char *pk,
 void
 retl_batch_free(RetlBatch *b)
 {
+	retl_pending_bytes -= b->counted;
 	MemoryContextDelete(b->cxt);
 }
 

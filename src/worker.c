@@ -38,7 +38,8 @@
 #define FLUSH_MS 500			/* counters */
 #define CKPT_FLUSH_MS 50		/* checkpoints: bounds re-sends after a crash */
 #define RETRY_BASE_MS 250
-#define IDLE_EXIT_MS 2000		/* so DROP DATABASE is not blocked for long */
+#define IDLE_POLL_MS 1000		/* an idle worker still notices DROP DATABASE */
+#define IDLE_EXIT_MS 60000		/* keep the connection warm for the next run */
 
 static dlist_head runs = DLIST_STATIC_INIT(runs);
 static RetlRun *current_run = NULL; /* the run an error is charged to */
@@ -402,11 +403,15 @@ advance_run(RetlRun *run)
 		stop_reading(run);
 	/*
 	 * Read while fewer than 2 x max_in_flight batches are pending (memory
-	 * stays flat even when the destination is down), but come back to the
-	 * network and the queue at least 5 times a second.
+	 * stays flat even when the destination is down) and all runs together
+	 * hold less than PENDING_CAP of batch bodies (a run with nothing ready
+	 * may always read, so none starves), but come back to the network and
+	 * the queue at least 5 times a second.  Fresh memory is expensive:
+	 * page faults cost more than the HTTP work with 50 runs at once.
 	 */
 	while (!run->reading_done &&
 		   run->nready + run->nwaiting + run->in_flight < 2 * run->dest.max_in_flight &&
+		   (retl_pending_bytes < PENDING_CAP || run->nready == 0) &&
 		   !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 200))
 		retl_reader_page(run);
 	dispatch(run);
@@ -520,10 +525,10 @@ static long
 next_timeout(TimestampTz last_poll)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	long		timeout = CONTROL_POLL_MS;
+	long		timeout = dlist_is_empty(&runs) ? IDLE_POLL_MS : CONTROL_POLL_MS;
 	dlist_iter	iter;
 
-	timeout = Min(timeout, Max(0, CONTROL_POLL_MS - (now - last_poll) / 1000));
+	timeout = Min(timeout, Max(0, timeout - (now - last_poll) / 1000));
 	dlist_foreach(iter, &runs)
 	{
 		RetlRun    *run = dlist_container(RetlRun, node, iter.cur);
@@ -586,7 +591,7 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 
 	if (latch_was_set ||
 		TimestampDifferenceExceeds(*last_poll, GetCurrentTimestamp(),
-								   CONTROL_POLL_MS))
+								   dlist_is_empty(&runs) ? IDLE_POLL_MS : CONTROL_POLL_MS))
 	{
 		if (dlist_is_empty(&runs) && !retl_catalog_extension_exists())
 		{

@@ -82,6 +82,7 @@ typedef struct RetlBatch
 	CURLcode	result;
 	long		retry_after_s;
 	bool		blocked;		/* netguard refused the address */
+	Size		counted;		/* bytes counted in retl_pending_bytes */
 } RetlBatch;
 
 /* One run being executed by this worker. */
@@ -142,6 +143,7 @@ typedef struct RetlRun
 	dlist_head	waiting;		/* failed once, waiting for retry_at */
 	dlist_head	inflight;		/* being sent */
 	int			nready;
+	Size		avg_batch_bytes;	/* to size new batch bodies at once */
 	int			nwaiting;
 	int			in_flight;
 	/* counters, flushed to retl.runs at most twice a second */
@@ -188,6 +190,10 @@ extern void retl_ckpt_ack_done(RetlRun *run, RetlAck *ack, int succeeded,
 							   int failed);
 
 /* transport.c */
+extern Size retl_pending_bytes;	/* bodies of closed batches, all runs */
+
+#define PENDING_CAP (64 * 1024 * 1024)	/* stop reading above this ... */
+#define PENDING_SOFT_CAP (PENDING_CAP / 2)	/* ... read small pages above */
 extern void retl_transport_init(void);
 extern void retl_transport_send(RetlBatch *batch);
 extern bool retl_transport_wait(long timeout_ms);

@@ -225,17 +225,45 @@ def case_latency(pg, sink):
     return statistics.median(samples)
 
 
+def worker_stat():
+    """(utime, stime, minflt) of the retl workers, for diagnostics."""
+    tot = [0, 0, 0]
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if not open("/proc/%s/cmdline" % pid, "rb").read().startswith(b"postgres: retl worker"):
+                continue
+            f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+            tot[0] += int(f[11]); tot[1] += int(f[12]); tot[2] += int(f[7])
+        except OSError:
+            pass
+    return tot
+
+
 def case_fanout(pg, sink):
     """50 syncs of 20,000 rows started in one transaction."""
     pg.sql("CREATE TABLE t20k AS SELECT * FROM t WHERE id <= %s", FAN_ROWS)
+    pg.sql("VACUUM ANALYZE t20k")
     for i in range(FAN_SYNCS):
         create_sync(pg, "fan%d" % i, "t20k", sink.url, inflight=4)
     pg.conn.autocommit = False
+    before = worker_stat()
     ids = [pg.one("SELECT retl_sync_now(%s)", "fan%d" % i) for i in range(FAN_SYNCS)]
     pg.conn.commit()
     pg.conn.autocommit = True
     for run in ids:
         wait_run(pg, run)
+    after = worker_stat()
+    log("fan-out worker: utime %d, stime %d ticks, %d minor faults" %
+        tuple(a - b for a, b in zip(after, before)))
+    log("fan-out: first start %.3f s, last start %.3f s, first end %.3f s, last end %.3f s" %
+        tuple(float(x) for x in pg.sql(
+            "SELECT extract(epoch FROM min(started_at) - min(requested_at)),"
+            " extract(epoch FROM max(started_at) - min(requested_at)),"
+            " extract(epoch FROM min(finished_at) - min(requested_at)),"
+            " extract(epoch FROM max(finished_at) - min(requested_at))"
+            " FROM retl.runs WHERE id = ANY(%s)", ids)[0]))
     return float(pg.one("SELECT extract(epoch FROM max(finished_at) - min(requested_at))"
                         " FROM retl.runs WHERE id = ANY(%s)", ids))
 
