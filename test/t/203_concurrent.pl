@@ -78,7 +78,11 @@ is(wait_run($node, $run2), 'succeeded', 'run 2 succeeded');
 my $r2 = run_row($node, $run2);
 is($r2->{kind}, 'incremental', 'run 2 is incremental');
 my $ids2 = event_ids($recv->events(run_id => $run2));
-check_ids_at_least($ids2, \@before, 'run 2 sent every row changed before it');
+# A row changed before run 2 and updated again while it reads may be read in
+# its newer version only, which the next run sends (checked below).
+my %again = map { $_ => 1 } @during_upd;
+check_ids_at_least($ids2, [ grep { !$again{$_} } @before ],
+	'run 2 sent every row changed before it and not updated again during it');
 only_ids($ids2, [ @before, @during ],
 	'run 2 sent nothing but rows changed before or during it');
 
