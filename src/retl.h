@@ -25,7 +25,6 @@ extern int	retl_drain_timeout_ms;
 extern char *retl_history_retention;
 
 /* ---------- shared memory and wake-ups (retl.c) ---------- */
-extern void retl_shmem_init_hooks(void);
 extern void retl_request_wake_at_commit(void);
 extern void retl_launcher_attach(void);
 extern Oid	retl_next_requested_db(bool *crashed);
