@@ -69,20 +69,20 @@ exec_args(const char *sql, int nargs, Oid *types, Datum *values,
 }
 
 /*
- * Does the extension exist in this database?  A worker whose extension was
- * dropped exits.
+ * The OID of the extension in this database, or InvalidOid.  A worker whose
+ * extension was dropped (or dropped and created again) exits.
  */
-bool
-retl_catalog_extension_exists(void)
+Oid
+retl_catalog_extension_oid(void)
 {
-	bool		exists;
+	Oid			oid;
 	MemoryContext cxt = CurrentMemoryContext;
 
 	StartTransactionCommand();
-	exists = OidIsValid(get_extension_oid("retl", true));
+	oid = get_extension_oid("retl", true);
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
-	return exists;
+	return oid;
 }
 
 /*

@@ -45,6 +45,7 @@ static dlist_head runs = DLIST_STATIC_INIT(runs);
 static RetlRun *current_run = NULL; /* the run an error is charged to */
 static volatile sig_atomic_t got_sigusr1 = false;
 static TimestampTz last_prune = 0;	/* history pruning: once a minute */
+static Oid	extension_oid = InvalidOid;	/* the catalog this worker serves */
 
 /*
  * SIGUSR1 handler: PostgreSQL's procsignal handling plus a latch wake-up,
@@ -593,9 +594,13 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 		TimestampDifferenceExceeds(*last_poll, GetCurrentTimestamp(),
 								   dlist_is_empty(&runs) ? IDLE_POLL_MS : CONTROL_POLL_MS))
 	{
-		if (dlist_is_empty(&runs) && !retl_catalog_extension_exists())
+		if (retl_catalog_extension_oid() != extension_oid)
 		{
-			ereport(LOG, (errmsg("retl worker exiting: extension retl is not installed in this database")));
+			/*
+			 * DROP EXTENSION took the catalog with it: the runs in memory
+			 * belong to nothing any more.  Leaving drops their requests.
+			 */
+			ereport(LOG, (errmsg("retl worker exiting: extension retl was dropped in this database")));
 			proc_exit(0);
 		}
 		if (retl_catalog_database_locked())
@@ -684,7 +689,8 @@ retl_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "retl worker", PGC_USERSET, PGC_S_OVERRIDE);
-	if (!retl_catalog_extension_exists())
+	extension_oid = retl_catalog_extension_oid();
+	if (!OidIsValid(extension_oid))
 		proc_exit(0);
 	StartTransactionCommand();
 	pgstat_report_appname(psprintf("retl worker %s", get_database_name(dboid)));

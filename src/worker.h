@@ -232,7 +232,7 @@ extern void retl_catalog_fail_event(RetlRun *run, const char *pk,
 									const char *payload, int len,
 									const char *error);
 extern void retl_catalog_batch_delivered(RetlBatch *batch);
-extern bool retl_catalog_extension_exists(void);
+extern Oid	retl_catalog_extension_oid(void);
 extern bool retl_catalog_database_locked(void);
 extern void retl_catalog_prune_history(void);
 
