@@ -33,10 +33,12 @@ static const char *const known_options[] = {
 };
 
 /*
- * Returns a string option, or NULL when absent; errors when not a string.
+ * Returns the value of an option, or NULL when it is absent or null;
+ * raises invalid_parameter_value when it is not of the expected type.
+ * The typed getters below share it.
  */
-char *
-retl_jsonb_get_text(Jsonb *jb, const char *key)
+static JsonbValue *
+option_value(Jsonb *jb, const char *key, enum jbvType type, const char *what)
 {
 	JsonbValue *v;
 
@@ -45,11 +47,23 @@ retl_jsonb_get_text(Jsonb *jb, const char *key)
 	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
 	if (v == NULL || v->type == jbvNull)
 		return NULL;
-	if (v->type != jbvString)
+	if (v->type != type ||
+		(type == jbvBinary && !JsonContainerIsObject(v->val.binary.data)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" must be a string", key)));
-	return pnstrdup(v->val.string.val, v->val.string.len);
+				 errmsg("\"%s\" must be %s", key, what)));
+	return v;
+}
+
+/*
+ * Returns a string option, or NULL when absent.
+ */
+char *
+retl_jsonb_get_text(Jsonb *jb, const char *key)
+{
+	JsonbValue *v = option_value(jb, key, jbvString, "a string");
+
+	return v ? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
 }
 
 /*
@@ -58,17 +72,10 @@ retl_jsonb_get_text(Jsonb *jb, const char *key)
 bool
 retl_jsonb_get_int(Jsonb *jb, const char *key, int64 *out)
 {
-	JsonbValue *v;
+	JsonbValue *v = option_value(jb, key, jbvNumeric, "a number");
 
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+	if (v == NULL)
 		return false;
-	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
-	if (v == NULL || v->type == jbvNull)
-		return false;
-	if (v->type != jbvNumeric)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" must be a number", key)));
 	*out = DatumGetInt64(DirectFunctionCall1(numeric_int8,
 											 NumericGetDatum(v->val.numeric)));
 	return true;
@@ -80,17 +87,10 @@ retl_jsonb_get_int(Jsonb *jb, const char *key, int64 *out)
 bool
 retl_jsonb_get_bool(Jsonb *jb, const char *key, bool *out)
 {
-	JsonbValue *v;
+	JsonbValue *v = option_value(jb, key, jbvBool, "true or false");
 
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+	if (v == NULL)
 		return false;
-	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
-	if (v == NULL || v->type == jbvNull)
-		return false;
-	if (v->type != jbvBool)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" must be true or false", key)));
 	*out = v->val.boolean;
 	return true;
 }
@@ -101,18 +101,9 @@ retl_jsonb_get_bool(Jsonb *jb, const char *key, bool *out)
 Jsonb *
 retl_jsonb_get_object(Jsonb *jb, const char *key)
 {
-	JsonbValue *v;
+	JsonbValue *v = option_value(jb, key, jbvBinary, "a JSON object");
 
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
-		return NULL;
-	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
-	if (v == NULL || v->type == jbvNull)
-		return NULL;
-	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" must be a JSON object", key)));
-	return JsonbValueToJsonb(v);
+	return v ? JsonbValueToJsonb(v) : NULL;
 }
 
 /*

@@ -192,7 +192,7 @@ extern void retl_ckpt_ack_done(RetlRun *run, RetlAck *ack, int succeeded,
 /* transport.c */
 extern Size retl_pending_bytes;	/* bodies of closed batches, all runs */
 
-#define PENDING_CAP (64 * 1024 * 1024)	/* stop reading above this ... */
+#define PENDING_CAP (32 * 1024 * 1024)	/* stop reading above this ... */
 #define PENDING_SOFT_CAP (PENDING_CAP / 2)	/* ... read small pages above */
 extern void retl_transport_init(void);
 extern void retl_transport_send(RetlBatch *batch);
