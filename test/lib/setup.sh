@@ -68,6 +68,11 @@ retl_install_test_npm() {
 		[ ! "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
 		return 0
 	fi
+	if ! command -v npm >/dev/null && retl_is_root; then
+		retl_log "installing Debian's nodejs and npm"
+		export DEBIAN_FRONTEND=noninteractive
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm; } >/dev/null
+	fi
 	if ! command -v npm >/dev/null; then
 		retl_log "npm is missing: cannot install the npm packages of $dir"
 		return 1
