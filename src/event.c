@@ -240,11 +240,8 @@ retl_event_build(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 	int			start = buf->len;
 	bool		first = false;
 	bool		ctx_first = true;
-	RetlMapNode *context = NULL;
+	RetlMapNode *context = map->context;
 
-	for (RetlMapNode *n = map->root->children; n != NULL; n = n->next)
-		if (strcmp(n->key, "context") == 0)
-			context = n;
 	appendStringInfoString(buf, map->track ? "{\"type\":\"track\""
 						   : "{\"type\":\"identify\"");
 	write_members(buf, map, ctx, map->root, values, nulls, &first, context);

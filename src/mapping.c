@@ -246,21 +246,7 @@ tree_insert(RetlMapNode *root, const char *path)
 	}
 	if (!created)
 		return NULL;
-	node->is_object = false;
 	return node;
-}
-
-/*
- * Marks the object nodes of a path as objects, so that a later leaf on
- * their path is recognised as a conflict.
- */
-static void
-mark_objects(RetlMapNode *node)
-{
-	if (node->column < 0 && node->constant == NULL)
-		node->is_object = true;
-	for (RetlMapNode *c = node->children; c != NULL; c = c->next)
-		mark_objects(c);
 }
 
 /*
@@ -475,15 +461,18 @@ retl_mapping_compile(Oid relid, bool track, Jsonb *mapping, const char *pk,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the mapping has neither userId nor anonymousId"),
 				 errhint("Map \"userId\" or \"anonymousId\" to a column, e.g. {\"userId\": \"user_id\"}.")));
-	mark_objects(map->root);
 	xmin_column = retl_jsonb_get_text(options, "xmin_column");
 	if (xmin_column)
 		map->xmin_column = use_column(map, rel, xmin_column, &allocated);
 	if (!map->drop_unmapped)
 		add_unmapped(map, rel, xmin_column, &allocated);
 	for (RetlMapNode *n = map->root->children; n != NULL; n = n->next)
+	{
 		if (strcmp(n->key, "traits") == 0)
 			map->traits = n;
+		if (strcmp(n->key, "context") == 0)
+			map->context = n;
+	}
 	if (pk != NULL)
 	{
 		Oid			outfunc;

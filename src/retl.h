@@ -63,7 +63,6 @@ typedef struct RetlMapNode
 	int			column;			/* select-list index, or -1 */
 	char	   *constant;		/* JSON text of a constant, or NULL */
 	bool		force_string;	/* userId, anonymousId, event: always strings */
-	bool		is_object;
 	struct RetlMapNode *children;
 	struct RetlMapNode *next;
 } RetlMapNode;
@@ -90,6 +89,7 @@ typedef struct RetlMapping
 	char	   *relname;		/* quoted, schema-qualified */
 	RetlMapNode *root;			/* the event object */
 	RetlMapNode *traits;		/* its "traits" object, or NULL */
+	RetlMapNode *context;		/* its "context" object, or NULL */
 } RetlMapping;
 
 extern RetlMapping *retl_mapping_compile(Oid relid, bool track,
