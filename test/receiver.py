@@ -111,7 +111,6 @@ class State:
 
 
 STATE = State()
-VERBOSE = False
 
 
 def parse_events(body):
@@ -169,6 +168,7 @@ def filter_events(pairs, q):
 
 
 class Handler(BaseHTTPRequestHandler):
+    verbose = False  # set by serve() from --verbose
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # TCP_NODELAY
     wbufsize = 65536  # headers and body leave in one write (see _send)
@@ -178,7 +178,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.server_version
 
     def log_message(self, fmt, *args):
-        if VERBOSE:
+        if self.verbose:
             sys.stderr.write("receiver: %s - %s\n" % (self.address_string(), fmt % args))
 
     # ----- helpers -------------------------------------------------------
@@ -367,7 +367,7 @@ class Handler(BaseHTTPRequestHandler):
             resets = STATE.resets
             cfg = dict(STATE.config)
 
-        if VERBOSE:
+        if self.verbose:
             sys.stderr.write("receiver: #%d %s %s %d events\n"
                              % (rec["seq"], self.command, self.path, len(events)))
 
@@ -455,16 +455,17 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def main():
-    global VERBOSE
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def serve(handler, description):
+    """Parses --port, --port-file and --verbose, serves handler on
+    127.0.0.1 until interrupted.  Shared with test/vendors.py.  Returns
+    nothing; the parsed --verbose goes to handler.verbose."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
     ap.add_argument("--port-file", help="write the chosen port to this file")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = ap.parse_args()
-    VERBOSE = args.verbose
-
-    srv = Server(("127.0.0.1", args.port), Handler)
+    handler.verbose = args.verbose
+    srv = Server(("127.0.0.1", args.port), handler)
     port = srv.server_address[1]
     if args.port_file:
         tmp = args.port_file + ".tmp.%d" % os.getpid()
@@ -479,6 +480,10 @@ def main():
         pass
     finally:
         srv.server_close()
+
+
+def main():
+    serve(Handler, __doc__.split("\n")[0])
 
 
 if __name__ == "__main__":

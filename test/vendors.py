@@ -53,16 +53,16 @@ Control endpoints (like test/receiver.py)
                             Kafka requests must carry in Basic auth, when set
 """
 
-import argparse
 import base64
 import json
-import os
 import re
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from receiver import serve  # the same server loop and CLI as test/receiver.py
 
 
 class State:
@@ -81,7 +81,6 @@ class State:
 
 
 STATE = State()
-VERBOSE = False
 
 
 class VendorError(Exception):
@@ -658,6 +657,7 @@ def route(handler):
 
 
 class Handler(BaseHTTPRequestHandler):
+    verbose = False  # set by serve() from --verbose
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     wbufsize = 65536
@@ -667,7 +667,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.server_version
 
     def log_message(self, fmt, *args):
-        if VERBOSE:
+        if self.verbose:
             sys.stderr.write("vendors: %s - %s\n" % (self.address_string(), fmt % args))
 
     def handle_expect_100(self):
@@ -788,7 +788,7 @@ class Handler(BaseHTTPRequestHandler):
                 for kind, user, record in ctx.accepted:
                     STATE.records.append({"seq": rec["seq"], "vendor": ctx.vendor, "kind": kind,
                                           "path": rec["path"], "user": user, "record": record})
-        if VERBOSE:
+        if self.verbose:
             sys.stderr.write("vendors: #%d %s %s -> %d\n"
                              % (rec["seq"], self.command, self.path, status))
         ctype = "application/json"
@@ -823,35 +823,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": "not found"})
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
 def main():
-    global VERBOSE
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
-    ap.add_argument("--port-file", help="write the chosen port to this file")
-    ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
-    args = ap.parse_args()
-    VERBOSE = args.verbose
-    srv = Server(("127.0.0.1", args.port), Handler)
-    port = srv.server_address[1]
-    if args.port_file:
-        tmp = args.port_file + ".tmp.%d" % os.getpid()
-        with open(tmp, "w") as f:
-            f.write("%d\n" % port)
-        os.rename(tmp, args.port_file)
-    sys.stdout.write("PORT %d\n" % port)
-    sys.stdout.flush()
-    try:
-        srv.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.server_close()
+    serve(Handler, __doc__.split("\n")[0])
 
 
 if __name__ == "__main__":

@@ -670,7 +670,7 @@ use warnings;
 use Carp;
 use Time::HiRes ();
 
-my $RJSON = JSON::PP->new->utf8->canonical;
+my $RJSON = JSON::PP->new->utf8->canonical->allow_nonref;
 
 sub url
 {

@@ -52,6 +52,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes ();
 use RetlTest;
+use RetlFaults ();
 
 our @EXPORT = qw(
   start_vendors start_kinesalite create_dest run_sync sql_fails
@@ -361,11 +362,7 @@ sub run_sync
 
 sub failed_rows
 {
-	my ($node, $sync) = @_;
-	return sql_json($node,
-		"SELECT coalesce(jsonb_agg(to_jsonb(f) ORDER BY f.id), '[]') "
-		  . "FROM retl.failed_events f JOIN retl.syncs s ON s.id = f.sync_id "
-		  . "WHERE s.name = " . _lit($sync));
+	return RetlFaults::failed_events(@_);
 }
 
 =pod
@@ -423,44 +420,8 @@ use strict;
 use warnings;
 use Carp;
 
-sub url { my ($self, $path) = @_; return $self->{url} . ($path // ''); }
-
-sub _get
-{
-	my ($self, $path) = @_;
-	my $res = $self->{http}->get($self->{url} . $path);
-	croak "GET $path: $res->{status} $res->{reason} $res->{content}"
-	  unless $res->{success};
-	return RetlVendors::json_decode($res->{content});
-}
-
-sub _post
-{
-	my ($self, $path, $body) = @_;
-	my $res = $self->{http}->post(
-		$self->{url} . $path,
-		{
-			headers => { 'Content-Type' => 'application/json' },
-			content => RetlVendors::json_encode($body // {}),
-		});
-	croak "POST $path: $res->{status} $res->{reason} $res->{content}"
-	  unless $res->{success};
-	return RetlVendors::json_decode($res->{content});
-}
-
-sub _query
-{
-	my (%f) = @_;
-	my @q;
-	for my $k (sort keys %f)
-	{
-		next unless defined $f{$k};
-		my $v = $f{$k};
-		$v =~ s/([^A-Za-z0-9_.~\/-])/sprintf('%%%02X', ord($1))/ge;
-		push @q, "$k=$v";
-	}
-	return @q ? '?' . join('&', @q) : '';
-}
+# The control client (url, _get, _post, _query) is the receiver's.
+use parent -norequire, 'RetlTest::Receiver';
 
 # Requests to vendor endpoints, whatever the answer; filters: vendor, path.
 sub requests
@@ -477,7 +438,7 @@ sub requests
 sub records
 {
 	my ($self, %f) = @_;
-	return $self->_get('/_records' . _query(%f));
+	return $self->_get('/_records' . RetlTest::Receiver::_query(%f));
 }
 
 sub stats { return $_[0]->_get('/_stats'); }
