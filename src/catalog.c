@@ -20,6 +20,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "commands/dbcommands.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -83,6 +84,36 @@ retl_catalog_extension_oid(void)
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	return oid;
+}
+
+/*
+ * Is the extension in this database the version this library serves?
+ * After a package upgrade, the catalog of the old version stays until
+ * ALTER EXTENSION retl UPDATE: say so instead of failing every run.
+ */
+bool
+retl_catalog_version_ok(void)
+{
+	bool		ok = false;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	xact_begin();
+	exec_args("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'retl'",
+			  0, NULL, NULL, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+	{
+		char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		ok = strcmp(v, RETL_VERSION) == 0;
+		if (!ok)
+			ereport(WARNING,
+					(errmsg("retl worker idle: extension retl is version %s in database \"%s\", the library is version %s",
+							v, get_database_name(MyDatabaseId), RETL_VERSION),
+					 errhint("Run ALTER EXTENSION retl UPDATE in that database; queued runs start then.")));
+	}
+	xact_end();
+	MemoryContextSwitchTo(cxt);
+	return ok;
 }
 
 /*
@@ -201,13 +232,14 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 	MemoryContext old;
 
 	exec_args("SELECT r.sync_id, s.name, r.kind, s.source::oid, s.owner::oid,"
-			  " s.event_type, s.mapping, s.primary_key, s.options, d.kind, d.config,"
+			  " s.event_type, s.mapping, s.primary_key, s.options, d.kind, ds.config,"
 			  " s.cursor_snapshot, r.snapshot, r.checkpoint,"
 			  " r.retry_failed OR coalesce((s.options->>'retry_failed')::boolean, true),"
 			  " s.detector = 'diff', s.mode = 'mirror',"
 			  " EXISTS (SELECT 1 FROM retl.failed_events f WHERE f.sync_id = s.id AND f.retryable)"
 			  " FROM retl.runs r JOIN retl.syncs s ON s.id = r.sync_id"
 			  " JOIN retl.destinations d ON d.id = s.destination_id"
+			  " LEFT JOIN retl.destination_secrets ds ON ds.destination_id = d.id"
 			  " WHERE r.id = $1",
 			  1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed != 1)
@@ -305,6 +337,12 @@ setup_run(RetlRun *run)
 	xact_begin();
 	if (!load_run(run, &mapping, &options, &config, &pk, &event_type, &kind))
 		elog(ERROR, "the sync of this run was dropped");
+	if (config == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the destination of sync \"%s\" has no row in retl.destination_secrets",
+						run->sync_name),
+				 errhint("Drop the destination and create it again with retl_create_destination().")));
 	if (get_rel_relkind(run->relid) == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -314,6 +352,7 @@ setup_run(RetlRun *run)
 	run->map = retl_mapping_compile(run->relid, strcmp(event_type, "track") == 0,
 									mapping, pk, options);
 	retl_dest_open(&run->dest, kind, config, strcmp(event_type, "track") == 0);
+	run->secrets = retl_secret_values(config);
 	if (run->dest.insecure)
 		ereport(WARNING,
 				(errmsg("retl run " INT64_FORMAT " of sync \"%s\": TLS verification is off (insecure_skip_verify)",
@@ -553,7 +592,7 @@ retl_catalog_finish(RetlRun *run)
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, BYTEAOID};
 	Datum		values[4] = {
 		Int64GetDatum(run->id), CStringGetTextDatum(status),
-		run->error ? CStringGetTextDatum(run->error) : (Datum) 0,
+		run->error ? CStringGetTextDatum(retl_scrub(run->secrets, run->error, -1)) : (Datum) 0,
 		PointerGetDatum(run->snapshot)
 	};
 	char		nulls[4] = {' ', ' ', run->error ? ' ' : 'n', ' '};
@@ -598,10 +637,11 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 	values[0] = Int64GetDatum(run->sync_id);
 	values[1] = Int64GetDatum(run->id);
 	values[2] = pk ? CStringGetTextDatum(pk) : (Datum) 0;
-	values[3] = PointerGetDatum(cstring_to_text_with_len(payload, len));
+	/* a vendor may echo a credential back: none reaches the table */
+	values[3] = CStringGetTextDatum(retl_scrub(run->secrets, payload, len));
 	values[4] = Int32GetDatum(http_status);
-	values[5] = response ? CStringGetTextDatum(response) : (Datum) 0;
-	values[6] = CStringGetTextDatum(error);
+	values[5] = response ? CStringGetTextDatum(retl_scrub(run->secrets, response, -1)) : (Datum) 0;
+	values[6] = CStringGetTextDatum(retl_scrub(run->secrets, error, -1));
 	values[7] = Int32GetDatum(attempts);
 	values[8] = Int64GetDatum(failed_id);
 	values[9] = BoolGetDatum(retryable);

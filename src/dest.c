@@ -9,6 +9,7 @@
 #include "worker.h"
 
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
@@ -273,37 +274,59 @@ retl_validate_destination(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Does key end with suffix, ignoring case?
+ */
+static bool
+ends_with_ci(const char *key, size_t len, const char *suffix)
+{
+	size_t		n = strlen(suffix);
+
+	return len >= n && pg_strcasecmp(key + len - n, suffix) == 0;
+}
+
+/*
  * Is this config key a secret?  write_key, api_key, secret_access_key,
- * password, token, secret and anything ending in _key or _secret.
+ * password, token, secret, anything ending in _key or _secret (or _token,
+ * _password), and HTTP headers that carry credentials (Authorization,
+ * Cookie, X-Api-Key, ...).  Case does not matter: header names are
+ * case-insensitive.
  */
 bool
 retl_is_secret_key(const char *key)
 {
+	static const char *const exact[] = {
+		"password", "token", "secret", "authorization", "proxy-authorization",
+		"cookie", "api-key", "apikey"
+	};
+	static const char *const suffixes[] = {
+		"_key", "-key", "_secret", "-secret", "_token", "-token",
+		"_password", "-password"
+	};
 	size_t		len = strlen(key);
 
-	return strcmp(key, "password") == 0 || strcmp(key, "token") == 0 ||
-		strcmp(key, "secret") == 0 ||
-		(len >= 4 && strcmp(key + len - 4, "_key") == 0) ||
-		(len >= 7 && strcmp(key + len - 7, "_secret") == 0);
+	for (int i = 0; i < lengthof(exact); i++)
+		if (pg_strcasecmp(key, exact[i]) == 0)
+			return true;
+	for (int i = 0; i < lengthof(suffixes); i++)
+		if (ends_with_ci(key, len, suffixes[i]))
+			return true;
+	return false;
 }
 
 /*
- * SQL: retl._redact(config).  The config with every secret shown as "***".
+ * Pushes container c into state with every secret shown as "***", at any
+ * depth: a webhook's headers object holds credentials too.  The value of
+ * a secret key is replaced whole, even when it is an object or an array.
  */
-Datum
-retl_redact_config(PG_FUNCTION_ARGS)
+static JsonbValue *
+redact_container(JsonbParseState **state, JsonbContainer *c)
 {
-	Jsonb	   *config = PG_GETARG_JSONB_P(0);
-	JsonbIterator *it;
+	JsonbIterator *it = JsonbIteratorInit(c);
 	JsonbValue	v;
 	JsonbIteratorToken tok;
-	JsonbParseState *state = NULL;
 	JsonbValue *res = NULL;
 	bool		redact_next = false;
 
-	if (!JB_ROOT_IS_OBJECT(config))
-		PG_RETURN_JSONB_P(config);
-	it = JsonbIteratorInit(&config->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)
@@ -315,9 +338,125 @@ retl_redact_config(PG_FUNCTION_ARGS)
 			v.val.string.val = "***";
 			v.val.string.len = 3;
 		}
-		res = pushJsonbValue(&state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
+		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvBinary)
+		{
+			/* a nested object or array: its tokens go into the same state */
+			res = redact_container(state, v.val.binary.data);
+			continue;
+		}
+		res = pushJsonbValue(state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
 	}
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(res));
+	return res;
+}
+
+/*
+ * Adds value to *out, and the last word of a multi-word value ("Bearer
+ * <token>"), so that a vendor echoing only the token is scrubbed too.
+ */
+static void
+add_secret(List **out, const char *value, int len)
+{
+	int			word = len;
+
+	if (len < 4)
+		return;					/* scrubbing "ab" would mangle messages */
+	*out = lappend(*out, pnstrdup(value, len));
+	while (word > 0 && value[word - 1] != ' ')
+		word--;
+	if (word > 0 && len - word >= 8)
+		*out = lappend(*out, pnstrdup(value + word, len - word));
+}
+
+/*
+ * Collects the string values under secret keys of container c (all of
+ * them when all is true: c is itself a secret's value).
+ */
+static void
+collect_secrets(JsonbContainer *c, bool all, List **out)
+{
+	JsonbIterator *it = JsonbIteratorInit(c);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		secret = all;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			secret = all || retl_is_secret_key(pnstrdup(v.val.string.val,
+														v.val.string.len));
+		else if (tok == WJB_VALUE || tok == WJB_ELEM)
+		{
+			bool		s = tok == WJB_VALUE ? secret : all;
+
+			if (v.type == jbvBinary)
+				collect_secrets(v.val.binary.data, s, out);
+			else if (s && v.type == jbvString)
+				add_secret(out, v.val.string.val, v.val.string.len);
+		}
+	}
+}
+
+/*
+ * The secret values of a destination config, at any depth: what must
+ * never reach retl.runs, retl.failed_events or the server log, even when
+ * a vendor echoes a credential back in its response.
+ */
+List *
+retl_secret_values(Jsonb *config)
+{
+	List	   *out = NIL;
+
+	if (config != NULL && !JB_ROOT_IS_SCALAR(config))
+		collect_secrets(&config->root, false, &out);
+	return out;
+}
+
+/*
+ * text (len bytes, or up to its NUL when len < 0) with every secret value
+ * replaced by "***".  Returns a palloc'd, NUL-terminated copy.
+ */
+char *
+retl_scrub(List *secrets, const char *text, int len)
+{
+	char	   *cur = len < 0 ? pstrdup(text) : pnstrdup(text, len);
+	ListCell   *lc;
+
+	foreach(lc, secrets)
+	{
+		const char *secret = lfirst(lc);
+		size_t		slen = strlen(secret);
+		StringInfoData out;
+		char	   *from = cur,
+				   *hit;
+
+		if (strstr(cur, secret) == NULL)
+			continue;
+		initStringInfo(&out);
+		while ((hit = strstr(from, secret)) != NULL)
+		{
+			appendBinaryStringInfo(&out, from, hit - from);
+			appendStringInfoString(&out, "***");
+			from = hit + slen;
+		}
+		appendStringInfoString(&out, from);
+		pfree(cur);
+		cur = out.data;
+	}
+	return cur;
+}
+
+/*
+ * SQL: retl._redact(config).  The config with every secret shown as "***".
+ */
+Datum
+retl_redact_config(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *config = PG_GETARG_JSONB_P(0);
+	JsonbParseState *state = NULL;
+
+	if (JB_ROOT_IS_SCALAR(config))
+		PG_RETURN_JSONB_P(config);
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(redact_container(&state, &config->root)));
 }
 
 /*

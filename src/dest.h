@@ -14,6 +14,7 @@
 #define RETL_DEST_H
 
 #include "retl.h"
+#include "nodes/pg_list.h"
 
 #include <curl/curl.h>
 
@@ -112,6 +113,8 @@ extern void retl_dest_add_header(RetlDest *dest, const char *name,
 extern void retl_dest_check_keys(Jsonb *config, const char *kind,
 								 const char *const *allowed);
 extern bool retl_is_secret_key(const char *key);
+extern List *retl_secret_values(Jsonb *config);
+extern char *retl_scrub(List *secrets, const char *text, int len);
 
 extern const RetlDestKind retl_dest_webhook;
 extern const RetlDestKind retl_dest_rudderstack;

@@ -690,7 +690,7 @@ retl_worker_main(Datum arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "retl worker", PGC_USERSET, PGC_S_OVERRIDE);
 	extension_oid = retl_catalog_extension_oid();
-	if (!OidIsValid(extension_oid))
+	if (!OidIsValid(extension_oid) || !retl_catalog_version_ok())
 		proc_exit(0);
 	StartTransactionCommand();
 	pgstat_report_appname(psprintf("retl worker %s", get_database_name(dboid)));

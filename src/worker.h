@@ -99,6 +99,7 @@ typedef struct RetlRun
 	MemoryContext row_cxt;		/* reset after every row */
 	RetlMapping *map;
 	RetlDest	dest;
+	List	   *secrets;		/* the destination's secret values, to scrub */
 	RetlEventCtx ectx;
 	bytea	   *prev_snapshot;	/* cursor of the previous run, or NULL */
 	bytea	   *snapshot;		/* this run's snapshot: the next cursor */
@@ -233,6 +234,7 @@ extern void retl_catalog_fail_event(RetlRun *run, const char *pk,
 									const char *error);
 extern void retl_catalog_batch_delivered(RetlBatch *batch);
 extern Oid	retl_catalog_extension_oid(void);
+extern bool retl_catalog_version_ok(void);
 extern bool retl_catalog_database_locked(void);
 extern void retl_catalog_prune_history(void);
 

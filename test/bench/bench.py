@@ -45,7 +45,7 @@ LIMIT_SQL = """COPY (SELECT json_build_object('type', 'track', 'event', 'Order C
     'revenue', amount, 'id', id, 'email', email, 'qty', qty, 'price', price,
     'active', active, 'created_at', created_at, 'day', day, 'tags', tags,
     'meta', meta, 'note', note)),
-  'context', json_build_object('library', json_build_object('name', 'retl', 'version', '0.1'),
+  'context', json_build_object('library', json_build_object('name', 'retl', 'version', '0.2'),
     'sources', json_build_object('job_run_id', 1, 'sync', 'x')),
   'messageId', md5(id::text), 'originalTimestamp', now(), 'sentAt', now(),
   'timestamp', now()) FROM %s) TO '/dev/null'"""
