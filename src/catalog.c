@@ -352,7 +352,7 @@ setup_run(RetlRun *run)
 	run->map = retl_mapping_compile(run->relid, strcmp(event_type, "track") == 0,
 									mapping, pk, options);
 	retl_dest_open(&run->dest, kind, config, strcmp(event_type, "track") == 0);
-	run->secrets = retl_secret_values(config);
+	run->secrets = retl_secret_values(&run->dest, config);
 	if (run->dest.insecure)
 		ereport(WARNING,
 				(errmsg("retl run " INT64_FORMAT " of sync \"%s\": TLS verification is off (insecure_skip_verify)",

@@ -9,6 +9,7 @@
 #include "worker.h"
 
 #include "fmgr.h"
+#include "common/base64.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -397,17 +398,27 @@ collect_secrets(JsonbContainer *c, bool all, List **out)
 }
 
 /*
- * The secret values of a destination config, at any depth: what must
- * never reach retl.runs, retl.failed_events or the server log, even when
- * a vendor echoes a credential back in its response.
+ * The secret values of an open destination, at any depth of its config,
+ * and its Basic auth credentials as they travel (base64): what must never
+ * reach retl.runs, retl.failed_events or the server log, even when a
+ * vendor echoes a credential back in its response.
  */
 List *
-retl_secret_values(Jsonb *config)
+retl_secret_values(RetlDest *dest, Jsonb *config)
 {
 	List	   *out = NIL;
 
 	if (config != NULL && !JB_ROOT_IS_SCALAR(config))
 		collect_secrets(&config->root, false, &out);
+	if (dest->userpwd != NULL)
+	{
+		int			len = strlen(dest->userpwd);
+		char	   *b64 = palloc(pg_b64_enc_len(len) + 1);
+		int			n = pg_b64_encode(dest->userpwd, len, b64, pg_b64_enc_len(len));
+
+		if (n > 0)
+			add_secret(&out, b64, n);
+	}
 	return out;
 }
 

@@ -113,7 +113,7 @@ extern void retl_dest_add_header(RetlDest *dest, const char *name,
 extern void retl_dest_check_keys(Jsonb *config, const char *kind,
 								 const char *const *allowed);
 extern bool retl_is_secret_key(const char *key);
-extern List *retl_secret_values(Jsonb *config);
+extern List *retl_secret_values(RetlDest *dest, Jsonb *config);
 extern char *retl_scrub(List *secrets, const char *text, int len);
 
 extern const RetlDestKind retl_dest_webhook;

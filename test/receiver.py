@@ -43,6 +43,9 @@ Control endpoints (always answered at once, even while deliveries hang)
         reject_match        a delivery whose body contains this string is
                             answered 400 {"error":"rejected","match":...}
         status              status of normal answers (default 200)
+        echo_headers        answers with a non-2xx status carry the request's
+                            headers in their body, as some APIs echo a
+                            request in their errors (credentials included)
         down                close the connection at once, without answering
     A null value removes a key.
 
@@ -445,8 +448,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(status, "OK")
         else:
             finish(status)
-            self._send(status, json.dumps({"error": "configured status", "status": status}),
-                       "application/json", fail_headers)
+            answer = {"error": "configured status", "status": status}
+            if cfg.get("echo_headers"):
+                answer["headers"] = dict(self.headers.items())
+            self._send(status, json.dumps(answer), "application/json", fail_headers)
 
 
 class Server(ThreadingHTTPServer):

@@ -1,0 +1,235 @@
+# Roles and secrets: every role manages only the syncs and destinations it
+# owns, and sees nothing of other roles'; members of retl_admin manage every
+# sync; destination secrets are readable by their owner and superusers only
+# and show as "***" everywhere else.  A planted secret, echoed back by the
+# destination in its error answers, is found in no retl table, no view, no
+# preview and no server log line.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use MIME::Base64 ();
+use RetlTest;
+
+# Statement logging is off, as by default: like CREATE ROLE ... PASSWORD,
+# a logged statement would carry the config it creates (see the README).
+my $node = retl_node('roles', conf => "log_statement = 'none'\n");
+my $recv = start_receiver();
+
+my $SECRET = 'PLANTED-s3cr3t-7f1c9a';          # webhook HMAC secret
+my $BEARER = 'PLANTED-bearer-b81e44d0';         # Authorization header
+my $RS_KEY = 'PLANTED-writekey-0c3e91';         # RudderStack write key
+my $RS_B64 = MIME::Base64::encode_base64("$RS_KEY:", '');   # as Basic auth
+
+# Runs $query as $role (undef: the bootstrap superuser); returns
+# (rc, stdout, stderr) with the SQLSTATE in stderr (VERBOSITY verbose).
+sub as_role
+{
+	my ($role, $query) = @_;
+	my $pre = "\\set VERBOSITY verbose\n";
+	$pre .= "SET ROLE $role;\n" if defined $role;
+	my ($rc, $out, $err) = $node->psql('postgres', $pre . $query);
+	return ($rc, $out // '', $err // '');
+}
+
+# $query as $role must succeed; returns its output.
+sub ok_as
+{
+	my ($role, $query, $name) = @_;
+	my ($rc, $out, $err) = as_role($role, $query);
+	is($rc, 0, $name) or diag($err);
+	return $out;
+}
+
+# $query as $role must fail with SQLSTATE $state.
+sub fails_as
+{
+	my ($role, $query, $state, $name) = @_;
+	my ($rc, $out, $err) = as_role($role, $query);
+	isnt($rc, 0, "$name: fails");
+	like($err, qr/ERROR:\s+$state:/, "$name: SQLSTATE $state") or diag($err);
+	return $err;
+}
+
+sql($node, q{
+CREATE ROLE alice; CREATE ROLE bob; CREATE ROLE carol IN ROLE retl_admin;
+CREATE TABLE orders_a (id int PRIMARY KEY, user_id text, amount numeric);
+CREATE TABLE orders_b (id int PRIMARY KEY, user_id text, amount numeric);
+INSERT INTO orders_a SELECT g, 'a' || g, g FROM generate_series(1, 20) g;
+INSERT INTO orders_b SELECT g, 'b' || g, g FROM generate_series(1, 10) g;
+GRANT SELECT ON orders_a TO alice;
+GRANT SELECT ON orders_b TO bob;
+});
+
+my $mapping = q('{"userId": "user_id", "event": {"value": "Order"}, "properties.amount": "amount"}');
+my $hook_a = $recv->url('/alice');
+ok_as('alice', qq{
+SELECT retl_create_destination('dest_a', 'webhook',
+  '{"url": "$hook_a", "secret": "$SECRET", "batch_size": 5,
+    "headers": {"Authorization": "Bearer $BEARER"}}');
+SELECT retl_create_destination('rs_a', 'rudderstack',
+  '{"url": "$hook_a", "write_key": "$RS_KEY"}');
+SELECT retl_create_sync('sync_a', 'orders_a', 'dest_a', 'track', $mapping, 'id');
+}, 'alice creates her destinations and sync');
+my $hook_b = $recv->url('/bob');
+ok_as('bob', qq{
+SELECT retl_create_destination('dest_b', 'webhook', '{"url": "$hook_b"}');
+SELECT retl_create_sync('sync_b', 'orders_b', 'dest_b', 'track', $mapping, 'id');
+}, 'bob creates his destination and sync');
+
+my $run_a = ok_as('alice', "SELECT retl_sync_now('sync_a')", 'alice queues her sync');
+is(wait_run($node, $run_a), 'succeeded', "alice's run succeeds");
+is(scalar @{ $recv->events(path => '/alice') }, 20, "alice's 20 rows arrive");
+my $run_b = ok_as('bob', "SELECT retl_sync_now('sync_b')", 'bob queues his sync');
+is(wait_run($node, $run_b), 'succeeded', "bob's run succeeds");
+
+# ---------------------------------------------------------------------
+# Visibility: each role sees its own rows only; retl_admin sees all.
+# ---------------------------------------------------------------------
+my $seen = q{
+SELECT (SELECT string_agg(name, ',' ORDER BY name) FROM retl.destinations) || ' | ' ||
+       (SELECT string_agg(name, ',' ORDER BY name) FROM retl.syncs) || ' | ' ||
+       (SELECT string_agg(DISTINCT sync_name, ',') FROM retl.runs) || ' | ' ||
+       (SELECT string_agg(sync, ',' ORDER BY sync) FROM retl.sync_status)};
+is(ok_as('alice', $seen, 'alice lists'), 'dest_a,rs_a | sync_a | sync_a | sync_a',
+	'alice sees only her destinations, syncs, runs and status');
+is(ok_as('bob', $seen, 'bob lists'), 'dest_b | sync_b | sync_b | sync_b',
+	'bob sees only his');
+is(ok_as('carol', $seen, 'carol lists'),
+	'dest_a,dest_b,rs_a | sync_a,sync_b | sync_a,sync_b | sync_a,sync_b',
+	'a member of retl_admin sees every sync and destination');
+
+# ---------------------------------------------------------------------
+# Managing: another role's sync is "permission denied" (42501).
+# ---------------------------------------------------------------------
+for my $call ("retl_sync_now('sync_a')", "retl_force_full('sync_a')",
+	"retl_stop('sync_a')", "retl_drop_sync('sync_a')",
+	"retl_disable_sync('sync_a')", "retl_retry_failed('sync_a')",
+	"retl_alter_sync('sync_a', options => '{}')", "retl_preview('sync_a')")
+{
+	fails_as('bob', "SELECT $call", '42501', "bob: $call");
+}
+my $err = fails_as('bob', "SELECT retl_drop_destination('dest_a')", '42501',
+	"bob drops alice's destination");
+like($err, qr/permission denied for destination "dest_a"/, '... and says so');
+fails_as('bob', qq{SELECT retl_create_sync('sneak', 'orders_b', 'dest_a', 'track', $mapping)},
+	'42501', "bob's sync on alice's destination");
+fails_as('bob', q{
+INSERT INTO retl.syncs (name, source, destination_id, event_type, mapping)
+SELECT 'sneak', 'orders_b', id, 'track', '{"userId": "user_id", "event": "user_id"}'
+  FROM retl.destinations WHERE name = 'dest_b';
+UPDATE retl.syncs SET destination_id = (SELECT min(id) FROM retl.destinations WHERE name = 'dest_a')
+ WHERE name = 'sync_b';
+INSERT INTO retl.syncs (name, source, destination_id, event_type, mapping)
+VALUES ('sneak2', 'orders_b', 1, 'track', '{"userId": "user_id", "event": "user_id"}')},
+	'42501', 'a direct INSERT pointing at a destination bob cannot see');
+fails_as('bob', "UPDATE retl.syncs SET owner = 'alice' WHERE name = 'sync_b'",
+	'42501', 'changing the owner of a sync');
+fails_as('bob', "UPDATE retl.runs SET events_sent = 0", '42501',
+	'changing the counters of a run');
+is(ok_as('bob', "DELETE FROM retl.syncs WHERE name = 'sync_a' RETURNING id", 'bob deletes syncs')
+	  . ok_as('bob', "UPDATE retl.syncs SET enabled = false WHERE name = 'sync_a' RETURNING id",
+		'bob updates syncs'), '', "bob's direct DELETE and UPDATE reach no row of alice's");
+fails_as('bob', "SELECT * FROM retl.fingerprints", '42501',
+	'the diff state is the workers\'');
+
+# retl_admin: carol manages alice's sync
+my $run_c = ok_as('carol', "SELECT retl_force_full('sync_a')",
+	'carol (retl_admin) queues a run of alice\'s sync');
+is(wait_run($node, $run_c), 'succeeded', '... which succeeds');
+is(sql($node, "SELECT kind || ' ' || sync_name FROM retl.runs WHERE id = $run_c"),
+	'full sync_a', '... as a full run of sync_a');
+ok_as('carol', "SELECT retl_disable_sync('sync_a'); SELECT retl_enable_sync('sync_a')",
+	'carol disables and enables it');
+
+# ---------------------------------------------------------------------
+# Secrets: only the owner (and superusers) read them.
+# ---------------------------------------------------------------------
+is(ok_as('alice', q{SELECT s.config->>'secret' FROM retl.destination_secrets s
+  JOIN retl.destinations d ON d.id = s.destination_id WHERE d.name = 'dest_a'},
+	'alice reads her secrets'), $SECRET, 'the owner reads the secret');
+is(ok_as('carol', 'SELECT count(*) FROM retl.destination_secrets', 'carol'), '0',
+	'retl_admin members do not read secrets');
+is(ok_as('bob', q{SELECT string_agg(config->>'url', ' ') FROM retl.destination_secrets},
+	'bob'), $hook_b, 'other roles read only their own');
+is(sql($node, q{SELECT config->>'secret' || ' ' || (config->'headers'->>'Authorization')
+  FROM retl.destinations WHERE name = 'dest_a'}), '*** ***',
+	'retl.destinations shows secrets and credential headers as "***", even to superusers');
+is(sql($node, q{SELECT config->>'write_key' FROM retl.destinations WHERE name = 'rs_a'}),
+	'***', 'and write keys');
+
+# ---------------------------------------------------------------------
+# The planted secret: the destination echoes the request headers (the
+# Authorization header with it) in 401 answers; rudderstack's write key
+# travels as Basic auth.
+# ---------------------------------------------------------------------
+ok_as('alice', qq{
+SELECT retl_create_sync('sync_rs', 'orders_a', 'rs_a', 'identify',
+  '{"userId": "user_id", "traits.amount": "amount"}', 'id')}, 'alice: a rudderstack sync');
+$recv->config({ status => 401, echo_headers => JSON::PP::true });
+for my $sync ('sync_a', 'sync_rs')
+{
+	my $run = ok_as('alice', "SELECT retl_force_full('$sync')", "queue $sync against 401s");
+	my $status = wait_run($node, $run);
+	like($status, qr/^(succeeded|failed)$/, "$sync run ends ($status)");
+}
+cmp_ok(sql($node, "SELECT count(*) FROM retl.failed_events WHERE http_status = 401"),
+	'>', 0, 'the 401s are failed events');
+my $leaked_header = sql($node, qq{SELECT count(*) FROM retl.failed_events
+  WHERE response_body LIKE '%Authorization%'});
+cmp_ok($leaked_header, '>', 0, 'their response bodies echo the Authorization header');
+$recv->config({ status => undef, echo_headers => undef });
+
+# every retl table and view, as text (the secrets store aside)
+my %tables = map { $_ => 1 } split /\n/, sql($node, q{
+SELECT c.relname FROM pg_class c
+ WHERE c.relnamespace = 'retl'::regnamespace AND c.relkind IN ('r', 'v')
+   AND c.relname <> 'destination_secrets'});
+ok(exists $tables{$_}, "retl.$_ is among the tables searched")
+  for qw(runs failed_events syncs destinations sync_status fingerprints);
+my $found = '';
+for my $t (sort keys %tables)
+{
+	my $text = sql($node, "SELECT coalesce(string_agg(t::text, ' '), '') FROM retl.$t t");
+	for my $s ($SECRET, $BEARER, $RS_KEY, $RS_B64)
+	{
+		$found .= "retl.$t holds $s\n" if index($text, $s) >= 0;
+	}
+}
+my $preview = ok_as('alice', "SELECT retl_preview('sync_a', 20)::text", 'preview as alice')
+  . ok_as('alice', "SELECT retl_preview('sync_rs', 20)::text", 'preview of sync_rs');
+my $log = slurp_file($node->logfile);
+for my $s ($SECRET, $BEARER, $RS_KEY, $RS_B64)
+{
+	$found .= "retl_preview shows $s\n" if index($preview, $s) >= 0;
+	$found .= "the server log holds $s\n" if index($log, $s) >= 0;
+}
+is($found, '', 'the planted secrets are in no retl table, view, preview or log line');
+my $bodies = sql($node, q{SELECT string_agg(response_body, ' ') FROM retl.failed_events});
+like($bodies, qr/"Authorization": "\*\*\*"/,
+	'the echoed Authorization header shows as "***"');
+like($bodies, qr/"Authorization": "Basic \*\*\*"/,
+	'and so does the echoed Basic auth of the write key');
+ok(index(sql($node, 'SELECT string_agg(config::text, \' \') FROM retl.destination_secrets'),
+	$SECRET) >= 0, 'the secrets store itself still holds the secret (superuser)');
+
+# ---------------------------------------------------------------------
+# Dropping: a destination with another role's syncs is refused.
+# ---------------------------------------------------------------------
+sql($node, 'GRANT SELECT ON orders_b TO carol');
+ok_as('carol', qq{SELECT retl_create_sync('sync_c', 'orders_b', 'dest_b', 'track', $mapping)},
+	"carol (retl_admin) creates a sync on bob's destination");
+$err = fails_as('bob', "SELECT retl_drop_destination('dest_b', cascade => true)", '2BP01',
+	'bob drops his destination that carol\'s sync uses');
+like($err, qr/used by syncs of other roles/, '... and is told why');
+ok_as('carol', "SELECT retl_drop_sync('sync_c')", 'carol drops her sync');
+ok_as('bob', "SELECT retl_drop_destination('dest_b', cascade => true)",
+	'then bob drops his destination');
+is(sql($node, "SELECT count(*) FROM retl.syncs WHERE name = 'sync_b'"), '0',
+	'and his sync went with it');
+is(sql($node, 'SELECT count(*) FROM retl.destination_secrets s WHERE NOT EXISTS '
+	  . '(SELECT 1 FROM retl.destinations d WHERE d.id = s.destination_id)'), '0',
+	'no orphan secrets');
+
+done_testing();
