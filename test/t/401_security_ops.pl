@@ -105,6 +105,14 @@ is(wait_run($node, $run, 30), 'succeeded', 'the run of the RLS sync succeeded');
 check_ids(event_ids($recv->events(path => '/rls')), [ 1 .. 10 ],
 	'only the rows visible to the owner under RLS arrive');
 
+# the owner loses SELECT: the next run fails with that error
+sql($node, 'REVOKE SELECT ON orders_rls FROM alice');
+$run = sql($node, "SELECT retl_force_full('s_rls')");
+is(wait_run($node, $run, 30), 'failed', 'after REVOKE SELECT the run fails');
+like(sql($node, "SELECT error FROM retl.runs WHERE id = $run"),
+	qr/permission denied for table orders_rls/, '... with the permission error');
+sql($node, 'GRANT SELECT ON orders_rls TO alice');
+
 # ---------------------------------------------------------------------
 # 2. retl.allowed_hosts: at create time and at send time.
 # ---------------------------------------------------------------------
