@@ -446,6 +446,15 @@ retl_transport_next_done(void)
 		curl_easy_getinfo(b->easy, CURLINFO_RESPONSE_CODE, &b->http_status);
 		curl_easy_getinfo(b->easy, CURLINFO_RETRY_AFTER, &retry_after);
 		b->retry_after_s = (long) retry_after;
+		b->redirect[0] = '\0';
+		if (b->http_status >= 300 && b->http_status < 400)
+		{
+			char	   *location = NULL;
+
+			curl_easy_getinfo(b->easy, CURLINFO_REDIRECT_URL, &location);
+			if (location != NULL)
+				strlcpy(b->redirect, location, sizeof(b->redirect));
+		}
 		curl_multi_remove_handle(multi, b->easy);
 		curl_easy_cleanup(b->easy);
 		b->easy = NULL;

@@ -90,6 +90,9 @@ batch_error(RetlBatch *b)
 	if (b->result != CURLE_OK)
 		return psprintf("request failed after %d attempt(s): %s", b->attempts,
 						b->errbuf[0] ? b->errbuf : curl_easy_strerror(b->result));
+	if (b->http_status >= 300 && b->http_status < 400)
+		return psprintf("destination answered HTTP %ld, a redirect to \"%s\", which retl does not follow: set the destination's url to the final address",
+						b->http_status, b->redirect[0] ? b->redirect : "(no Location)");
 	return psprintf("destination answered HTTP %ld after %d attempt(s)%s%.200s",
 					b->http_status, b->attempts, b->resp ? ": " : "",
 					b->resp ? b->resp : "");

@@ -81,6 +81,7 @@ typedef struct RetlBatch
 	long		http_status;
 	CURLcode	result;
 	long		retry_after_s;
+	char		redirect[256];	/* Location of a 3xx answer (not followed) */
 	bool		blocked;		/* netguard refused the address */
 	Size		counted;		/* bytes counted in retl_pending_bytes */
 } RetlBatch;

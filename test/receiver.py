@@ -43,6 +43,7 @@ Control endpoints (always answered at once, even while deliveries hang)
         reject_match        a delivery whose body contains this string is
                             answered 400 {"error":"rejected","match":...}
         status              status of normal answers (default 200)
+        redirect_to         answer deliveries 307 with this Location
         echo_headers        answers with a non-2xx status carry the request's
                             headers in their body, as some APIs echo a
                             request in their errors (credentials included)
@@ -59,6 +60,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -436,6 +438,11 @@ class Handler(BaseHTTPRequestHandler):
                             fail_headers)
             return
 
+        if cfg.get("redirect_to"):
+            finish(307)
+            self._send(307, "moved", headers={"Location": cfg["redirect_to"]})
+            return
+
         match = cfg.get("reject_match")
         if match and match in body:
             finish(400)
@@ -460,23 +467,46 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
+def write_port(path, port):
+    """Writes port to path atomically (a reader never sees half a file)."""
+    tmp = path + ".tmp.%d" % os.getpid()
+    with open(tmp, "w") as f:
+        f.write("%d\n" % port)
+    os.rename(tmp, path)
+
+
+def serve_tls(handler, cert, key, port_file):
+    """Serves handler over TLS (cert and key: PEM files) on a second port
+    of 127.0.0.1, in a thread; the same state answers both ports."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = Server(("127.0.0.1", 0), handler)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    write_port(port_file, srv.server_address[1])
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
+                     daemon=True).start()
+
+
 def serve(handler, description):
     """Parses --port, --port-file and --verbose, serves handler on
     127.0.0.1 until interrupted.  Shared with test/vendors.py.  Returns
-    nothing; the parsed --verbose goes to handler.verbose."""
+    nothing; the parsed --verbose goes to handler.verbose.  With
+    --tls-cert, --tls-key and --tls-port-file it also serves HTTPS."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
     ap.add_argument("--port-file", help="write the chosen port to this file")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    ap.add_argument("--tls-cert", help="PEM certificate of the HTTPS port")
+    ap.add_argument("--tls-key", help="PEM private key of the HTTPS port")
+    ap.add_argument("--tls-port-file", help="write the HTTPS port to this file")
     args = ap.parse_args()
     handler.verbose = args.verbose
+    if args.tls_cert:
+        serve_tls(handler, args.tls_cert, args.tls_key, args.tls_port_file)
     srv = Server(("127.0.0.1", args.port), handler)
     port = srv.server_address[1]
     if args.port_file:
-        tmp = args.port_file + ".tmp.%d" % os.getpid()
-        with open(tmp, "w") as f:
-            f.write("%d\n" % port)
-        os.rename(tmp, args.port_file)
+        write_port(args.port_file, port)
     sys.stdout.write("PORT %d\n" % port)
     sys.stdout.flush()
     try:

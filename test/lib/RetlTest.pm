@@ -591,7 +591,8 @@ RetlTest::Receiver: C<< $r->{port} >>, C<< $r->{url} >>
 (http://127.0.0.1:PORT) and methods url($path), events(%filter),
 all_events(%filter), requests(), stats(), reset(), config(\%cfg),
 wait_events($n, $timeout).  Filters: path, run_id, sync.  Receivers are
-killed at the end of the test.  Option verbose => 1 logs each request.
+killed at the end of the test.  Option verbose => 1 logs each request;
+tls => [$cert_pem, $key_pem] also serves HTTPS, at C<< $r->{tls_url} >>.
 
 =cut
 
@@ -607,6 +608,9 @@ sub start_receiver
 	my @cmd = ($PYTHON, $RECEIVER_SCRIPT, '--port', '0',
 		'--port-file', $port_file);
 	push @cmd, '--verbose' if $opts{verbose};
+	push @cmd, '--tls-cert', $opts{tls}->[0], '--tls-key', $opts{tls}->[1],
+	  '--tls-port-file', "$port_file.tls"
+	  if $opts{tls};
 
 	my $pid = fork();
 	croak "fork failed: $!" unless defined $pid;
@@ -650,6 +654,12 @@ sub start_receiver
 	croak "receiver did not write $port_file within 60 s" unless $port;
 	$self->{port} = $port;
 	$self->{url} = "http://127.0.0.1:$port";
+	if ($opts{tls})
+	{
+		# the HTTPS port is written before the plain one
+		my $tls = slurp_file("$port_file.tls");
+		$self->{tls_url} = 'https://127.0.0.1:' . ($tls =~ /^(\d+)/)[0];
+	}
 	note("receiver pid $pid on $self->{url}, log $log");
 	return $self;
 }
