@@ -218,6 +218,42 @@ dest_free_headers(void *arg)
 }
 
 /*
+ * Raises invalid_parameter_value, with curl's reason, for a URL that curl
+ * cannot parse, and for a host name longer than DNS allows (253
+ * characters), which could only fail at every request.  The URL itself is
+ * not shown: it may carry credentials.
+ */
+static void
+check_url_syntax(const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *host = NULL;
+	CURLUcode	rc;
+	size_t		hostlen = 0;
+
+	if (u == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	rc = curl_url_set(u, CURLUPART_URL, url, 0);
+	if (rc == CURLUE_OK && curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+		hostlen = strlen(host);
+	curl_free(host);
+	curl_url_cleanup(u);
+	if (rc != CURLUE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination URL is not a valid URL: %s",
+						curl_url_strerror(rc)),
+				 errhint("Characters such as spaces must be percent-encoded.")));
+	if (hostlen > 253)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("destination URL host name is %zu characters long, over the limit of 253",
+						hostlen)));
+}
+
+/*
  * Prepares a destination for sending.  dest must be allocated in
  * CurrentMemoryContext: a reset callback there frees the header list.
  */
@@ -239,6 +275,7 @@ retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config, bool track)
 	dest->kind->open(dest, config);
 	dest->ca_file = retl_jsonb_get_text(config, "ca_file");
 	(void) retl_jsonb_get_bool(config, "insecure_skip_verify", &dest->insecure);
+	check_url_syntax(dest->url);
 	retl_check_url_allowed(dest->url);
 	retl_dest_add_header(dest, "Content-Type",
 						 dest->content_type ? dest->content_type : "application/json");

@@ -19,6 +19,7 @@
 #include "access/relation.h"
 #include "catalog/pg_attribute.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -26,6 +27,9 @@
 #include "utils/rel.h"
 
 PG_FUNCTION_INFO_V1(retl_validate_sync);
+
+/* Levels of a mapping key ("properties.a.b" has 3): events nest no deeper. */
+#define RETL_MAX_KEY_LEVELS 100
 
 static const char *const known_options[] = {
 	"unmapped", "nulls", "cursor", "xmin_column", "retry_failed", "on_delete",
@@ -151,6 +155,28 @@ use_column(RetlMapping *map, Relation rel, const char *name, int *allocated)
 }
 
 /*
+ * Refuses a key with more levels than RETL_MAX_KEY_LEVELS.  The event would
+ * nest that deep, which the JSON parsers of destinations refuse, and the
+ * recursive event writer must not be able to exhaust the stack.
+ */
+static void
+check_key_levels(const char *key)
+{
+	int			levels = 1;
+
+	for (const char *p = key; *p; p++)
+		levels += *p == '.';
+	if (levels > RETL_MAX_KEY_LEVELS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("mapping key \"%.*s...\" has %d levels, over the limit of %d levels",
+						pg_mbcliplen(key, strlen(key), 60), key, levels,
+						RETL_MAX_KEY_LEVELS),
+				 errhint("Nest event fields at most %d levels deep.",
+						 RETL_MAX_KEY_LEVELS)));
+}
+
+/*
  * Checks that a mapping key names an event field this event type allows.
  */
 static void
@@ -163,6 +189,7 @@ check_key(const char *key, bool track)
 	const char *dot = strchr(key, '.');
 	size_t		head = dot ? (size_t) (dot - key) : strlen(key);
 
+	check_key_levels(key);
 	for (int i = 0; reserved[i]; i++)
 		if (strcmp(key, reserved[i]) == 0 ||
 			(strncmp(key, reserved[i], strlen(reserved[i])) == 0 &&
@@ -408,6 +435,24 @@ add_unmapped(RetlMapping *map, Relation rel, const char *skip, int *allocated)
 }
 
 /*
+ * Opens the source relation, with a clear error when it was dropped (a
+ * sync stores its source's OID, which DROP TABLE does not touch).
+ */
+static Relation
+open_source(Oid relid)
+{
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the source relation of the sync (OID %u) no longer exists",
+						relid),
+				 errhint("Drop the sync with retl_drop_sync() and create it again on the new source.")));
+	return rel;
+}
+
+/*
  * Compiles and validates a mapping against a relation.  Errors carry the
  * SQLSTATE and hint that retl_create_sync shows to the user.
  */
@@ -416,7 +461,7 @@ retl_mapping_compile(Oid relid, bool track, Jsonb *mapping, const char *pk,
 					 Jsonb *options)
 {
 	RetlMapping *map = palloc0(sizeof(RetlMapping));
-	Relation	rel = relation_open(relid, AccessShareLock);
+	Relation	rel = open_source(relid);
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;

@@ -25,6 +25,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "utils/builtins.h"
@@ -137,6 +138,7 @@ process_row(RetlRun *run, HeapTuple tup, TupleDesc desc, Datum *values,
 								run->event_buf.len, verdict);
 	else if (verdict == NULL && retl_run_add_event(run, pk, 0) && run->diff)
 		run->building->ev_fp[run->building->nevents - 1] = fp;
+	run->event_reject = NULL;	/* in row_cxt */
 	MemoryContextReset(run->row_cxt);
 }
 
@@ -416,6 +418,7 @@ read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec)
 
 			resetStringInfo(&run->event_buf);
 			appendStringInfoString(&run->event_buf, payload);
+			run->event_reject = NULL;
 			strlcpy(run->message_id, msgid ? msgid : "", sizeof(run->message_id));
 		}
 		else
@@ -458,24 +461,96 @@ retl_reader_close(RetlRun *run)
 }
 
 /*
- * Rewrites the standard event in run->event_buf into the destination
- * kind's own record, for kinds that have one (Braze, Amplitude ...).
- * Stored failed payloads are already encoded and skip this.
+ * Describes the first invalid UTF-8 sequence of an event built in a
+ * SQL_ASCII database, which stores whatever bytes it is given: its bytes
+ * as PostgreSQL shows them, and where it is.
+ */
+static char *
+invalid_utf8_reason(const char *s, int len, int bad)
+{
+	StringInfoData bytes;
+	int			n = Min(pg_encoding_mblen(PG_UTF8, s + bad), len - bad);
+
+	initStringInfo(&bytes);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&bytes, "%s0x%02x", i ? " " : "",
+						 (unsigned char) s[bad + i]);
+	return psprintf("event is not valid UTF-8: invalid byte sequence %s at byte %d; "
+					"a SQL_ASCII database stores any bytes, but JSON must be UTF-8",
+					bytes.data, bad);
+}
+
+/*
+ * Converts the event in run->event_buf from the database encoding to
+ * UTF-8, which JSON requires.  Returns NULL, or why it cannot be converted
+ * (then the event is left as it was).  A UTF-8 database has nothing to do;
+ * a SQL_ASCII one cannot convert, only check.
+ */
+static char *
+event_to_utf8(RetlRun *run)
+{
+	StringInfo	ev = &run->event_buf;
+	int			enc = GetDatabaseEncoding();
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *volatile converted = NULL;
+	char	   *reason = NULL;
+	int			valid;
+
+	if (enc == PG_UTF8)
+		return NULL;
+	if (enc == PG_SQL_ASCII)
+	{
+		valid = pg_encoding_verifymbstr(PG_UTF8, ev->data, ev->len);
+		return valid == ev->len ? NULL
+			: invalid_utf8_reason(ev->data, ev->len, valid);
+	}
+	/* conversion functions raise errors: nothing to undo but memory */
+	PG_TRY();
+	{
+		converted = pg_server_to_any(ev->data, ev->len, PG_UTF8);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		reason = psprintf("event cannot be converted to UTF-8: %s",
+						  edata->message);
+	}
+	PG_END_TRY();
+	if (converted != NULL && converted != ev->data)
+	{
+		resetStringInfo(ev);
+		appendStringInfoString(ev, converted);
+		pfree(converted);
+	}
+	return reason;
+}
+
+/*
+ * Finishes a freshly built event in run->event_buf: rewrites it into the
+ * destination kind's own record, for kinds that have one (Braze,
+ * Amplitude ...), then into UTF-8.  Sets run->event_reject when it cannot
+ * be sent.  Stored failed payloads were finished before and skip this.
  */
 void
 retl_run_encode(RetlRun *run)
 {
 	Jsonb	   *event;
 
-	if (run->dest.kind->encode == NULL)
-		return;
-	event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-											   CStringGetDatum(run->event_buf.data)));
-	resetStringInfo(&run->encode_buf);
-	run->dest.kind->encode(&run->dest, &run->encode_buf, event);
-	resetStringInfo(&run->event_buf);
-	appendBinaryStringInfo(&run->event_buf, run->encode_buf.data,
-						   run->encode_buf.len);
+	if (run->dest.kind->encode != NULL)
+	{
+		event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+												   CStringGetDatum(run->event_buf.data)));
+		resetStringInfo(&run->encode_buf);
+		run->dest.kind->encode(&run->dest, &run->encode_buf, event);
+		resetStringInfo(&run->event_buf);
+		appendBinaryStringInfo(&run->event_buf, run->encode_buf.data,
+							   run->encode_buf.len);
+	}
+	run->event_reject = event_to_utf8(run);
 }
 
 /*
@@ -507,12 +582,28 @@ retl_batch_close(RetlRun *run)
 }
 
 /*
+ * Why the event in run->event_buf must not be sent (over the destination's
+ * per-event limit, or not UTF-8), or NULL.  Consumes run->event_reject.
+ */
+static char *
+event_reject(RetlRun *run)
+{
+	char	   *reject = run->event_reject;
+
+	run->event_reject = NULL;
+	if (run->event_buf.len > run->dest.max_event_bytes)
+		return psprintf("event is %d bytes, over the destination's limit of " INT64_FORMAT " bytes",
+						run->event_buf.len, run->dest.max_event_bytes);
+	return reject;
+}
+
+/*
  * Adds the event in run->event_buf to the batch being built, closing the
  * batch first when the event would exceed its count or byte limit.  An
- * event over the destination's per-event limit is never sent: it goes to
- * retl.failed_events with the reason, and counts as sent and failed.
- * failed_id is the retl.failed_events row the event retries, or 0.
- * Returns whether the event went into the batch.
+ * event that cannot be sent (over the destination's per-event limit, or
+ * not UTF-8) is never sent: it goes to retl.failed_events with the reason,
+ * and counts as sent and failed.  failed_id is the retl.failed_events row
+ * the event retries, or 0.  Returns whether the event went into the batch.
  */
 bool
 retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
@@ -520,9 +611,10 @@ retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
 	RetlDest   *d = &run->dest;
 	StringInfo	ev = &run->event_buf;
 	RetlBatch  *b = run->building;
-	bool		oversize = ev->len > d->max_event_bytes;
+	char	   *reject = event_reject(run);
+	bool		rejected = reject != NULL;
 
-	if (b != NULL && !oversize &&
+	if (b != NULL && !rejected &&
 		(b->nevents >= d->batch_size ||
 		 b->body.len + ev->len + strlen(d->separator) + strlen(d->suffix) > d->max_batch_bytes))
 	{
@@ -535,12 +627,10 @@ retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
 		b->ack = retl_ckpt_new_ack(run);
 		appendStringInfoString(&b->body, d->prefix);
 	}
-	retl_ckpt_event(run, b->ack, oversize);
-	if (oversize)
+	retl_ckpt_event(run, b->ack, rejected);
+	if (rejected)
 	{
-		retl_catalog_fail_event(run, pk, ev->data, ev->len,
-								psprintf("event is %d bytes, over the destination's limit of " INT64_FORMAT " bytes",
-										 ev->len, d->max_event_bytes));
+		retl_catalog_fail_event(run, pk, ev->data, ev->len, reject);
 		return false;
 	}
 	retl_batch_append(b, ev->data, ev->len, pk, run->message_id, failed_id);

@@ -649,7 +649,11 @@ fail_current_run(ErrorData *edata)
 	current_run = NULL;
 	if (run == NULL)
 		return;
-	run->cursor_open = false;	/* the abort dropped it */
+	/*
+	 * cursor_open stays: the abort dropped a cursor declared in the failed
+	 * transaction, but one held over from an earlier page survives it, and
+	 * retl_reader_close drops whichever is still there.
+	 */
 	if (run->finishing)
 	{
 		/* its end could not be recorded: the next worker start requeues it */

@@ -128,6 +128,7 @@ typedef struct RetlRun
 	char	   *query;			/* SELECT ... FROM source [filter] */
 	StringInfoData event_buf;
 	char		message_id[RETL_MESSAGE_ID_LEN + 1];	/* of event_buf */
+	char	   *event_reject;	/* why event_buf cannot be sent, or NULL */
 	StringInfoData encode_buf;
 	/* diff detector (diff.c) */
 	bool		diff;
