@@ -7,9 +7,15 @@
  *	  every request, after DNS resolution.
  *
  * Redirects are never followed (transport.c), so a server cannot send a
- * request on to another host.  The address check runs in curl's
- * open-socket callback: it must not raise an error or palloc, so it only
- * refuses the socket and flags the batch.
+ * request on to another host.  retl.deny_private_networks is checked three
+ * times: on the URL, when its host is an address literal (at create time
+ * and before every request, with an error that names the address, and
+ * whatever proxy curl uses); in curl's open-socket callback, on every
+ * address a host name resolves to; and in curl's pre-request callback, on
+ * the address of the connection a request goes out on, which covers a
+ * connection kept alive from before the setting was turned on.  The
+ * callbacks must not raise an error or palloc, so they only refuse and
+ * flag the batch.
  *
  *-------------------------------------------------------------------------
  */
@@ -86,8 +92,94 @@ host_allowed(const char *host)
 }
 
 /*
+ * Is an IPv4 address (in host byte order) link-local, 169.254.0.0/16?
+ * The cloud metadata services answer at 169.254.169.254.
+ */
+static bool
+ipv4_denied(uint32 a)
+{
+	return (a & 0xffff0000) == 0xa9fe0000;
+}
+
+/*
+ * Is an IPv6 address link-local (fe80::/10), the EC2 metadata address
+ * fd00:ec2::254, or an IPv4 address that ipv4_denied refuses written as
+ * IPv4-mapped (::ffff:0:0/96), IPv4-compatible (::/96) or NAT64
+ * (64:ff9b::/96)?
+ */
+static bool
+ipv6_denied(const uint8 *b)
+{
+	static const uint8 ec2[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0x02, 0x54};
+	static const uint8 mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	static const uint8 compat[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+	static const uint8 nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0,
+	0, 0, 0, 0};
+
+	if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+		return true;
+	if (memcmp(b, ec2, 16) == 0)
+		return true;
+	if (memcmp(b, mapped, 12) == 0 || memcmp(b, compat, 12) == 0 ||
+		memcmp(b, nat64, 12) == 0)
+		return ipv4_denied(((uint32) b[12] << 24) | ((uint32) b[13] << 16) |
+						   ((uint32) b[14] << 8) | (uint32) b[15]);
+	return false;
+}
+
+/*
+ * Is a socket address one that retl.deny_private_networks refuses?
+ */
+static bool
+address_denied(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ipv4_denied(ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr));
+	if (sa->sa_family == AF_INET6)
+		return ipv6_denied(((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr);
+	return false;
+}
+
+/*
+ * Is a textual address one that retl.deny_private_networks refuses?  It
+ * takes what inet_aton (any numeric IPv4 form the resolver takes) or
+ * inet_pton(AF_INET6) does, with or without brackets, an IPv6 zone or one
+ * trailing dot; anything else (a host name) is not refused here.  No
+ * palloc and no error: curl's callbacks use it.
+ */
+static bool
+address_text_denied(const char *text)
+{
+	char		buf[64];
+	size_t		len = strlen(text);
+	struct in_addr a4;
+	struct in6_addr a6;
+	char	   *zone;
+
+	if (len >= 2 && text[0] == '[' && text[len - 1] == ']')
+	{
+		text++;
+		len -= 2;
+	}
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	if (buf[len - 1] == '.')
+		buf[len - 1] = '\0';
+	if ((zone = strchr(buf, '%')) != NULL)
+		*zone = '\0';
+	if (strchr(buf, ':') != NULL)
+		return inet_pton(AF_INET6, buf, &a6) == 1 && ipv6_denied(a6.s6_addr);
+	return inet_aton(buf, &a4) != 0 && ipv4_denied(ntohl(a4.s_addr));
+}
+
+/*
  * Raises insufficient_privilege when a destination URL points outside
- * retl.allowed_hosts.  Used at create time and before every request.
+ * retl.allowed_hosts, or, with retl.deny_private_networks on, at an
+ * address literal that it refuses (host names are checked once resolved,
+ * in the callbacks below).  Used at create time and before every request.
  */
 void
 retl_check_url_allowed(const char *url)
@@ -103,33 +195,12 @@ retl_check_url_allowed(const char *url)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("destination host \"%s\" is not in retl.allowed_hosts", host),
 				 errhint("A superuser can add it to retl.allowed_hosts.")));
-}
-
-/*
- * Is an address link-local, or a cloud metadata address?
- */
-static bool
-address_denied(const struct sockaddr *sa)
-{
-	if (sa->sa_family == AF_INET)
-	{
-		uint32		a = ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr);
-
-		return (a & 0xffff0000) == 0xa9fe0000;	/* 169.254.0.0/16 */
-	}
-	if (sa->sa_family == AF_INET6)
-	{
-		const uint8 *b = ((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr;
-		static const uint8 ec2[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
-		0, 0, 0, 0, 0, 0, 0x02, 0x54};
-
-		return (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||	/* fe80::/10 */
-			memcmp(b, ec2, 16) == 0 ||
-		/* IPv4-mapped link-local */
-			(memcmp(b, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 &&
-			 b[12] == 169 && b[13] == 254);
-	}
-	return false;
+	if (retl_deny_private_networks && address_text_denied(host))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("destination address \"%s\" is link-local or a cloud metadata address, which retl.deny_private_networks refuses",
+						host),
+				 errdetail("retl.deny_private_networks refuses 169.254.0.0/16, fe80::/10 and fd00:ec2::254, also as IPv4-mapped, IPv4-compatible or NAT64 IPv6 addresses.")));
 }
 
 /*
@@ -143,23 +214,60 @@ open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 
 	if (retl_deny_private_networks && address_denied(&addr->addr))
 	{
+		const struct sockaddr *sa = &addr->addr;
+
 		b->blocked = true;
+		if (inet_ntop(sa->sa_family, sa->sa_family == AF_INET ?
+					  (const void *) &((const struct sockaddr_in *) sa)->sin_addr :
+					  (const void *) &((const struct sockaddr_in6 *) sa)->sin6_addr,
+					  b->blocked_addr, sizeof(b->blocked_addr)) == NULL)
+			b->blocked_addr[0] = '\0';
 		return CURL_SOCKET_BAD;
 	}
 	return socket(addr->family, addr->socktype, addr->protocol);
 }
 
+#if LIBCURL_VERSION_NUM >= 0x075000
 /*
- * Applies the guards to one request: the host check now, the address
- * check when curl opens its socket.
+ * Curl's pre-request callback (libcurl >= 7.80): runs on a new connection
+ * and on a reused one alike, so a connection opened while
+ * retl.deny_private_networks was off carries no request once it is on.
+ * No palloc and no error here: it only flags the batch.
+ */
+static int
+prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+		  int conn_primary_port, int conn_local_port)
+{
+	RetlBatch  *b = (RetlBatch *) clientp;
+
+	if (retl_deny_private_networks && conn_primary_ip != NULL &&
+		address_text_denied(conn_primary_ip))
+	{
+		b->blocked = true;
+		strlcpy(b->blocked_addr, conn_primary_ip, sizeof(b->blocked_addr));
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
+}
+#endif
+
+/*
+ * Applies the guards to one request: the host and address literal checks
+ * now, the address checks when curl opens its socket and before it sends
+ * the request on a connection, new or reused.
  */
 void
 retl_guard_request(RetlBatch *b, CURL *easy)
 {
 	retl_check_url_allowed(b->run->dest.url);
 	b->blocked = false;
+	b->blocked_addr[0] = '\0';
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, b);
+#if LIBCURL_VERSION_NUM >= 0x075000
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, prereq_cb);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, b);
+#endif
 }
 
 /*

@@ -86,7 +86,8 @@ static char *
 batch_error(RetlBatch *b)
 {
 	if (b->blocked)
-		return pstrdup("the destination resolved to a link-local or metadata address, which retl.deny_private_networks refuses");
+		return psprintf("the destination resolved to %s, a link-local or metadata address, which retl.deny_private_networks refuses",
+						b->blocked_addr[0] ? b->blocked_addr : "an address");
 	if (b->result != CURLE_OK)
 		return psprintf("request failed after %d attempt(s): %s", b->attempts,
 						b->errbuf[0] ? b->errbuf : curl_easy_strerror(b->result));

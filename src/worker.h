@@ -83,6 +83,7 @@ typedef struct RetlBatch
 	long		retry_after_s;
 	char		redirect[256];	/* Location of a 3xx answer (not followed) */
 	bool		blocked;		/* netguard refused the address */
+	char		blocked_addr[64];	/* the address it refused */
 	Size		counted;		/* bytes counted in retl_pending_bytes */
 } RetlBatch;
 

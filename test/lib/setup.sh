@@ -8,8 +8,10 @@
 
 RETL_PG_BIN=/usr/lib/postgresql/15/bin
 RETL_PG_CONFIG=$RETL_PG_BIN/pg_config
+# (clang and libclang-rt-14-dev, with libFuzzer, build the fuzzer: test/fuzz)
 RETL_PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
-libipc-run-perl build-essential ca-certificates python3 curl"
+libipc-run-perl build-essential ca-certificates python3 curl postgresql-15-cron
+iproute2 openssl clang libclang-rt-14-dev"
 
 retl_log() { printf '== %s\n' "$*" >&2; }
 

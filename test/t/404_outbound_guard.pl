@@ -1,0 +1,354 @@
+# retl.deny_private_networks (default off, superuser only): with it on,
+# destinations at link-local and cloud metadata addresses (169.254.0.0/16,
+# fe80::/10, fd00:ec2::254, also written as IPv4-mapped IPv6) are refused:
+# an address literal at create time and before every request, with an
+# error that names it; a host name once resolved, and on a connection kept
+# alive from before the setting was turned on.  Loopback still works.
+# With it off, the same destinations are delivered to.
+#
+# Requests that the guard lets through must never leave the machine, so
+# the test re-executes itself in new user, network and mount namespaces
+# (unshare from util-linux, unprivileged): lo is the only interface and
+# carries 169.254.169.254 and fd00:ec2::254, /etc/hosts (bind-mounted)
+# names them metadata.test and metadata6.test, and a receiver listens on
+# every local address.  Where namespaces are not available, only the
+# checks that send nothing run (RETL_404_NETNS=0 forces that).
+use strict;
+use warnings;
+
+my @NS_SETUP;
+
+BEGIN
+{
+	@NS_SETUP = (
+		[qw(ip link set lo up)],
+		[qw(ip addr add 169.254.169.254/32 dev lo)],
+		[qw(ip -6 addr add fd00:ec2::254/128 dev lo)],
+	);
+	my @unshare = qw(unshare --map-current-user --keep-caps --net --mount --);
+	if (!defined $ENV{RETL_404_NETNS})
+	{
+		# probe: the same setup in a throw-away namespace
+		my $probe = join(' && ', map { join(' ', @$_) } @NS_SETUP,
+			[qw(mount --bind /etc/hosts /etc/hosts)]);
+		if (system(@unshare, 'sh', '-c', "$probe >/dev/null 2>&1") == 0)
+		{
+			$ENV{RETL_404_NETNS} = 1;
+			exec(@unshare, $^X, (map { "-I$_" } grep { !ref } @INC), $0, @ARGV);
+		}
+		$ENV{RETL_404_NETNS} = 0;
+	}
+}
+
+use File::Basename qw(dirname);
+use Cwd qw(abs_path);
+use HTTP::Tiny;
+use POSIX ();
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes ();
+use RetlTest;
+
+my $NETNS = $ENV{RETL_404_NETNS};
+my $metadata_recv;
+
+if ($NETNS)
+{
+	for my $cmd (@NS_SETUP)
+	{
+		system(@$cmd) == 0 or die "in the network namespace: @$cmd failed";
+	}
+	my $hosts = PostgreSQL::Test::Utils::tempdir() . '/hosts';
+	open my $fh, '>', $hosts or die "$hosts: $!";
+	print $fh "127.0.0.1 localhost\n169.254.169.254 metadata.test\n"
+	  . "fd00:ec2::254 metadata6.test\n";
+	close $fh;
+	system('mount', '--bind', $hosts, '/etc/hosts') == 0
+	  or die "in the mount namespace: mount --bind $hosts /etc/hosts failed";
+	note('in new network and mount namespaces: lo carries 169.254.169.254 '
+		  . 'and fd00:ec2::254');
+	$metadata_recv = start_any_address_receiver();
+}
+else
+{
+	diag('no user/network namespaces (unshare): the checks that would send '
+		  . 'requests to link-local or metadata addresses are skipped');
+}
+
+my $node = retl_node('guard');
+my $recv = start_receiver();
+
+# Starts test/receiver.py's server on [::] with IPV6_V6ONLY off, so that it
+# answers on every local address (127.0.0.1, 169.254.169.254,
+# fd00:ec2::254, ::ffff:169.254.169.254), and returns a
+# RetlTest::Receiver for it.  Only used inside the network namespace.
+sub start_any_address_receiver
+{
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $port_file = "$dir/port";
+	my $log = "$PostgreSQL::Test::Utils::log_path/404_outbound_guard_any.log";
+	my $testdir = abs_path(dirname(__FILE__) . '/..');
+	my $py = <<"EOF";
+import os, socket, sys
+sys.path.insert(0, "$testdir")
+import receiver
+class S(receiver.Server):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+receiver.Handler.verbose = False
+srv = S(("::", 0), receiver.Handler)
+with open("$port_file.tmp", "w") as f:
+    f.write("%d\\n" % srv.server_address[1])
+os.rename("$port_file.tmp", "$port_file")
+srv.serve_forever(poll_interval=0.2)
+EOF
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>>', $log) or POSIX::_exit(126);
+		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(126);
+		exec('/usr/bin/python3', '-c', $py) or POSIX::_exit(127);
+	}
+	my $port = wait_for(
+		sub {
+			return 0 unless -s $port_file;
+			open my $fh, '<', $port_file or return 0;
+			my $line = <$fh>;
+			return (defined $line && $line =~ /^(\d+)/) ? $1 : 0;
+		},
+		60, 'the any-address receiver to start');
+	die "the any-address receiver did not start, see $log" unless $port;
+	note("any-address receiver pid $pid on port $port, log $log");
+	return bless {
+		pid => $pid,
+		log => $log,
+		port => $port,
+		url => "http://127.0.0.1:$port",
+		http => HTTP::Tiny->new(timeout => 60, keep_alive => 1),
+	}, 'RetlTest::Receiver';
+}
+
+END
+{
+	local $?;
+	$metadata_recv->stop if $metadata_recv && $metadata_recv->{pid};
+}
+
+# Runs SQL as role $role (undef: the bootstrap superuser) without stopping
+# on error; returns (rc, stdout, stderr) with SQLSTATEs (VERBOSITY verbose).
+sub psql_as
+{
+	my ($role, $query) = @_;
+	my $pre = "\\set VERBOSITY verbose\n";
+	$pre .= "SET ROLE $role;\n" if defined $role;
+	my ($rc, $out, $err) = $node->psql('postgres', $pre . $query);
+	return ($rc, $out // '', $err // '');
+}
+
+# Sets a GUC with ALTER SYSTEM (undef: RESET), reloads, and waits until a
+# new session shows the value (the postmaster has then signalled the
+# workers to reload too).
+sub set_system
+{
+	my ($guc, $value) = @_;
+	sql($node, defined $value
+		? "ALTER SYSTEM SET $guc = '$value'"
+		: "ALTER SYSTEM RESET $guc");
+	sql($node, 'SELECT pg_reload_conf()');
+	my $want = $value // sql($node,
+		"SELECT boot_val FROM pg_settings WHERE name = '$guc'");
+	return wait_for(
+		sub { sql($node, "SELECT current_setting('$guc')") eq $want },
+		30, "$guc = '$want' after reload");
+}
+
+sub create_dest_sql
+{
+	my ($name, $url) = @_;
+	return "SELECT retl_create_destination('$name', 'webhook', "
+	  . qq{'{"url": "$url", "batch_size": 10, "timeout_ms": 10000, "max_attempts": 2}'::jsonb)};
+}
+
+# Deliveries (any answer) that reached a path of a receiver.
+sub deliveries
+{
+	my ($r, $path) = @_;
+	return scalar grep { $_->{path} eq $path } @{ $r->requests };
+}
+
+create_orders($node, 'orders', 5);
+
+# ---------------------------------------------------------------------
+# 1. The GUC: off by default, superuser only.
+# ---------------------------------------------------------------------
+is(sql($node, 'SHOW retl.deny_private_networks'), 'off',
+	'retl.deny_private_networks is off by default');
+is(sql($node, "SELECT context FROM pg_settings "
+	  . "WHERE name = 'retl.deny_private_networks'"),
+	'superuser', 'its context is superuser (PGC_SUSET)');
+
+sql($node, 'CREATE ROLE mallory LOGIN');
+for my $v ('on', 'off')
+{
+	my ($rc, $out, $err) = psql_as('mallory',
+		"SET retl.deny_private_networks = $v");
+	isnt($rc, 0, "a non-superuser cannot SET retl.deny_private_networks = $v");
+	like($err, qr/42501/, '... SQLSTATE 42501') or diag($err);
+	like($err, qr/permission denied to set parameter "retl\.deny_private_networks"/,
+		'... permission denied to set the parameter') or diag($err);
+}
+my ($rc, $out, $err) = psql_as('mallory',
+	'ALTER ROLE mallory SET retl.deny_private_networks = off');
+isnt($rc, 0, 'a non-superuser cannot ALTER ROLE ... SET it either');
+like($err, qr/42501/, '... SQLSTATE 42501') or diag($err);
+($rc, $out, $err) = psql_as(undef,
+	"SET retl.deny_private_networks = on; SHOW retl.deny_private_networks");
+is($rc, 0, 'a superuser can SET it') or diag($err);
+
+# ---------------------------------------------------------------------
+# 2. Off: destinations at these addresses are created and delivered to.
+#    (Only inside the namespaces, where they are local.)
+# ---------------------------------------------------------------------
+my %url;
+if ($NETNS)
+{
+	my $p = $metadata_recv->{port};
+	%url = (
+		v4 => "http://169.254.169.254:$p/v4",
+		v6 => "http://[fd00:ec2::254]:$p/v6",
+		mapped => "http://[::ffff:169.254.169.254]:$p/mapped",
+		name => "http://metadata.test:$p/name",
+	);
+}
+
+SKIP:
+{
+	skip 'needs user/network namespaces', 12 unless $NETNS;
+	for my $k (qw(v4 v6 mapped name))
+	{
+		sql($node, create_dest_sql("d_$k", $url{$k}));
+		create_track_sync($node, "s_$k", 'orders', "d_$k");
+		my $run = sql($node, "SELECT retl_sync_now('s_$k')");
+		is(wait_run($node, $run, 60), 'succeeded',
+			"off: a run to $url{$k} succeeds");
+		is(scalar @{ $metadata_recv->events(path => "/$k") }, 5,
+			'... and its 5 events arrived');
+		is(run_row($node, $run)->{error}, undef, '... with no error');
+	}
+}
+
+# ---------------------------------------------------------------------
+# 3. On: address literals are refused at create time, naming the address.
+# ---------------------------------------------------------------------
+ok(set_system('retl.deny_private_networks', 'on'),
+	'retl.deny_private_networks turned on (ALTER SYSTEM, reload)');
+
+my $port = $NETNS ? $metadata_recv->{port} : $recv->{port};
+my @refused = (
+	[ "http://169.254.169.254:$port/x", '169.254.169.254' ],
+	[ "http://169.254.0.1:$port/x", '169.254.0.1' ],
+	[ "https://169.254.169.254/latest/meta-data/", '169.254.169.254' ],
+	[ "http://[fd00:ec2::254]:$port/x", '[fd00:ec2::254]' ],
+	[ "http://[FD00:EC2:0:0:0:0:0:254]:$port/x", '[fd00:ec2::254]' ],
+	[ "http://[::ffff:169.254.169.254]:$port/x", '[::ffff:169.254.169.254]' ],
+	[ "http://[::ffff:a9fe:a9fe]:$port/x", '[::ffff:a9fe:a9fe]' ],
+	[ "http://[::169.254.169.254]:$port/x", '[::169.254.169.254]' ],
+	[ "http://[64:ff9b::169.254.169.254]:$port/x", '[64:ff9b::a9fe:a9fe]' ],
+	[ "http://[fe80::1%25lo]:$port/x", '[fe80::1]' ],
+	[ "http://2852039166:$port/x", '169.254.169.254' ],
+	[ "http://0xa9fea9fe:$port/x", '169.254.169.254' ],
+);
+my $i = 0;
+for my $case (@refused)
+{
+	my ($u, $shown) = @$case;
+	$i++;
+	($rc, $out, $err) = psql_as(undef, create_dest_sql("d_bad$i", $u));
+	isnt($rc, 0, "on: creating a destination at $u fails");
+	like($err, qr/42501/, '... SQLSTATE 42501') or diag($err);
+	like($err, qr/destination address "\Q$shown\E".*retl\.deny_private_networks/,
+		"... naming the address $shown and the setting") or diag($err);
+}
+is(sql($node, "SELECT count(*) FROM retl.destinations WHERE name LIKE 'd_bad%'"),
+	'0', '... and none was created');
+
+# A host name is only known once resolved: it is created, then refused
+# when a request would connect.
+($rc, $out, $err) = psql_as(undef,
+	create_dest_sql('d_name6', "http://metadata6.test:$port/name6"));
+is($rc, 0, 'on: a destination at a host name is created (resolved at send time)')
+  or diag($err);
+create_track_sync($node, 's_name6', 'orders', 'd_name6');
+
+# Loopback still works.
+sql($node, create_dest_sql('d_lo', $recv->url('/lo')));
+create_track_sync($node, 's_lo', 'orders', 'd_lo');
+my $run = sql($node, "SELECT retl_sync_now('s_lo')");
+is(wait_run($node, $run, 60), 'succeeded', 'on: a run to 127.0.0.1 succeeds');
+check_ids(event_ids($recv->events(path => '/lo'), 'amount'),
+	[ map { ($_ % 1000) + 0.25 } 1 .. 5 ], '... and delivers every row once');
+
+# ---------------------------------------------------------------------
+# 4. On: requests are refused at send time, before anything is sent.
+# ---------------------------------------------------------------------
+SKIP:
+{
+	skip 'needs user/network namespaces', 19 unless $NETNS;
+
+	# destinations created while it was off: the address literals
+	for my $k (qw(v4 v6 mapped))
+	{
+		my $before = deliveries($metadata_recv, "/$k");
+		$run = sql($node, "SELECT retl_force_full('s_$k')");
+		is(wait_run($node, $run, 60), 'failed',
+			"on: the next run to $url{$k} fails");
+		my $error = run_row($node, $run)->{error} // '';
+		my ($host) = $url{$k} =~ m{^http://([^/]+):\d+/};
+		like($error, qr/"\Q$host\E".*retl\.deny_private_networks/,
+			"... with an error naming $host and retl.deny_private_networks");
+		is(deliveries($metadata_recv, "/$k"), $before,
+			'... and no request reached the address');
+	}
+
+	# a host name whose connection from the run while off may still be
+	# alive in the worker: the pre-request check refuses it
+	my $before = deliveries($metadata_recv, '/name');
+	$run = sql($node, "SELECT retl_force_full('s_name')");
+	is(wait_run($node, $run, 60), 'failed',
+		"on: the next run to $url{name} (-> 169.254.169.254) fails");
+	like(run_row($node, $run)->{error} // '', qr/retl\.deny_private_networks/,
+		'... with an error naming retl.deny_private_networks');
+	is(deliveries($metadata_recv, '/name'), $before,
+		'... and no request reached the address (no kept-alive connection used)');
+
+	# a host name never connected to: refused when the socket would open
+	$run = sql($node, "SELECT retl_sync_now('s_name6')");
+	is(wait_run($node, $run, 60), 'failed',
+		'on: a run to metadata6.test (-> fd00:ec2::254) fails');
+	like(run_row($node, $run)->{error} // '', qr/retl\.deny_private_networks/,
+		'... with an error naming retl.deny_private_networks');
+	is(deliveries($metadata_recv, '/name6'), 0, '... and sent nothing');
+
+	# off again: delivered to again
+	ok(set_system('retl.deny_private_networks', undef),
+		'retl.deny_private_networks reset to off');
+	$run = sql($node, "SELECT retl_force_full('s_v4')");
+	is(wait_run($node, $run, 60), 'succeeded',
+		"off again: a run to $url{v4} succeeds");
+	$run = sql($node, "SELECT retl_force_full('s_name6')");
+	is(wait_run($node, $run, 60), 'succeeded',
+		'off again: a run to metadata6.test succeeds');
+	# the failed run's events are sent again first: duplicates are expected
+	check_ids(event_ids($metadata_recv->events(path => '/name6'), 'amount'),
+		[ map { ($_ % 1000) + 0.25 } 1 .. 5 ],
+		'... and its events arrived', exact => 0);
+}
+
+stop_ok($node);
+
+done_testing();
