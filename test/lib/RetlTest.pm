@@ -50,6 +50,7 @@ our @EXPORT = qw(
   create_orders expected_order create_webhook create_track_sync
   event_ids check_ids check_ids_at_least dig
   dump_state node_running diag_server_log stop_ok
+  psql_as fails_as set_system wait_run_db
 );
 
 # Default timeout of wait_run, in seconds.
@@ -178,6 +179,62 @@ sub runs_of
 
 =pod
 
+=head2 psql_as($node, $role, $sql, %opts) / fails_as($node, $role, $sql, $sqlstate, $name)
+
+C<psql_as> runs $sql as $role (C<SET ROLE>; undef: the bootstrap
+superuser) without stopping on error and returns (rc, stdout, stderr);
+VERBOSITY verbose puts the SQLSTATE and hint in stderr.  Option db (default
+postgres); other options go to PostgreSQL::Test::Cluster::psql.
+C<fails_as> asserts that $sql fails with SQLSTATE $sqlstate (two tests)
+and returns stderr.
+
+=cut
+
+sub psql_as
+{
+	my ($node, $role, $query, %opts) = @_;
+	my $db = delete $opts{db} // 'postgres';
+	my $pre = "\\set VERBOSITY verbose\n";
+	$pre .= "SET ROLE $role;\n" if defined $role;
+	my ($rc, $out, $err) = $node->psql($db, $pre . $query, %opts);
+	return ($rc, $out // '', $err // '');
+}
+
+sub fails_as
+{
+	my ($node, $role, $query, $state, $name) = @_;
+	my ($rc, $out, $err) = psql_as($node, $role, $query);
+	isnt($rc, 0, "$name: fails");
+	like($err, qr/ERROR:\s+$state:/, "$name: SQLSTATE $state") or diag($err);
+	return $err;
+}
+
+=pod
+
+=head2 set_system($node, $guc, $value)
+
+Sets a GUC with ALTER SYSTEM (undef: RESET), reloads, and waits until a
+new session shows the value (the postmaster has then signalled the
+workers to reload too).
+
+=cut
+
+sub set_system
+{
+	my ($node, $guc, $value) = @_;
+	sql($node, defined $value
+		? "ALTER SYSTEM SET $guc = '$value'"
+		: "ALTER SYSTEM RESET $guc");
+	sql($node, 'SELECT pg_reload_conf()');
+	my $want = $value // sql($node,
+		"SELECT boot_val FROM pg_settings WHERE name = '$guc'");
+	return wait_for(
+		sub { sql($node, "SELECT current_setting('$guc')") eq $want },
+		30, "$guc = '$want' after reload");
+}
+
+=pod
+
 =head2 wait_for($code, $timeout_s, $what)
 
 Calls $code every 0.1 s until it returns a true value, which it returns.
@@ -254,6 +311,23 @@ sub wait_run
 	}
 	fail("run $run_id finished within ${timeout}s (last status: '$status')");
 	dump_state($node, $run_id);
+	return $status;
+}
+
+# wait_run for database $db (wait_run itself when it is postgres).
+sub wait_run_db
+{
+	my ($node, $db, $run, $timeout) = @_;
+	return wait_run($node, $run, $timeout) if $db eq 'postgres';
+	my $status = '';
+	wait_for(
+		sub {
+			$status = $node->safe_psql($db,
+				"SELECT status FROM retl.runs WHERE id = $run");
+			return $status =~ /^(succeeded|failed|stopped)$/;
+		},
+		$timeout // $RUN_TIMEOUT,
+		"run $run of database $db to finish");
 	return $status;
 }
 

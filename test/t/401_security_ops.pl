@@ -15,55 +15,6 @@ use RetlTest;
 my $node = retl_node('secops');
 my $recv = start_receiver();
 
-# Runs SQL in database $db as role $role (undef: the bootstrap superuser)
-# without stopping on error; returns (rc, stdout, stderr).  VERBOSITY
-# verbose makes psql print the SQLSTATE and the hint.
-sub psql_as
-{
-	my ($db, $role, $query, %opts) = @_;
-	my $pre = "\\set VERBOSITY verbose\n";
-	$pre .= "SET ROLE $role;\n" if defined $role;
-	my ($rc, $out, $err) = $node->psql($db, $pre . $query, %opts);
-	return ($rc, $out // '', $err // '');
-}
-
-# Sets a GUC with ALTER SYSTEM (undef: RESET), reloads, and waits until a
-# new session shows the value.
-sub set_system
-{
-	my ($guc, $value) = @_;
-	if (defined $value)
-	{
-		sql($node, "ALTER SYSTEM SET $guc = '$value'");
-	}
-	else
-	{
-		sql($node, "ALTER SYSTEM RESET $guc");
-	}
-	sql($node, 'SELECT pg_reload_conf()');
-	my $want = $value // sql($node,
-		"SELECT boot_val FROM pg_settings WHERE name = '$guc'");
-	return wait_for(
-		sub { sql($node, "SELECT current_setting('$guc')") eq $want },
-		20, "$guc = '$want' after reload");
-}
-
-# wait_run for another database.
-sub wait_run_db
-{
-	my ($db, $run, $timeout) = @_;
-	my $status = '';
-	wait_for(
-		sub {
-			$status = $node->safe_psql($db,
-				"SELECT status FROM retl.runs WHERE id = $run");
-			return $status =~ /^(succeeded|failed|stopped)$/;
-		},
-		$timeout // 30,
-		"run $run in database $db to finish");
-	return $status;
-}
-
 # ---------------------------------------------------------------------
 # 1. Privileges: SELECT on the source is required; the run reads as the
 #    owner, so row-level security applies.
@@ -76,7 +27,7 @@ ALTER TABLE orders_rls ENABLE ROW LEVEL SECURITY;
 CREATE POLICY alice_low ON orders_rls FOR SELECT TO alice USING (id <= 10);
 });
 my $rls_url = $recv->url('/rls');
-my ($rc, $out, $err) = psql_as('postgres', 'alice', qq{SELECT retl_create_destination('d_rls',
+my ($rc, $out, $err) = psql_as($node, 'alice', qq{SELECT retl_create_destination('d_rls',
   'webhook', '{"url": "$rls_url", "batch_size": 10}')});
 is($rc, 0, 'alice creates her destination') or diag($err);
 
@@ -85,7 +36,7 @@ my $create_rls = q{SELECT retl_create_sync(name => 's_rls', source => 'orders_rl
   mapping => '{"userId":"user_id","event":{"value":"Order Completed"}}',
   primary_key => 'id');};
 
-($rc, $out, $err) = psql_as('postgres', 'alice', $create_rls);
+($rc, $out, $err) = psql_as($node, 'alice', $create_rls);
 isnt($rc, 0, 'retl_create_sync without SELECT on the source fails');
 like($err, qr/42501/, '... with SQLSTATE 42501 (insufficient_privilege)')
   or diag($err);
@@ -95,7 +46,7 @@ is(sql($node, "SELECT count(*) FROM retl.syncs WHERE name = 's_rls'"),
 	'0', '... and creates no sync');
 
 sql($node, 'GRANT SELECT ON orders_rls TO alice');
-($rc, $out, $err) = psql_as('postgres', 'alice', $create_rls);
+($rc, $out, $err) = psql_as($node, 'alice', $create_rls);
 is($rc, 0, 'after GRANT SELECT the same call succeeds') or diag($err);
 is(sql($node, "SELECT owner::text FROM retl.syncs WHERE name = 's_rls'"),
 	'alice', 'the sync is owned by its creator');
@@ -120,23 +71,23 @@ create_orders($node, 'orders_h', 20);
 my $hook_h = $recv->url('/hosts');
 my $cfg_h = qq{'{"url": "$hook_h", "batch_size": 10}'::jsonb};
 
-set_system('retl.allowed_hosts', 'example.com');
-($rc, $out, $err) = psql_as('postgres', undef,
+set_system($node, 'retl.allowed_hosts', 'example.com');
+($rc, $out, $err) = psql_as($node, undef,
 	"SELECT retl_create_destination('d_h', 'webhook', $cfg_h)");
 isnt($rc, 0, 'a destination outside retl.allowed_hosts is rejected');
 like($err, qr/42501/, '... with SQLSTATE 42501') or diag($err);
 like($err, qr/retl\.allowed_hosts/, '... mentioning retl.allowed_hosts')
   or diag($err);
 
-set_system('retl.allowed_hosts', '127.0.0.1');
-($rc, $out, $err) = psql_as('postgres', undef,
+set_system($node, 'retl.allowed_hosts', '127.0.0.1');
+($rc, $out, $err) = psql_as($node, undef,
 	"SELECT retl_create_destination('d_h', 'webhook', $cfg_h)");
 is($rc, 0, 'with the host allowed, the destination is created') or diag($err);
 create_track_sync($node, 's_h', 'orders_h', 'd_h');
 $run = sql($node, "SELECT retl_sync_now('s_h')");
 is(wait_run($node, $run, 30), 'succeeded', 'a run to an allowed host succeeds');
 
-set_system('retl.allowed_hosts', 'example.com');
+set_system($node, 'retl.allowed_hosts', 'example.com');
 sql($node, 'INSERT INTO orders_h SELECT 1000, user_id, amount, status, '
 	  . 'created_at, version FROM orders_h WHERE id = 1');
 my $before = scalar @{ $recv->all_events(path => '/hosts') };
@@ -147,7 +98,7 @@ like(run_row($node, $run)->{error} // '', qr/allowed_hosts/,
 	'... with an error mentioning allowed_hosts');
 is(scalar @{ $recv->all_events(path => '/hosts') }, $before,
 	'... and nothing more reached the host');
-set_system('retl.allowed_hosts', undef);
+set_system($node, 'retl.allowed_hosts', undef);
 
 # ---------------------------------------------------------------------
 # 5. retl.history_retention: old runs are pruned, the cursor run is kept.
@@ -163,7 +114,7 @@ is(wait_run($node, $kept, 30), 'succeeded', 'retention: second run succeeded');
 is(sql($node, "SELECT cursor_run_id FROM retl.syncs WHERE name = 's_r'"),
 	$kept, 'the second run is the cursor run');
 
-set_system('retl.history_retention', '1s');
+set_system($node, 'retl.history_retention', '1s');
 sql($node, "UPDATE retl.runs SET finished_at = now() - interval '1 day' "
 	  . "WHERE id IN ($old, $kept)");
 
@@ -191,7 +142,7 @@ ok(wait_for(
 is(sql($node, "SELECT count(*) FROM retl.runs WHERE id = $kept"), '1',
 	'the cursor run of the sync is kept');
 is(wait_run($node, $run, 30), 'succeeded', 'the run queued meanwhile succeeds');
-set_system('retl.history_retention', undef);
+set_system($node, 'retl.history_retention', undef);
 
 # ---------------------------------------------------------------------
 # 3. DROP DATABASE of a database whose worker is connected.
@@ -208,13 +159,13 @@ SELECT retl_create_sync(name => 's', source => 't2', destination => 'd',
   primary_key => 'id');
 });
 $run = $node->safe_psql('d2', "SELECT retl_sync_now('s')");
-is(wait_run_db('d2', $run), 'succeeded', 'a run in database d2 succeeded');
+is(wait_run_db($node, 'd2', $run), 'succeeded', 'a run in database d2 succeeded');
 is(sql($node, "SELECT count(*) FROM pg_stat_activity "
 	  . "WHERE backend_type = 'retl worker' AND datname = 'd2'"),
 	'1', 'the retl worker of d2 is connected');
 
 my $t0 = Time::HiRes::time();
-($rc, $out, $err) = psql_as('postgres', undef, 'DROP DATABASE d2',
+($rc, $out, $err) = psql_as($node, undef, 'DROP DATABASE d2',
 	timeout => 30);
 my $took = Time::HiRes::time() - $t0;
 is($rc, 0, 'DROP DATABASE d2 succeeds while its worker was connected')
@@ -237,7 +188,7 @@ $recv->wait_events(20, 30, 'the run to deliver its first batches');
 is(run_row($node, $run)->{status}, 'running', 'the run is in flight');
 
 $t0 = Time::HiRes::time();
-($rc, $out, $err) = psql_as('postgres', undef, 'DROP EXTENSION retl',
+($rc, $out, $err) = psql_as($node, undef, 'DROP EXTENSION retl',
 	timeout => 30);
 is($rc, 0, 'DROP EXTENSION retl during a run succeeds') or diag($err);
 note(sprintf('DROP EXTENSION took %.1f s', Time::HiRes::time() - $t0));

@@ -33,41 +33,14 @@ my $START = sql($node, 'SELECT pg_postmaster_start_time()');
 # Helpers
 # ---------------------------------------------------------------------
 
-# Runs SQL in database $db without stopping on error, with the SQLSTATE in
-# the error text; returns (rc, stdout, stderr).
-sub try_sql
-{
-	my ($db, $query) = @_;
-	my ($rc, $out, $err) =
-	  $node->psql($db, "\\set VERBOSITY verbose\n" . $query);
-	return ($rc, $out // '', $err // '');
-}
-
 # One test: $query fails with SQLSTATE $state and an error matching $re.
 sub fails_with
 {
 	my ($db, $query, $state, $re, $name) = @_;
-	my ($rc, $out, $err) = try_sql($db, $query);
+	my ($rc, $out, $err) = psql_as($node, undef, $query, db => $db);
 	my $ok = ok($rc != 0 && $err =~ /ERROR:\s+$state:/ && $err =~ $re, $name);
 	diag("rc $rc, stderr: " . substr($err, 0, 2000)) unless $ok;
 	return $ok;
-}
-
-# wait_run for any database.
-sub wait_run_db
-{
-	my ($db, $run, $timeout) = @_;
-	return wait_run($node, $run, $timeout) if $db eq 'postgres';
-	my $status = '';
-	wait_for(
-		sub {
-			$status = $node->safe_psql($db,
-				"SELECT status FROM retl.runs WHERE id = $run");
-			return $status =~ /^(succeeded|failed|stopped)$/;
-		},
-		$timeout // 120,
-		"run $run of database $db to finish");
-	return $status;
 }
 
 # The error of a run, or ''.
@@ -134,7 +107,7 @@ sub queue_healthy
 sub still_serving
 {
 	my ($label, $db, $hrun, $brun, $bsync) = @_;
-	is(wait_run_db($db, $hrun), 'succeeded',
+	is(wait_run_db($node, $db, $hrun), 'succeeded',
 		"$label: a healthy sync of the same database still runs");
 	check_ids(
 		event_ids($recv->events(path => $HEALTHY{$db}, run_id => $hrun)),
@@ -168,7 +141,7 @@ sub run_with_healthy
 	my ($db, $sync) = @_;
 	my $run = $node->safe_psql($db, "SELECT retl_sync_now('$sync')");
 	my $hrun = queue_healthy($db);
-	return (wait_run_db($db, $run), $run, $hrun);
+	return (wait_run_db($node, $db, $run), $run, $hrun);
 }
 
 setup_healthy('postgres');
@@ -189,7 +162,7 @@ INSERT INTO wide SELECT g, 'user-' || g, g * 10, 'b-' || g FROM generate_series(
 		my $k = sprintf('properties.k%05d', $i);
 		$mapping{$k} = $i % 3 == 0 ? 'a' : $i % 3 == 1 ? 'b' : { value => $i };
 	}
-	my ($rc, $out, $err) = try_sql('postgres',
+	my ($rc, $out, $err) = psql_as($node, undef,
 		"SELECT retl_create_sync(name => 's_wide', source => 'wide',"
 		  . " destination => 'd_wide', event_type => 'track', primary_key => 'id',"
 		  . " mapping => '" . $JSON->encode(\%mapping) . "')");
@@ -633,7 +606,7 @@ SELECT retl_create_sync(name => 's_notes', source => 'notes', destination => 'd_
   mapping => '{"userId": "user_id", "event": {"value": "Note"}}');
 });
 	$run = $node->safe_psql('latin1', "SELECT retl_sync_now('s_notes')");
-	is(wait_run_db('latin1', $run), 'succeeded', '4: a run in a LATIN1 database succeeds');
+	is(wait_run_db($node, 'latin1', $run), 'succeeded', '4: a run in a LATIN1 database succeeds');
 	is(dig($recv->events(path => '/latin1')->[0], 'properties', 'note'),
 		"caf\x{e9} \x{bd}", '4: ... and sends its text as UTF-8');
 }
@@ -717,7 +690,7 @@ CREATE VIEW v_err AS
 		'6: ... naming the column');
 	still_serving('6 (column)', 'postgres', $hrun, $run, 's_shrink');
 
-	my ($rc, $out, $err) = try_sql('postgres',
+	my ($rc, $out, $err) = psql_as($node, undef,
 		"SELECT retl_drop_sync('s_gone'); SELECT retl_drop_sync('s_shrink')");
 	is($rc, 0, '6: both syncs can be dropped') or diag($err);
 }

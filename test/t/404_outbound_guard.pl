@@ -139,34 +139,6 @@ END
 	$metadata_recv->stop if $metadata_recv && $metadata_recv->{pid};
 }
 
-# Runs SQL as role $role (undef: the bootstrap superuser) without stopping
-# on error; returns (rc, stdout, stderr) with SQLSTATEs (VERBOSITY verbose).
-sub psql_as
-{
-	my ($role, $query) = @_;
-	my $pre = "\\set VERBOSITY verbose\n";
-	$pre .= "SET ROLE $role;\n" if defined $role;
-	my ($rc, $out, $err) = $node->psql('postgres', $pre . $query);
-	return ($rc, $out // '', $err // '');
-}
-
-# Sets a GUC with ALTER SYSTEM (undef: RESET), reloads, and waits until a
-# new session shows the value (the postmaster has then signalled the
-# workers to reload too).
-sub set_system
-{
-	my ($guc, $value) = @_;
-	sql($node, defined $value
-		? "ALTER SYSTEM SET $guc = '$value'"
-		: "ALTER SYSTEM RESET $guc");
-	sql($node, 'SELECT pg_reload_conf()');
-	my $want = $value // sql($node,
-		"SELECT boot_val FROM pg_settings WHERE name = '$guc'");
-	return wait_for(
-		sub { sql($node, "SELECT current_setting('$guc')") eq $want },
-		30, "$guc = '$want' after reload");
-}
-
 sub create_dest_sql
 {
 	my ($name, $url) = @_;
@@ -195,18 +167,18 @@ is(sql($node, "SELECT context FROM pg_settings "
 sql($node, 'CREATE ROLE mallory LOGIN');
 for my $v ('on', 'off')
 {
-	my ($rc, $out, $err) = psql_as('mallory',
+	my ($rc, $out, $err) = psql_as($node, 'mallory',
 		"SET retl.deny_private_networks = $v");
 	isnt($rc, 0, "a non-superuser cannot SET retl.deny_private_networks = $v");
 	like($err, qr/42501/, '... SQLSTATE 42501') or diag($err);
 	like($err, qr/permission denied to set parameter "retl\.deny_private_networks"/,
 		'... permission denied to set the parameter') or diag($err);
 }
-my ($rc, $out, $err) = psql_as('mallory',
+my ($rc, $out, $err) = psql_as($node, 'mallory',
 	'ALTER ROLE mallory SET retl.deny_private_networks = off');
 isnt($rc, 0, 'a non-superuser cannot ALTER ROLE ... SET it either');
 like($err, qr/42501/, '... SQLSTATE 42501') or diag($err);
-($rc, $out, $err) = psql_as(undef,
+($rc, $out, $err) = psql_as($node, undef,
 	"SET retl.deny_private_networks = on; SHOW retl.deny_private_networks");
 is($rc, 0, 'a superuser can SET it') or diag($err);
 
@@ -245,7 +217,7 @@ SKIP:
 # ---------------------------------------------------------------------
 # 3. On: address literals are refused at create time, naming the address.
 # ---------------------------------------------------------------------
-ok(set_system('retl.deny_private_networks', 'on'),
+ok(set_system($node, 'retl.deny_private_networks', 'on'),
 	'retl.deny_private_networks turned on (ALTER SYSTEM, reload)');
 
 my $port = $NETNS ? $metadata_recv->{port} : $recv->{port};
@@ -268,7 +240,7 @@ for my $case (@refused)
 {
 	my ($u, $shown) = @$case;
 	$i++;
-	($rc, $out, $err) = psql_as(undef, create_dest_sql("d_bad$i", $u));
+	($rc, $out, $err) = psql_as($node, undef, create_dest_sql("d_bad$i", $u));
 	isnt($rc, 0, "on: creating a destination at $u fails");
 	like($err, qr/42501/, '... SQLSTATE 42501') or diag($err);
 	like($err, qr/destination address "\Q$shown\E".*retl\.deny_private_networks/,
@@ -279,7 +251,7 @@ is(sql($node, "SELECT count(*) FROM retl.destinations WHERE name LIKE 'd_bad%'")
 
 # A host name is only known once resolved: it is created, then refused
 # when a request would connect.
-($rc, $out, $err) = psql_as(undef,
+($rc, $out, $err) = psql_as($node, undef,
 	create_dest_sql('d_name6', "http://metadata6.test:$port/name6"));
 is($rc, 0, 'on: a destination at a host name is created (resolved at send time)')
   or diag($err);
@@ -335,7 +307,7 @@ SKIP:
 	is(deliveries($metadata_recv, '/name6'), 0, '... and sent nothing');
 
 	# off again: delivered to again
-	ok(set_system('retl.deny_private_networks', undef),
+	ok(set_system($node, 'retl.deny_private_networks', undef),
 		'retl.deny_private_networks reset to off');
 	$run = sql($node, "SELECT retl_force_full('s_v4')");
 	is(wait_run($node, $run, 60), 'succeeded',

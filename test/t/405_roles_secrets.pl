@@ -22,34 +22,13 @@ my $BEARER = 'PLANTED-bearer-b81e44d0';         # Authorization header
 my $RS_KEY = 'PLANTED-writekey-0c3e91';         # RudderStack write key
 my $RS_B64 = MIME::Base64::encode_base64("$RS_KEY:", '');   # as Basic auth
 
-# Runs $query as $role (undef: the bootstrap superuser); returns
-# (rc, stdout, stderr) with the SQLSTATE in stderr (VERBOSITY verbose).
-sub as_role
-{
-	my ($role, $query) = @_;
-	my $pre = "\\set VERBOSITY verbose\n";
-	$pre .= "SET ROLE $role;\n" if defined $role;
-	my ($rc, $out, $err) = $node->psql('postgres', $pre . $query);
-	return ($rc, $out // '', $err // '');
-}
-
 # $query as $role must succeed; returns its output.
 sub ok_as
 {
 	my ($role, $query, $name) = @_;
-	my ($rc, $out, $err) = as_role($role, $query);
+	my ($rc, $out, $err) = psql_as($node, $role, $query);
 	is($rc, 0, $name) or diag($err);
 	return $out;
-}
-
-# $query as $role must fail with SQLSTATE $state.
-sub fails_as
-{
-	my ($role, $query, $state, $name) = @_;
-	my ($rc, $out, $err) = as_role($role, $query);
-	isnt($rc, 0, "$name: fails");
-	like($err, qr/ERROR:\s+$state:/, "$name: SQLSTATE $state") or diag($err);
-	return $err;
 }
 
 sql($node, q{
@@ -108,14 +87,14 @@ for my $call ("retl_sync_now('sync_a')", "retl_force_full('sync_a')",
 	"retl_disable_sync('sync_a')", "retl_retry_failed('sync_a')",
 	"retl_alter_sync('sync_a', options => '{}')", "retl_preview('sync_a')")
 {
-	fails_as('bob', "SELECT $call", '42501', "bob: $call");
+	fails_as($node, 'bob', "SELECT $call", '42501', "bob: $call");
 }
-my $err = fails_as('bob', "SELECT retl_drop_destination('dest_a')", '42501',
+my $err = fails_as($node, 'bob', "SELECT retl_drop_destination('dest_a')", '42501',
 	"bob drops alice's destination");
 like($err, qr/permission denied for destination "dest_a"/, '... and says so');
-fails_as('bob', qq{SELECT retl_create_sync('sneak', 'orders_b', 'dest_a', 'track', $mapping)},
+fails_as($node, 'bob', qq{SELECT retl_create_sync('sneak', 'orders_b', 'dest_a', 'track', $mapping)},
 	'42501', "bob's sync on alice's destination");
-fails_as('bob', q{
+fails_as($node, 'bob', q{
 INSERT INTO retl.syncs (name, source, destination_id, event_type, mapping)
 SELECT 'sneak', 'orders_b', id, 'track', '{"userId": "user_id", "event": "user_id"}'
   FROM retl.destinations WHERE name = 'dest_b';
@@ -124,14 +103,14 @@ UPDATE retl.syncs SET destination_id = (SELECT min(id) FROM retl.destinations WH
 INSERT INTO retl.syncs (name, source, destination_id, event_type, mapping)
 VALUES ('sneak2', 'orders_b', 1, 'track', '{"userId": "user_id", "event": "user_id"}')},
 	'42501', 'a direct INSERT pointing at a destination bob cannot see');
-fails_as('bob', "UPDATE retl.syncs SET owner = 'alice' WHERE name = 'sync_b'",
+fails_as($node, 'bob', "UPDATE retl.syncs SET owner = 'alice' WHERE name = 'sync_b'",
 	'42501', 'changing the owner of a sync');
-fails_as('bob', "UPDATE retl.runs SET events_sent = 0", '42501',
+fails_as($node, 'bob', "UPDATE retl.runs SET events_sent = 0", '42501',
 	'changing the counters of a run');
 is(ok_as('bob', "DELETE FROM retl.syncs WHERE name = 'sync_a' RETURNING id", 'bob deletes syncs')
 	  . ok_as('bob', "UPDATE retl.syncs SET enabled = false WHERE name = 'sync_a' RETURNING id",
 		'bob updates syncs'), '', "bob's direct DELETE and UPDATE reach no row of alice's");
-fails_as('bob', "SELECT * FROM retl.fingerprints", '42501',
+fails_as($node, 'bob', "SELECT * FROM retl.fingerprints", '42501',
 	'the diff state is the workers\'');
 
 # retl_admin: carol manages alice's sync
@@ -220,7 +199,7 @@ ok(index(sql($node, 'SELECT string_agg(config::text, \' \') FROM retl.destinatio
 sql($node, 'GRANT SELECT ON orders_b TO carol');
 ok_as('carol', qq{SELECT retl_create_sync('sync_c', 'orders_b', 'dest_b', 'track', $mapping)},
 	"carol (retl_admin) creates a sync on bob's destination");
-$err = fails_as('bob', "SELECT retl_drop_destination('dest_b', cascade => true)", '2BP01',
+$err = fails_as($node, 'bob', "SELECT retl_drop_destination('dest_b', cascade => true)", '2BP01',
 	'bob drops his destination that carol\'s sync uses');
 like($err, qr/used by syncs of other roles/, '... and is told why');
 ok_as('carol', "SELECT retl_drop_sync('sync_c')", 'carol drops her sync');
