@@ -135,6 +135,35 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 }
 
 /*
+ * Reads X-RateLimit-Reset from the response headers: Braze sends it with a
+ * 429 (epoch seconds, shared/DESTINATIONS.md); other APIs send seconds to
+ * wait, so a small value counts from now.  Stored as the delay in seconds.
+ * Runs inside curl: no palloc, no ERROR.
+ */
+static size_t
+header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	RetlBatch  *b = (RetlBatch *) userdata;
+	size_t		n = size * nitems;
+	static const char name[] = "x-ratelimit-reset:";
+	char		value[32];
+	size_t		len;
+	long		v;
+
+	if (n <= sizeof(name) - 1 || pg_strncasecmp(buffer, name, sizeof(name) - 1) != 0)
+		return n;
+	len = Min(n - (sizeof(name) - 1), sizeof(value) - 1);
+	memcpy(value, buffer + sizeof(name) - 1, len);
+	value[len] = '\0';
+	v = strtol(value, NULL, 10);
+	if (v > 1000000000L)
+		v -= (long) time(NULL);
+	if (v > 0)
+		b->ratelimit_reset_s = Min(v, 3600);
+	return n;
+}
+
+/*
  * Frees a batch's transfer when its memory context goes away: removes the
  * easy handle from the multi handle and frees the response buffer.
  */
@@ -285,6 +314,8 @@ setup_easy(RetlBatch *b)
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, b->errbuf);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, b);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, b);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	if (d->ca_file != NULL)
@@ -318,6 +349,7 @@ retl_transport_send(RetlBatch *b)
 	b->errbuf[0] = '\0';
 	b->http_status = 0;
 	b->retry_after_s = 0;
+	b->ratelimit_reset_s = 0;
 	b->easy = curl_easy_init();
 	if (b->easy == NULL)
 		ereport(ERROR,
@@ -446,6 +478,9 @@ retl_transport_next_done(void)
 		curl_easy_getinfo(b->easy, CURLINFO_RESPONSE_CODE, &b->http_status);
 		curl_easy_getinfo(b->easy, CURLINFO_RETRY_AFTER, &retry_after);
 		b->retry_after_s = (long) retry_after;
+		/* a 429 without Retry-After may say when the limit resets */
+		if (b->retry_after_s == 0 && b->http_status == 429)
+			b->retry_after_s = b->ratelimit_reset_s;
 		b->redirect[0] = '\0';
 		if (b->http_status >= 300 && b->http_status < 400)
 		{

@@ -81,6 +81,7 @@ typedef struct RetlBatch
 	long		http_status;
 	CURLcode	result;
 	long		retry_after_s;
+	long		ratelimit_reset_s;	/* X-RateLimit-Reset, as seconds to wait */
 	char		redirect[256];	/* Location of a 3xx answer (not followed) */
 	bool		blocked;		/* netguard refused the address */
 	char		blocked_addr[64];	/* the address it refused */

@@ -47,6 +47,9 @@ Control endpoints (like test/receiver.py)
         v3_reject_code      Kafka v3 error_code of rejected records
                             (default 40002)
         fail_status         answer every vendor request with this status
+        braze_throttle      answer this many Braze requests 429 with
+                            X-RateLimit-Reset (epoch seconds, now + 3) and
+                            no Retry-After, as Braze's rate limiter does
         api_key             the key Braze, Iterable, Amplitude and Statsig
                             requests must carry (else 401), when set
         basic               "user:password" that Mixpanel /import and
@@ -75,6 +78,7 @@ class State:
         self.records = []
         self.config = {}
         self.retried = set()  # (vendor, user) given a retryable error once
+        self.throttled = 0  # Braze requests answered 429 so far
         self.seq = 0
         self.offsets = {}  # Kafka topic -> next offset
         self.kinesis_seq = 0
@@ -175,7 +179,20 @@ def braze_user(obj):
     return None
 
 
+def braze_throttle(c):
+    """Raises Braze's 429 while the braze_throttle budget lasts: the reset
+    time is in X-RateLimit-Reset, in UTC epoch seconds
+    (https://www.braze.com/docs/api/api_limits/, shared/DESTINATIONS.md)."""
+    with STATE.lock:
+        if STATE.throttled >= int(c.cfg.get("braze_throttle") or 0):
+            return
+        STATE.throttled += 1
+    raise VendorError(429, {"message": "Too many requests"},
+                      {"X-RateLimit-Reset": str(int(time.time()) + 3)})
+
+
 def handle_braze(c):
+    braze_throttle(c)
     auth = c.headers.get("authorization", "")
     key = c.cfg.get("api_key")
     if not auth.startswith("Bearer ") or len(auth) <= 7 or (key and auth[7:] != key):

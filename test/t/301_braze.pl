@@ -201,6 +201,19 @@ is(json_encode([ sort { $a->{user_alias}{alias_name} cmp $b->{user_alias}{alias_
 		{ id => 2, plan => 'pro', user_alias => { alias_name => 'anon-2', alias_label => 'anonymous_id' } } ]),
 	'anonymous users are addressed by user_alias {alias_name: anonymousId, alias_label: "anonymous_id"}');
 
+# ----- a 429 waits until X-RateLimit-Reset ------------------------------------
+$v->reset;
+$v->config({ api_key => $KEY, braze_throttle => 1 });
+sql($node, "INSERT INTO visitors VALUES (3, 'anon-3', 'free')");
+($run, $status) = run_sync($node, 'anon');
+is($status, 'succeeded', 'a run throttled once by a 429 succeeds');
+my @reqs = @{ $v->requests(vendor => 'braze') };
+is(join(',', map { $_->{status} } @reqs), '429,201', 'one 429, then the retry is accepted');
+# the reset is whole epoch seconds, now + 3: at least 2 s away; retl's own
+# backoff for a first retry is at most 0.5 s
+cmp_ok($reqs[1]{time} - $reqs[0]{time}, '>=', 1.5,
+	'the retry waited for X-RateLimit-Reset (a 429 without Retry-After)');
+
 # ----- a wrong key fails the run, and no key is ever shown --------------------
 my $WRONG = 'wrong-braze-key-77aa';
 create_dest($node, 'bad', 'braze', { url => $url, api_key => $WRONG, max_attempts => 1 });
