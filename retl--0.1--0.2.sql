@@ -265,3 +265,6 @@ BEGIN
 	END;
 	RETURN new_id;
 END $$ SET search_path = pg_catalog, pg_temp;
+
+-- runs queued while the catalog was older than the library start now
+SELECT retl._wake();
