@@ -5,7 +5,7 @@ Python 3 standard library only.  Run it with Debian's /usr/bin/python3.
 
     /usr/bin/python3 test/receiver.py --port 0 --port-file /tmp/recv.port
 
-It listens on 127.0.0.1 only, speaks HTTP/1.1 with keep-alive, and always
+It listens on 127.0.0.1 only (--any-address: on every local address), speaks HTTP/1.1 with keep-alive, and always
 sends Content-Length.
 
 Deliveries
@@ -467,6 +467,16 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
+class AnyAddressServer(Server):
+    """Listens on [::] with IPV6_V6ONLY off: every local address, IPv4 ones
+    included, answers (for tests that put other addresses on lo)."""
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
 def write_port(path, port):
     """Writes port to path atomically (a reader never sees half a file)."""
     tmp = path + ".tmp.%d" % os.getpid()
@@ -499,11 +509,16 @@ def serve(handler, description):
     ap.add_argument("--tls-cert", help="PEM certificate of the HTTPS port")
     ap.add_argument("--tls-key", help="PEM private key of the HTTPS port")
     ap.add_argument("--tls-port-file", help="write the HTTPS port to this file")
+    ap.add_argument("--any-address", action="store_true",
+                    help="listen on every local address, not only 127.0.0.1")
     args = ap.parse_args()
     handler.verbose = args.verbose
     if args.tls_cert:
         serve_tls(handler, args.tls_cert, args.tls_key, args.tls_port_file)
-    srv = Server(("127.0.0.1", args.port), handler)
+    if args.any_address:
+        srv = AnyAddressServer(("::", args.port), handler)
+    else:
+        srv = Server(("127.0.0.1", args.port), handler)
     port = srv.server_address[1]
     if args.port_file:
         write_port(args.port_file, port)

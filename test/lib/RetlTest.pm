@@ -666,7 +666,9 @@ RetlTest::Receiver: C<< $r->{port} >>, C<< $r->{url} >>
 all_events(%filter), requests(), stats(), reset(), config(\%cfg),
 wait_events($n, $timeout).  Filters: path, run_id, sync.  Receivers are
 killed at the end of the test.  Option verbose => 1 logs each request;
-tls => [$cert_pem, $key_pem] also serves HTTPS, at C<< $r->{tls_url} >>.
+tls => [$cert_pem, $key_pem] also serves HTTPS, at C<< $r->{tls_url} >>;
+any_address => 1 listens on every local address (IPv4 and IPv6), not only
+127.0.0.1.
 
 =cut
 
@@ -682,6 +684,7 @@ sub start_receiver
 	my @cmd = ($PYTHON, $RECEIVER_SCRIPT, '--port', '0',
 		'--port-file', $port_file);
 	push @cmd, '--verbose' if $opts{verbose};
+	push @cmd, '--any-address' if $opts{any_address};
 	push @cmd, '--tls-cert', $opts{tls}->[0], '--tls-key', $opts{tls}->[1],
 	  '--tls-port-file', "$port_file.tls"
 	  if $opts{tls};

@@ -40,14 +40,9 @@ BEGIN
 	}
 }
 
-use File::Basename qw(dirname);
-use Cwd qw(abs_path);
-use HTTP::Tiny;
-use POSIX ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes ();
 use RetlTest;
 
 my $NETNS = $ENV{RETL_404_NETNS};
@@ -68,7 +63,7 @@ if ($NETNS)
 	  or die "in the mount namespace: mount --bind $hosts /etc/hosts failed";
 	note('in new network and mount namespaces: lo carries 169.254.169.254 '
 		  . 'and fd00:ec2::254');
-	$metadata_recv = start_any_address_receiver();
+	$metadata_recv = start_receiver(any_address => 1);
 }
 else
 {
@@ -78,66 +73,6 @@ else
 
 my $node = retl_node('guard');
 my $recv = start_receiver();
-
-# Starts test/receiver.py's server on [::] with IPV6_V6ONLY off, so that it
-# answers on every local address (127.0.0.1, 169.254.169.254,
-# fd00:ec2::254, ::ffff:169.254.169.254), and returns a
-# RetlTest::Receiver for it.  Only used inside the network namespace.
-sub start_any_address_receiver
-{
-	my $dir = PostgreSQL::Test::Utils::tempdir();
-	my $port_file = "$dir/port";
-	my $log = "$PostgreSQL::Test::Utils::log_path/404_outbound_guard_any.log";
-	my $testdir = abs_path(dirname(__FILE__) . '/..');
-	my $py = <<"EOF";
-import os, socket, sys
-sys.path.insert(0, "$testdir")
-import receiver
-class S(receiver.Server):
-    address_family = socket.AF_INET6
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-receiver.Handler.verbose = False
-srv = S(("::", 0), receiver.Handler)
-with open("$port_file.tmp", "w") as f:
-    f.write("%d\\n" % srv.server_address[1])
-os.rename("$port_file.tmp", "$port_file")
-srv.serve_forever(poll_interval=0.2)
-EOF
-	my $pid = fork();
-	die "fork: $!" unless defined $pid;
-	if ($pid == 0)
-	{
-		open(STDIN, '<', '/dev/null');
-		open(STDOUT, '>>', $log) or POSIX::_exit(126);
-		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(126);
-		exec('/usr/bin/python3', '-c', $py) or POSIX::_exit(127);
-	}
-	my $port = wait_for(
-		sub {
-			return 0 unless -s $port_file;
-			open my $fh, '<', $port_file or return 0;
-			my $line = <$fh>;
-			return (defined $line && $line =~ /^(\d+)/) ? $1 : 0;
-		},
-		60, 'the any-address receiver to start');
-	die "the any-address receiver did not start, see $log" unless $port;
-	note("any-address receiver pid $pid on port $port, log $log");
-	return bless {
-		pid => $pid,
-		log => $log,
-		port => $port,
-		url => "http://127.0.0.1:$port",
-		http => HTTP::Tiny->new(timeout => 60, keep_alive => 1),
-	}, 'RetlTest::Receiver';
-}
-
-END
-{
-	local $?;
-	$metadata_recv->stop if $metadata_recv && $metadata_recv->{pid};
-}
 
 sub create_dest_sql
 {
