@@ -330,7 +330,7 @@ setup_run(RetlRun *run)
 			   *kind;
 	const char *reason;
 	MemoryContext old;
-	Oid			types[4] = {INT8OID, BYTEAOID, TEXTOID, OIDOID};
+	Oid			types[4] = {INT8OID, BYTEAOID, TEXTOID, INT8OID};
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 
@@ -381,13 +381,13 @@ setup_run(RetlRun *run)
 	values[1] = PointerGetDatum(run->snapshot);
 	values[2] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
 	nulls[2] = reason ? ' ' : 'n';
-	values[3] = ObjectIdGetDatum(run->relid);
+	run->rows_estimated = retl_reader_estimate(run->relid);
+	values[3] = Int64GetDatum(run->rows_estimated);
+	nulls[3] = run->rows_estimated < 0 ? 'n' : ' ';
 	exec_args("UPDATE retl.runs SET snapshot = $2,"
 			  " kind = CASE WHEN $3 IS NULL THEN kind ELSE 'full' END,"
 			  " full_reason = coalesce($3, full_reason),"
-			  " rows_estimated = (SELECT CASE WHEN c.reltuples < 0 THEN NULL"
-			  "   ELSE c.reltuples::bigint END FROM pg_catalog.pg_class c"
-			  "   WHERE c.oid = $4)"
+			  " rows_estimated = $4"
 			  " WHERE id = $1",
 			  4, types, values, nulls, SPI_OK_UPDATE);
 	xact_end();
@@ -525,8 +525,9 @@ retl_catalog_poll_stops(dlist_head *runs)
 static void
 write_counters(RetlRun *run)
 {
-	Oid			types[7] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID};
-	Datum		values[7] = {
+	Oid			types[8] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID,
+	INT8OID};
+	Datum		values[8] = {
 		Int64GetDatum(run->id), Int64GetDatum(run->rows_read),
 		Int64GetDatum(run->events_sent), Int64GetDatum(run->events_succeeded),
 		Int64GetDatum(run->events_failed),
@@ -535,13 +536,15 @@ write_counters(RetlRun *run)
 									 ", \"failed\": " INT64_FORMAT "}",
 									 run->ckpt.pos, run->ckpt.rows, run->ckpt.sent,
 									 run->ckpt.succeeded, run->ckpt.failed)),
-		Int64GetDatum(run->rows_deleted)
+		Int64GetDatum(run->rows_deleted), Int64GetDatum(run->rows_estimated)
 	};
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ',
+	run->rows_estimated < 0 ? 'n' : ' '};
 
 	exec_args("UPDATE retl.runs SET rows_read = $2, events_sent = $3,"
 			  " events_succeeded = $4, events_failed = $5, checkpoint = $6::jsonb,"
-			  " rows_deleted = $7 WHERE id = $1",
-			  7, types, values, NULL, SPI_OK_UPDATE);
+			  " rows_deleted = $7, rows_estimated = $8 WHERE id = $1",
+			  8, types, values, nulls, SPI_OK_UPDATE);
 	run->ckpt_dirty = false;
 	run->dirty = false;
 	run->last_flush = GetCurrentTimestamp();

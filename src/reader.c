@@ -22,11 +22,14 @@
 #include "worker.h"
 
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/xact.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "optimizer/plancat.h"
 #include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -34,7 +37,6 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
-#include "access/relation.h"
 
 #define RANGE_MIN_BLOCKS 1		/* blocks per TID range query ... */
 #define RANGE_MAX_BLOCKS 4096	/* ... adapted to yield about one batch */
@@ -429,6 +431,42 @@ read_failed_page(RetlRun *run, Oid worker_uid, int worker_sec)
 	}
 	if (n < 500)
 		run->retry_done = true;
+}
+
+/*
+ * The planner's estimate of the rows of a table, materialized view or
+ * partitioned table (the sum of its leaves), for retl.sync_status's
+ * progress: it is right for a table never analyzed too, unlike
+ * pg_class.reltuples, and runs no user code.  -1 for views and foreign
+ * tables.  Needs a transaction.
+ */
+int64
+retl_reader_estimate(Oid relid)
+{
+	char		relkind = get_rel_relkind(relid);
+	List	   *rels;
+	ListCell   *lc;
+	double		total = 0;
+
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_MATVIEW &&
+		relkind != RELKIND_PARTITIONED_TABLE)
+		return -1;
+	rels = find_all_inheritors(relid, AccessShareLock, NULL);
+	foreach(lc, rels)
+	{
+		Relation	rel = relation_open(lfirst_oid(lc), NoLock);
+		BlockNumber pages;
+		double		tuples,
+					allvisfrac;
+
+		if (RELKIND_HAS_STORAGE(rel->rd_rel->relkind))
+		{
+			estimate_rel_size(rel, NULL, &pages, &tuples, &allvisfrac);
+			total += tuples;
+		}
+		relation_close(rel, NoLock);
+	}
+	return (int64) total;
 }
 
 /*

@@ -78,6 +78,9 @@ retl_tidlist_collect(RetlRun *run, const char *filter)
 	run->ntids = (int64) n;
 	run->next_tid = 0;
 	run->use_tids = true;
+	/* progress: now the run knows how many rows it will read */
+	run->rows_estimated = run->rows_read + run->ntids;
+	run->dirty = true;
 	return true;
 }
 

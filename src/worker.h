@@ -153,6 +153,7 @@ typedef struct RetlRun
 	int			in_flight;
 	/* counters, flushed to retl.runs at most twice a second */
 	int64		rows_read;
+	int64		rows_estimated; /* rows this run reads in all, or -1: unknown */
 	int64		events_sent;
 	int64		events_succeeded;
 	int64		events_failed;
@@ -177,6 +178,7 @@ typedef struct RetlRun
 extern void retl_reader_start(RetlRun *run);
 extern void retl_reader_page(RetlRun *run);
 extern void retl_reader_close(RetlRun *run);
+extern int64 retl_reader_estimate(Oid relid);
 extern bool retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id);
 extern void retl_batch_close(RetlRun *run);
 extern void retl_run_encode(RetlRun *run);
