@@ -33,6 +33,7 @@
 #include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -280,8 +281,25 @@ read_cursor_page(RetlRun *run)
 }
 
 /*
+ * Undoes the settings the owner's code changed while the commit that
+ * declared a holdable cursor ran the rest of its query (after the page's
+ * own settings level had ended), as RESET ALL would: the worker's own
+ * settings are overrides, which it keeps.
+ */
+static void
+reset_owner_settings(MemoryContext caller)
+{
+	StartTransactionCommand();
+	ResetAllOptions();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+}
+
+/*
  * Reads one page of the source in a short transaction, as the sync's
- * owner.  Closes the last batch when the source is exhausted.
+ * owner.  Closes the last batch when the source is exhausted.  Whatever
+ * settings the owner's code (a view's functions) changes are undone at
+ * the end of the page: the worker's session serves other owners too.
  */
 void
 retl_reader_page(RetlRun *run)
@@ -293,8 +311,12 @@ retl_reader_page(RetlRun *run)
 		? run->dest.batch_size * run->dest.max_in_flight * 2
 		: run->dest.batch_size;
 	MemoryContext caller = CurrentMemoryContext;
+	int			guc_level;
+	bool		had_cursor = run->cursor_open;
 
 	StartTransactionCommand();
+	/* settings the owner's code changes (set_config) end with the page */
+	guc_level = NewGUCNestLevel();
 	GetUserIdAndSecContext(&save_uid, &save_sec);
 	SetUserIdAndSecContext(run->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -318,9 +340,12 @@ retl_reader_page(RetlRun *run)
 		(!run->diff || run->deletes_done);
 	SPI_finish();
 	PopActiveSnapshot();
+	AtEOXact_GUC(false, guc_level);
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller);
 	SetUserIdAndSecContext(save_uid, save_sec);
+	if (run->cursor_open && !had_cursor)
+		reset_owner_settings(caller);
 	run->dirty = true;
 	if (run->reading_done)
 	{

@@ -194,6 +194,40 @@ ok(index(sql($node, 'SELECT string_agg(config::text, \' \') FROM retl.destinatio
 	$SECRET) >= 0, 'the secrets store itself still holds the secret (superuser)');
 
 # ---------------------------------------------------------------------
+# An owner's code runs in the worker (a row-level security policy, a
+# view's function) but cannot change the worker's session for the syncs
+# of others: a read-only default or a 1 ms statement_timeout would fail
+# every later catalog write.
+# ---------------------------------------------------------------------
+sql($node, q{
+CREATE FUNCTION public.meddle(i int) RETURNS int LANGUAGE plpgsql AS $f$
+BEGIN
+  PERFORM set_config('default_transaction_read_only', 'on', false);
+  PERFORM set_config('statement_timeout', '1', false);
+  RETURN i;
+END $f$;
+CREATE TABLE meddling_t (id int PRIMARY KEY, user_id text, amount numeric);
+INSERT INTO meddling_t SELECT g, 'm' || g, g FROM generate_series(1, 30) g;
+ALTER TABLE meddling_t ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON meddling_t FOR SELECT USING (public.meddle(id) > 0);
+CREATE VIEW meddling_v AS SELECT id, user_id, amount, public.meddle(id) AS m FROM meddling_t;
+GRANT SELECT ON meddling_t, meddling_v TO alice;
+});
+my $hook_m = $recv->url('/meddle');
+ok_as('alice', qq{SELECT retl_create_destination('dest_m', 'webhook', '{"url": "$hook_m"}');
+SELECT retl_create_sync('m_table', 'meddling_t', 'dest_m', 'track', $mapping, 'id');
+SELECT retl_create_sync('m_view', 'meddling_v', 'dest_m', 'track', $mapping, 'id')}, 'alice syncs a table and a view that change settings');
+for my $sync ('m_table', 'm_view')
+{
+	my $run = ok_as('alice', "SELECT retl_sync_now('$sync')", "queue $sync");
+	is(wait_run($node, $run), 'succeeded', "$sync: the run succeeds");
+	my $after = ok_as('bob', "SELECT retl_force_full('sync_b')", "then bob's sync");
+	is(wait_run($node, $after), 'succeeded',
+		"after $sync, another owner's run in the same worker succeeds");
+}
+is(scalar @{ $recv->events(path => '/meddle') }, 60, 'both meddling syncs delivered');
+
+# ---------------------------------------------------------------------
 # Dropping: a destination with another role's syncs is refused.
 # ---------------------------------------------------------------------
 sql($node, 'GRANT SELECT ON orders_b TO carol');
