@@ -88,9 +88,14 @@ ALTER TABLE retl.fingerprints ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY manage ON retl.destinations
 	USING (retl._manages(owner));
--- secrets: the owner only, not retl_admin
+-- secrets: the owner only, not retl_admin; and only for the owner's own
+-- destination (else a role could give another's destination a URL)
 CREATE POLICY owner_only ON retl.destination_secrets
-	USING (pg_catalog.pg_has_role(current_user, owner::oid, 'MEMBER'));
+	USING (pg_catalog.pg_has_role(current_user, owner::oid, 'MEMBER'))
+	WITH CHECK (pg_catalog.pg_has_role(current_user, owner::oid, 'MEMBER')
+				AND EXISTS (SELECT 1 FROM retl.destinations d
+							 WHERE d.id OPERATOR(pg_catalog.=) destination_id
+							   AND d.owner OPERATOR(pg_catalog.=) destination_secrets.owner));
 -- a sync may only point at a destination its creator can see
 CREATE POLICY manage ON retl.syncs
 	USING (retl._manages(owner))

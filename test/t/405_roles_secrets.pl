@@ -103,6 +103,20 @@ UPDATE retl.syncs SET destination_id = (SELECT min(id) FROM retl.destinations WH
 INSERT INTO retl.syncs (name, source, destination_id, event_type, mapping)
 VALUES ('sneak2', 'orders_b', 1, 'track', '{"userId": "user_id", "event": "user_id"}')},
 	'42501', 'a direct INSERT pointing at a destination bob cannot see');
+# a destination made by a direct INSERT has no secrets row: another role
+# cannot supply one (it would choose where the owner's events go)
+ok_as('alice', q{INSERT INTO retl.destinations (name, kind, config)
+  VALUES ('bare_a', 'webhook', '{}')}, 'alice inserts a destination directly');
+my $bare = sql($node, "SELECT id FROM retl.destinations WHERE name = 'bare_a'");
+fails_as($node, 'bob', qq{INSERT INTO retl.destination_secrets (destination_id, config)
+  VALUES ($bare, '{"url": "http://127.0.0.1:9/bob"}')}, '42501',
+	"bob's secrets row for alice's destination");
+fails_as($node, 'carol', qq{INSERT INTO retl.destination_secrets (destination_id, config)
+  VALUES ($bare, '{"url": "http://127.0.0.1:9/carol"}')}, '42501',
+	"retl_admin's secrets row for alice's destination");
+ok_as('alice', qq{INSERT INTO retl.destination_secrets (destination_id, config)
+  VALUES ($bare, '{"url": "http://127.0.0.1:9/alice"}');
+DELETE FROM retl.destinations WHERE name = 'bare_a'}, 'alice may supply her own, and drop it');
 fails_as($node, 'bob', "UPDATE retl.syncs SET owner = 'alice' WHERE name = 'sync_b'",
 	'42501', 'changing the owner of a sync');
 fails_as($node, 'bob', "UPDATE retl.runs SET events_sent = 0", '42501',
