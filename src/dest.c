@@ -327,7 +327,8 @@ ends_with_ci(const char *key, size_t len, const char *suffix)
  * password, token, secret, anything ending in _key or _secret (or _token,
  * _password), and HTTP headers that carry credentials (Authorization,
  * Cookie, X-Api-Key, ...).  Case does not matter: header names are
- * case-insensitive.
+ * case-insensitive.  Mixpanel's project_token is not a secret: Mixpanel
+ * publishes it in web pages, and retl sends it in every /engage record.
  */
 bool
 retl_is_secret_key(const char *key)
@@ -342,6 +343,9 @@ retl_is_secret_key(const char *key)
 	};
 	size_t		len = strlen(key);
 
+	/* Mixpanel's project token is public (sent in every /engage record) */
+	if (strcmp(key, "project_token") == 0)
+		return false;
 	for (int i = 0; i < lengthof(exact); i++)
 		if (pg_strcasecmp(key, exact[i]) == 0)
 			return true;
