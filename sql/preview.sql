@@ -53,4 +53,11 @@ SELECT jsonb_pretty(e - 'sentAt' - 'originalTimestamp' - 'messageId')
 SELECT count(*) FROM retl_preview('ident', 0);
 SELECT retl_preview('ident', -1);
 SELECT retl_preview('nope');
+-- unmapped columns are keys under their own names, dots included; a name
+-- the mapping already uses (as an object) is left out
+CREATE TABLE dotted (id int PRIMARY KEY, "a.b" int, age int, "x.y" text);
+INSERT INTO dotted VALUES (1, 5, 40, NULL);
+SELECT retl_create_sync('dotted', 'dotted', 'preview_hook', 'track',
+  '{"userId": "id", "event": {"value": "E"}, "properties.age.years": "age"}') > 0 AS ok;
+SELECT e->'properties' AS properties FROM retl_preview('dotted', 1) e;
 RESET timezone;

@@ -407,13 +407,17 @@ check_options(RetlMapping *map, Jsonb *options)
 }
 
 /*
- * Adds the columns the mapping does not name under properties or traits.
+ * Adds the columns the mapping does not name under properties or traits,
+ * each under its own name taken literally: a column "a.b" is the key
+ * "a.b", not a path.  A name the mapping already uses there is left out.
  */
 static void
 add_unmapped(RetlMapping *map, Relation rel, const char *skip, int *allocated)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	const char *prefix = map->track ? "properties." : "traits.";
+	const char *under = map->track ? "properties" : "traits";
+	bool		created;
+	RetlMapNode *parent = NULL;
 
 	for (int a = 0; a < desc->natts; a++)
 	{
@@ -428,8 +432,13 @@ add_unmapped(RetlMapping *map, Relation rel, const char *skip, int *allocated)
 			used = strcmp(map->colnames[i], name) == 0;
 		if (used)
 			continue;
-		leaf = tree_insert(map->root, psprintf("%s%s", prefix, name));
-		if (leaf != NULL)
+		/* created on first use: no unmapped column, no empty object */
+		if (parent == NULL)
+			parent = node_child(map->root, under, strlen(under), &created);
+		if (parent->column >= 0 || parent->constant != NULL)
+			return;				/* mapped whole: nothing goes under it */
+		leaf = node_child(parent, name, strlen(name), &created);
+		if (created)
 			leaf->column = use_column(map, rel, name, allocated);
 	}
 }
