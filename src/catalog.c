@@ -24,6 +24,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "catalog/pg_database.h"
 #include "storage/lock.h"
 
@@ -343,6 +344,12 @@ setup_run(RetlRun *run)
 				 errmsg("the destination of sync \"%s\" has no row in retl.destination_secrets",
 						run->sync_name),
 				 errhint("Drop the destination and create it again with retl_create_destination().")));
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(run->owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the owner of sync \"%s\" (role OID %u) no longer exists",
+						run->sync_name, run->owner),
+				 errhint("A sync reads as its owner: drop it and create it again as another role.")));
 	if (get_rel_relkind(run->relid) == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),

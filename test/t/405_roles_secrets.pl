@@ -259,4 +259,20 @@ is(sql($node, 'SELECT count(*) FROM retl.destination_secrets s WHERE NOT EXISTS 
 	  . '(SELECT 1 FROM retl.destinations d WHERE d.id = s.destination_id)'), '0',
 	'no orphan secrets');
 
+# ---------------------------------------------------------------------
+# A dropped owner: PostgreSQL does not know retl's rows, so DROP ROLE
+# succeeds; the sync's next run says what happened.
+# ---------------------------------------------------------------------
+sql($node, 'CREATE ROLE dave; GRANT SELECT ON orders_a TO dave');
+my $hook_d = $recv->url('/dave');
+ok_as('dave', qq{SELECT retl_create_destination('dest_d', 'webhook', '{"url": "$hook_d"}');
+SELECT retl_create_sync('sync_d', 'orders_a', 'dest_d', 'track', $mapping, 'id')},
+	'dave creates a sync');
+sql($node, 'REVOKE SELECT ON orders_a FROM dave; DROP ROLE dave');
+my $run_d = sql($node, "SELECT retl_sync_now('sync_d')");
+is(wait_run($node, $run_d), 'failed', "the run of a dropped role's sync fails");
+like(sql($node, "SELECT error FROM retl.runs WHERE id = $run_d"),
+	qr/the owner of sync "sync_d" \(role OID \d+\) no longer exists/, '... saying why');
+is(scalar @{ $recv->all_events(path => '/dave') }, 0, '... and sends nothing');
+
 done_testing();
