@@ -172,27 +172,42 @@ def filter_events(pairs, q):
     return out
 
 
-class Handler(BaseHTTPRequestHandler):
+class BaseHandler(BaseHTTPRequestHandler):
+    """What test/receiver.py and test/vendors.py share: HTTP/1.1 with
+    keep-alive, Expect: 100-continue, bodies read whole (chunked or not,
+    gzip or deflate decoded), answers sent with Content-Length."""
     verbose = False  # set by serve() from --verbose
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # TCP_NODELAY
     wbufsize = 65536  # headers and body leave in one write (see _send)
     server_version = "retl-test-receiver/1"
+    log_name = "receiver"
+    default_ctype = "text/plain; charset=utf-8"
 
     def version_string(self):
         return self.server_version
 
     def log_message(self, fmt, *args):
         if self.verbose:
-            sys.stderr.write("receiver: %s - %s\n" % (self.address_string(), fmt % args))
+            sys.stderr.write("%s: %s - %s\n" % (self.log_name, self.address_string(), fmt % args))
 
-    # ----- helpers -------------------------------------------------------
+    def handle_expect_100(self):
+        # wfile is buffered: push "100 Continue" out now, or the client
+        # waits its expect timeout before it sends the body
+        self.send_response_only(100)
+        self.end_headers()
+        self.wfile.flush()
+        return True
 
-    def _send(self, status, body=b"", ctype="text/plain; charset=utf-8", headers=None):
+    def _send(self, status, body=b"", ctype=None, headers=None):
+        """Answers status with body: bytes, text, or an object sent as JSON."""
+        if not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            ctype = "application/json"
         if isinstance(body, str):
             body = body.encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Type", ctype or self.default_ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -200,9 +215,6 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
         self.wfile.flush()
-
-    def _send_json(self, status, obj, headers=None):
-        self._send(status, json.dumps(obj), "application/json", headers)
 
     def _read_body(self):
         te = self.headers.get("Transfer-Encoding", "")
@@ -236,6 +248,13 @@ class Handler(BaseHTTPRequestHandler):
             pass
         return raw
 
+
+class Handler(BaseHandler):
+    # ----- helpers -------------------------------------------------------
+
+    def _send_json(self, status, obj, headers=None):
+        self._send(status, json.dumps(obj), "application/json", headers)
+
     def _drop_connection(self):
         self.close_connection = True
         try:
@@ -266,14 +285,6 @@ class Handler(BaseHTTPRequestHandler):
         # the client sent more (pipelining): nothing to learn, do not spin
         time.sleep(0.1)
         return False
-
-    def handle_expect_100(self):
-        # wfile is buffered: push "100 Continue" out now, or the client
-        # waits its expect timeout before it sends the body
-        self.send_response_only(100)
-        self.end_headers()
-        self.wfile.flush()
-        return True
 
     # ----- dispatch -------------------------------------------------------
 

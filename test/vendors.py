@@ -62,10 +62,10 @@ import re
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from receiver import serve  # the same server loop and CLI as test/receiver.py
+# the same HTTP plumbing, server loop and CLI as test/receiver.py
+from receiver import BaseHandler, serve
 
 
 class State:
@@ -673,61 +673,11 @@ def route(handler):
     return None, None
 
 
-class Handler(BaseHTTPRequestHandler):
-    verbose = False  # set by serve() from --verbose
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    wbufsize = 65536
+class Handler(BaseHandler):
+    """The vendor endpoints; the HTTP plumbing is the receiver's."""
     server_version = "retl-test-vendors/1"
-
-    def version_string(self):
-        return self.server_version
-
-    def log_message(self, fmt, *args):
-        if self.verbose:
-            sys.stderr.write("vendors: %s - %s\n" % (self.address_string(), fmt % args))
-
-    def handle_expect_100(self):
-        self.send_response_only(100)
-        self.end_headers()
-        self.wfile.flush()
-        return True
-
-    def _send(self, status, body, ctype="application/json", headers=None):
-        if not isinstance(body, (bytes, str)):
-            body = json.dumps(body)
-            ctype = "application/json"
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-
-    def _read_body(self):
-        te = self.headers.get("Transfer-Encoding", "")
-        if "chunked" in te.lower():
-            chunks = []
-            while True:
-                line = self.rfile.readline()
-                if not line:
-                    break
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while True:
-                        t = self.rfile.readline()
-                        if not t or t in (b"\r\n", b"\n"):
-                            break
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n > 0 else b""
+    log_name = "vendors"
+    default_ctype = "application/json"
 
     def do_GET(self):
         parts = urlsplit(self.path)
