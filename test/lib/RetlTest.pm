@@ -60,7 +60,7 @@ our $RUN_TIMEOUT = 120;
 our %SEEN_STATUSES;
 
 my $JSON = JSON::PP->new->utf8->canonical;
-my @RECEIVERS;
+my @SERVERS;    # of spawn_server, stopped at the end
 my @NODES;
 
 # Cluster::init runs "$PG_REGRESS --config-auth": default it for developers
@@ -675,20 +675,49 @@ any_address => 1 listens on every local address (IPv4 and IPv6), not only
 sub start_receiver
 {
 	my (%opts) = @_;
-	my $dir = PostgreSQL::Test::Utils::tempdir();
-	my $port_file = "$dir/receiver.port";
-	my $test = File::Basename::basename($0);
-	$test =~ s/\.[^.]+$//;
-	my $log = "$PostgreSQL::Test::Utils::log_path/${test}_receiver"
-	  . (scalar(@RECEIVERS) + 1) . ".log";
-	my @cmd = ($PYTHON, $RECEIVER_SCRIPT, '--port', '0',
-		'--port-file', $port_file);
+	my @cmd = ($PYTHON, $RECEIVER_SCRIPT);
+	my $tls_file;
 	push @cmd, '--verbose' if $opts{verbose};
 	push @cmd, '--any-address' if $opts{any_address};
-	push @cmd, '--tls-cert', $opts{tls}->[0], '--tls-key', $opts{tls}->[1],
-	  '--tls-port-file', "$port_file.tls"
-	  if $opts{tls};
+	if ($opts{tls})
+	{
+		$tls_file = PostgreSQL::Test::Utils::tempdir() . '/tls.port';
+		push @cmd, '--tls-cert', $opts{tls}->[0], '--tls-key', $opts{tls}->[1],
+		  '--tls-port-file', $tls_file;
+	}
+	my $self = spawn_server('receiver', @cmd);
+	$self->{http} = HTTP::Tiny->new(timeout => 120, keep_alive => 1);
+	bless $self, 'RetlTest::Receiver';
+	if ($tls_file)
+	{
+		# the HTTPS port is written before the plain one
+		my $tls = slurp_file($tls_file);
+		$self->{tls_url} = 'https://127.0.0.1:' . ($tls =~ /^(\d+)/)[0];
+	}
+	return $self;
+}
 
+=pod
+
+=head2 spawn_server($what, @cmd) / stop_server($server)
+
+C<spawn_server> starts @cmd, a server that takes C<--port 0 --port-file
+FILE> and writes the port it chose there, with its output in
+tmp_check/log/<test>_<what>N.log; it waits up to 60 s for the port and
+returns C<< {pid, port, url, log} >>.  Every server is stopped at the end
+of the test; C<stop_server> stops one before.
+
+=cut
+
+sub spawn_server
+{
+	my ($what, @cmd) = @_;
+	my $port_file = PostgreSQL::Test::Utils::tempdir() . "/$what.port";
+	my $test = File::Basename::basename($0);
+	$test =~ s/\.[^.]+$//;
+	my $log = "$PostgreSQL::Test::Utils::log_path/${test}_$what"
+	  . (scalar(@SERVERS) + 1) . ".log";
+	push @cmd, '--port', '0', '--port-file', $port_file;
 	my $pid = fork();
 	croak "fork failed: $!" unless defined $pid;
 	if ($pid == 0)
@@ -698,56 +727,53 @@ sub start_receiver
 		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(126);
 		exec(@cmd) or POSIX::_exit(127);
 	}
-	my $self = bless {
-		pid => $pid,
-		log => $log,
-		http => HTTP::Tiny->new(timeout => 120, keep_alive => 1),
-	}, 'RetlTest::Receiver';
-	push @RECEIVERS, $self;
-
+	my $server = { pid => $pid, log => $log };
+	push @SERVERS, $server;
 	my $deadline = Time::HiRes::time() + 60;
-	my $port;
 	while (Time::HiRes::time() < $deadline)
 	{
-		if (-s $port_file)
+		if (-s $port_file && slurp_file($port_file) =~ /^(\d+)/)
 		{
-			open my $fh, '<', $port_file or croak "$port_file: $!";
-			my $line = <$fh>;
-			close $fh;
-			if (defined $line && $line =~ /^(\d+)/)
-			{
-				$port = $1;
-				last;
-			}
+			$server->{port} = $1;
+			last;
 		}
 		if (waitpid($pid, POSIX::WNOHANG()) == $pid)
 		{
-			$self->{pid} = undef;
-			croak "receiver exited at start, see $log: "
-			  . slurp_file($log);
+			$server->{pid} = undef;
+			croak "$what exited at start, see $log: " . slurp_file($log);
 		}
 		Time::HiRes::sleep(0.05);
 	}
-	croak "receiver did not write $port_file within 60 s" unless $port;
-	$self->{port} = $port;
-	$self->{url} = "http://127.0.0.1:$port";
-	if ($opts{tls})
+	croak "$what did not write $port_file within 60 s" unless $server->{port};
+	$server->{url} = "http://127.0.0.1:$server->{port}";
+	note("$what pid $pid on $server->{url}, log $log");
+	return $server;
+}
+
+sub stop_server
+{
+	my ($server) = @_;
+	my $pid = $server->{pid} or return;
+	kill 'TERM', $pid;
+	my $deadline = Time::HiRes::time() + 10;
+	while (Time::HiRes::time() < $deadline)
 	{
-		# the HTTPS port is written before the plain one
-		my $tls = slurp_file("$port_file.tls");
-		$self->{tls_url} = 'https://127.0.0.1:' . ($tls =~ /^(\d+)/)[0];
+		last if waitpid($pid, POSIX::WNOHANG()) == $pid;
+		Time::HiRes::sleep(0.05);
 	}
-	note("receiver pid $pid on $self->{url}, log $log");
-	return $self;
+	if (kill(0, $pid))
+	{
+		kill 'KILL', $pid;
+		waitpid($pid, 0);
+	}
+	$server->{pid} = undef;
+	return;
 }
 
 END
 {
 	local $?;    # keep the test's exit status: waitpid below changes $?
-	for my $r (@RECEIVERS)
-	{
-		$r->stop if $r->{pid};
-	}
+	stop_server($_) for @SERVERS;
 }
 
 package RetlTest::Receiver;
@@ -852,24 +878,6 @@ sub wait_requests
 		$what // "$n requests at the receiver");
 }
 
-sub stop
-{
-	my ($self) = @_;
-	my $pid = $self->{pid} or return;
-	kill 'TERM', $pid;
-	my $deadline = Time::HiRes::time() + 10;
-	while (Time::HiRes::time() < $deadline)
-	{
-		last if waitpid($pid, POSIX::WNOHANG()) == $pid;
-		Time::HiRes::sleep(0.05);
-	}
-	if (kill(0, $pid))
-	{
-		kill 'KILL', $pid;
-		waitpid($pid, 0);
-	}
-	$self->{pid} = undef;
-	return;
-}
+sub stop { RetlTest::stop_server($_[0]); return; }
 
 1;

@@ -43,11 +43,10 @@ use Carp;
 use Cwd qw(abs_path);
 use Digest::SHA qw(sha256_hex hmac_sha256 hmac_sha256_hex);
 use Exporter qw(import);
-use File::Basename qw(dirname basename);
+use File::Basename qw(dirname);
 use HTTP::Tiny;
 use JSON::PP;
 use MIME::Base64 qw(decode_base64);
-use POSIX ();
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes ();
@@ -63,7 +62,6 @@ our @EXPORT = qw(
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 my $PYTHON = '/usr/bin/python3';
 my $TESTDIR = abs_path(dirname(__FILE__) . '/..');
-my @PROCS;
 
 sub json_decode { return $JSON->decode($_[0]); }
 sub json_encode { return $JSON->encode($_[0]); }
@@ -82,82 +80,6 @@ sub order_id_of
 	return defined $user && $user =~ /^user-(\d+)$/ ? $1 : undef;
 }
 
-# Starts a command that writes its port to --port-file; returns
-# {pid, port, url, log}.
-sub _spawn
-{
-	my ($what, @cmd) = @_;
-	my $dir = PostgreSQL::Test::Utils::tempdir();
-	my $port_file = "$dir/$what.port";
-	my $test = basename($0);
-	$test =~ s/\.[^.]+$//;
-	my $log = "$PostgreSQL::Test::Utils::log_path/${test}_$what"
-	  . (scalar(@PROCS) + 1) . ".log";
-	push @cmd, '--port', '0', '--port-file', $port_file;
-	my $pid = fork();
-	croak "fork failed: $!" unless defined $pid;
-	if ($pid == 0)
-	{
-		open(STDIN, '<', '/dev/null');
-		open(STDOUT, '>>', $log) or POSIX::_exit(126);
-		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(126);
-		exec(@cmd) or POSIX::_exit(127);
-	}
-	my $proc = { pid => $pid, log => $log, what => $what };
-	push @PROCS, $proc;
-	my $deadline = Time::HiRes::time() + 60;
-	while (Time::HiRes::time() < $deadline)
-	{
-		if (-s $port_file)
-		{
-			open my $fh, '<', $port_file or croak "$port_file: $!";
-			my $line = <$fh>;
-			close $fh;
-			if (defined $line && $line =~ /^(\d+)/)
-			{
-				$proc->{port} = $1;
-				last;
-			}
-		}
-		if (waitpid($pid, POSIX::WNOHANG()) == $pid)
-		{
-			$proc->{pid} = undef;
-			croak "$what exited at start, see $log: " . slurp_file($log);
-		}
-		Time::HiRes::sleep(0.05);
-	}
-	croak "$what did not write $port_file within 60 s" unless $proc->{port};
-	$proc->{url} = "http://127.0.0.1:$proc->{port}";
-	note("$what pid $pid on $proc->{url}, log $log");
-	return $proc;
-}
-
-sub _stop
-{
-	my ($proc) = @_;
-	my $pid = $proc->{pid} or return;
-	kill 'TERM', $pid;
-	my $deadline = Time::HiRes::time() + 10;
-	while (Time::HiRes::time() < $deadline)
-	{
-		last if waitpid($pid, POSIX::WNOHANG()) == $pid;
-		Time::HiRes::sleep(0.05);
-	}
-	if (kill(0, $pid))
-	{
-		kill 'KILL', $pid;
-		waitpid($pid, 0);
-	}
-	$proc->{pid} = undef;
-	return;
-}
-
-END
-{
-	local $?;
-	_stop($_) for @PROCS;
-}
-
 =pod
 
 =head2 start_vendors(%opts)
@@ -174,10 +96,9 @@ sub start_vendors
 	my (%opts) = @_;
 	my @cmd = ($PYTHON, "$TESTDIR/vendors.py");
 	push @cmd, '--verbose' if $opts{verbose};
-	my $proc = _spawn('vendors', @cmd);
-	return bless { %$proc, proc => $proc,
-		http => HTTP::Tiny->new(timeout => 60, keep_alive => 1) },
-	  'RetlVendors::Server';
+	my $server = RetlTest::spawn_server('vendors', @cmd);
+	$server->{http} = HTTP::Tiny->new(timeout => 60, keep_alive => 1);
+	return bless $server, 'RetlVendors::Server';
 }
 
 =pod
@@ -201,11 +122,10 @@ sub start_kinesalite
 			  . "(npm ci --prefix test, as test/check does)");
 		return undef;
 	}
-	my $proc = _spawn('kinesalite', 'node', "$TESTDIR/kinesalite.js",
+	my $server = RetlTest::spawn_server('kinesalite', 'node', "$TESTDIR/kinesalite.js",
 		'--createStreamMs', '0');
-	return bless { %$proc, proc => $proc,
-		http => HTTP::Tiny->new(timeout => 60, keep_alive => 1) },
-	  'RetlVendors::Kinesalite';
+	$server->{http} = HTTP::Tiny->new(timeout => 60, keep_alive => 1);
+	return bless $server, 'RetlVendors::Kinesalite';
 }
 
 =pod
