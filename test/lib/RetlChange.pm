@@ -39,13 +39,6 @@ our @EXPORT = qw(
 
 my $JSON = JSON::PP->new->utf8->canonical;
 
-sub _lit
-{
-	my ($s) = @_;
-	$s =~ s/'/''/g;
-	return "'$s'";
-}
-
 =pod
 
 =head2 queue_run($node, $sync, %opts)
@@ -65,7 +58,7 @@ sub queue_run
 {
 	my ($node, $sync, %opts) = @_;
 	my $fn = $opts{full} ? 'retl_force_full' : 'retl_sync_now';
-	return sql($node, "SELECT $fn(" . _lit($sync) . ")");
+	return sql($node, "SELECT $fn(" . sql_lit($sync) . ")");
 }
 
 sub sync_run
@@ -95,14 +88,14 @@ sub create_sync
 	my ($node, %a) = @_;
 	my $pk = exists $a{primary_key} ? $a{primary_key} : 'id';
 	return sql($node,
-		"SELECT retl_create_sync(name => " . _lit($a{name})
-		  . ", source => " . _lit($a{source})
-		  . ", destination => " . _lit($a{destination})
-		  . ", event_type => " . _lit($a{event_type} // 'track')
-		  . ", mapping => " . _lit($JSON->encode($a{mapping})) . "::jsonb"
-		  . ", primary_key => " . (defined $pk ? _lit($pk) : 'NULL')
-		  . ", mode => " . _lit($a{mode} // 'upsert')
-		  . ", options => " . _lit($JSON->encode($a{options} // {})) . "::jsonb)");
+		"SELECT retl_create_sync(name => " . sql_lit($a{name})
+		  . ", source => " . sql_lit($a{source})
+		  . ", destination => " . sql_lit($a{destination})
+		  . ", event_type => " . sql_lit($a{event_type} // 'track')
+		  . ", mapping => " . sql_lit($JSON->encode($a{mapping})) . "::jsonb"
+		  . ", primary_key => " . (defined $pk ? sql_lit($pk) : 'NULL')
+		  . ", mode => " . sql_lit($a{mode} // 'upsert')
+		  . ", options => " . sql_lit($JSON->encode($a{options} // {})) . "::jsonb)");
 }
 
 =pod
@@ -121,7 +114,7 @@ sub sync_status
 {
 	my ($node, $sync) = @_;
 	return sql_json($node,
-		"SELECT to_jsonb(s) FROM retl.sync_status s WHERE s.sync = " . _lit($sync));
+		"SELECT to_jsonb(s) FROM retl.sync_status s WHERE s.sync = " . sql_lit($sync));
 }
 
 sub status_shows

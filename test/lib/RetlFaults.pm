@@ -46,12 +46,10 @@ hashrefs (every column).
 sub failed_events
 {
 	my ($node, $sync) = @_;
-	my $q = $sync;
-	$q =~ s/'/''/g;
 	return sql_json($node,
 		"SELECT coalesce(jsonb_agg(to_jsonb(f) ORDER BY f.id), '[]') "
 		  . "FROM retl.failed_events f JOIN retl.syncs s ON s.id = f.sync_id "
-		  . "WHERE s.name = '$q'");
+		  . "WHERE s.name = " . sql_lit($sync));
 }
 
 =pod

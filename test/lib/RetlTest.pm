@@ -50,7 +50,7 @@ our @EXPORT = qw(
   create_orders expected_order create_webhook create_track_sync
   event_ids check_ids check_ids_at_least dig
   dump_state node_running diag_server_log stop_ok
-  psql_as fails_as set_system wait_run_db
+  psql_as fails_as set_system wait_run_db sql_lit
 );
 
 # Default timeout of wait_run, in seconds.
@@ -170,11 +170,9 @@ sub run_row
 sub runs_of
 {
 	my ($node, $sync) = @_;
-	my $q = $sync;
-	$q =~ s/'/''/g;
 	return sql_json($node,
 		"SELECT coalesce(jsonb_agg(to_jsonb(r) - 'snapshot' ORDER BY id), '[]') "
-		  . "FROM retl.runs r WHERE sync_name = '$q'");
+		  . "FROM retl.runs r WHERE sync_name = " . sqlsql_lit($sync));
 }
 
 =pod
@@ -507,7 +505,8 @@ Options: mapping (hashref), event_type, primary_key, options (hashref).
 
 =cut
 
-sub _lit
+# A SQL string literal of $s.
+sub sql_lit
 {
 	my ($s) = @_;
 	$s =~ s/'/''/g;
@@ -519,8 +518,8 @@ sub create_webhook
 	my ($node, $name, $url, %config) = @_;
 	my $cfg = $JSON->encode({ url => $url, %config });
 	return sql($node,
-		"SELECT retl_create_destination(" . _lit($name) . ", 'webhook', "
-		  . _lit($cfg) . "::jsonb)");
+		"SELECT retl_create_destination(" . sql_lit($name) . ", 'webhook', "
+		  . sql_lit($cfg) . "::jsonb)");
 }
 
 our $DEFAULT_MAPPING = {
@@ -536,20 +535,20 @@ sub create_track_sync
 	my $options = $JSON->encode($opts{options} // {});
 	my $event_type = $opts{event_type} // 'track';
 	my $pk = exists $opts{primary_key} ? $opts{primary_key} : 'id';
-	my $pk_sql = defined $pk ? _lit($pk) : 'NULL';
+	my $pk_sql = defined $pk ? sql_lit($pk) : 'NULL';
 	return sql($node,
 		"SELECT retl_create_sync(name => "
-		  . _lit($name)
+		  . sql_lit($name)
 		  . ", source => "
-		  . _lit($table)
+		  . sql_lit($table)
 		  . ", destination => "
-		  . _lit($dest)
+		  . sql_lit($dest)
 		  . ", event_type => "
-		  . _lit($event_type)
+		  . sql_lit($event_type)
 		  . ", mapping => "
-		  . _lit($mapping)
+		  . sql_lit($mapping)
 		  . "::jsonb, primary_key => $pk_sql, options => "
-		  . _lit($options)
+		  . sql_lit($options)
 		  . "::jsonb)");
 }
 

@@ -257,25 +257,18 @@ hashrefs).
 
 =cut
 
-sub _lit
-{
-	my ($s) = @_;
-	$s =~ s/'/''/g;
-	return "'$s'";
-}
-
 sub create_dest
 {
 	my ($node, $name, $kind, $config) = @_;
 	return sql($node,
-		"SELECT retl_create_destination(" . _lit($name) . ', '
-		  . _lit($kind) . ', ' . _lit($JSON->encode($config)) . '::jsonb)');
+		"SELECT retl_create_destination(" . sql_lit($name) . ', '
+		  . sql_lit($kind) . ', ' . sql_lit($JSON->encode($config)) . '::jsonb)');
 }
 
 sub run_sync
 {
 	my ($node, $sync, $timeout) = @_;
-	my $run = sql($node, 'SELECT retl_sync_now(' . _lit($sync) . ')');
+	my $run = sql($node, 'SELECT retl_sync_now(' . sql_lit($sync) . ')');
 	my $status = wait_run($node, $run, $timeout);
 	return ($run, $status, run_row($node, $run));
 }
@@ -320,7 +313,7 @@ through retl._redact.
 sub secret_nowhere
 {
 	my ($node, $secret, $name) = @_;
-	my $lit = _lit($secret);
+	my $lit = sql_lit($secret);
 	my $where = sql($node, qq{
 SELECT string_agg(w, ', ') FROM (
   SELECT 'retl.runs ' || id AS w FROM retl.runs WHERE strpos(coalesce(error, ''), $lit) > 0
