@@ -567,6 +567,23 @@ retl_json_get(Jsonb *jb, const char *key)
 }
 
 /*
+ * The event a vendor's answer points at by index (v, a JSON number), or -1
+ * when v is missing, not a number, or outside the batch of nevents: the
+ * per-event answers of Braze, Amplitude and Mixpanel list indexes.
+ */
+int64
+retl_json_index(const JsonbValue *v, int nevents)
+{
+	int64		i;
+
+	if (v == NULL || v->type != jbvNumeric)
+		return -1;
+	i = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+										  NumericGetDatum(v->val.numeric)));
+	return i >= 0 && i < nevents ? i : -1;
+}
+
+/*
  * Appends a jsonb value (scalar or container) as JSON text.
  */
 void

@@ -94,6 +94,7 @@ extern void retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config,
 						   bool track);
 extern Jsonb *retl_parse_json(const char *text, int len);
 extern JsonbValue *retl_json_get(Jsonb *jb, const char *key);
+extern int64 retl_json_index(const JsonbValue *v, int nevents);
 extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
 extern int64 retl_event_time_ms(Jsonb *event);
 extern char *retl_event_user(Jsonb *event, bool *anonymous);

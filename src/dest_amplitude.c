@@ -135,11 +135,8 @@ mark_listed(JsonbValue *lists, const char *what, RetlBatch *b,
 
 		if (tok == WJB_KEY)
 			field = pnstrdup(v.val.string.val, v.val.string.len);
-		if (tok != WJB_ELEM || v.type != jbvNumeric || field == NULL)
-			continue;
-		i = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-											  NumericGetDatum(v.val.numeric)));
-		if (i < 0 || i >= b->nevents)
+		if (tok != WJB_ELEM || field == NULL ||
+			(i = retl_json_index(&v, b->nevents)) < 0)
 			continue;
 		outcomes[i] = RETL_OUTCOME_FAIL;
 		reasons[i] = psprintf("Amplitude: %s field \"%s\"", what, field);

@@ -155,13 +155,9 @@ braze_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 		array = retl_json_get(err, "input_array");
 		index = retl_json_get(err, "index");
 		type = retl_json_get(err, "type");
-		if (array == NULL || array->type != jbvString || index == NULL ||
-			index->type != jbvNumeric ||
-			strncmp(array->val.string.val, ours, array->val.string.len) != 0)
-			continue;
-		i = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-											  NumericGetDatum(index->val.numeric)));
-		if (i < 0 || i >= b->nevents)
+		if (array == NULL || array->type != jbvString ||
+			strncmp(array->val.string.val, ours, array->val.string.len) != 0 ||
+			(i = retl_json_index(index, b->nevents)) < 0)
 			continue;
 		outcomes[i] = RETL_OUTCOME_FAIL;
 		reasons[i] = type && type->type == jbvString

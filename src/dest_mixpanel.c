@@ -202,10 +202,7 @@ mixpanel_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 		rec = JsonbValueToJsonb(&v);
 		index = retl_json_get(rec, "index");
 		msg = retl_json_get(rec, "message");
-		if (index == NULL || index->type != jbvNumeric)
-			continue;
-		i = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(index->val.numeric)));
-		if (i < 0 || i >= b->nevents)
+		if ((i = retl_json_index(index, b->nevents)) < 0)
 			continue;
 		outcomes[i] = RETL_OUTCOME_FAIL;
 		reasons[i] = msg && msg->type == jbvString
