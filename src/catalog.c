@@ -602,7 +602,7 @@ retl_catalog_finish(RetlRun *run)
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, BYTEAOID};
 	Datum		values[4] = {
 		Int64GetDatum(run->id), CStringGetTextDatum(status),
-		run->error ? CStringGetTextDatum(retl_scrub(run->secrets, run->error, -1)) : (Datum) 0,
+		run->error ? PointerGetDatum(retl_scrub(run->secrets, run->error, -1)) : (Datum) 0,
 		PointerGetDatum(run->snapshot)
 	};
 	char		nulls[4] = {' ', ' ', run->error ? ' ' : 'n', ' '};
@@ -648,10 +648,10 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 	values[1] = Int64GetDatum(run->id);
 	values[2] = pk ? CStringGetTextDatum(pk) : (Datum) 0;
 	/* a vendor may echo a credential back: none reaches the table */
-	values[3] = CStringGetTextDatum(retl_scrub(run->secrets, payload, len));
+	values[3] = PointerGetDatum(retl_scrub(run->secrets, payload, len));
 	values[4] = Int32GetDatum(http_status);
-	values[5] = response ? CStringGetTextDatum(retl_scrub(run->secrets, response, -1)) : (Datum) 0;
-	values[6] = CStringGetTextDatum(retl_scrub(run->secrets, error, -1));
+	values[5] = response ? PointerGetDatum(retl_scrub(run->secrets, response, -1)) : (Datum) 0;
+	values[6] = PointerGetDatum(retl_scrub(run->secrets, error, -1));
 	values[7] = Int32GetDatum(attempts);
 	values[8] = Int64GetDatum(failed_id);
 	values[9] = BoolGetDatum(retryable);

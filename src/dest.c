@@ -464,37 +464,40 @@ retl_secret_values(RetlDest *dest, Jsonb *config)
 }
 
 /*
- * text (len bytes, or up to its NUL when len < 0) with every secret value
- * replaced by "***".  Returns a palloc'd, NUL-terminated copy.
+ * s (len bytes, or up to its NUL when len < 0) as text, with every secret
+ * value replaced by "***".  s is copied once when it holds no secret, as
+ * it almost always does: failed payloads can be large.
  */
-char *
-retl_scrub(List *secrets, const char *text, int len)
+text *
+retl_scrub(List *secrets, const char *s, int len)
 {
-	char	   *cur = len < 0 ? pstrdup(text) : pnstrdup(text, len);
+	const char *src = s;
+	size_t		srclen = len < 0 ? strlen(s) : (size_t) len;
 	ListCell   *lc;
 
 	foreach(lc, secrets)
 	{
 		const char *secret = lfirst(lc);
 		size_t		slen = strlen(secret);
-		StringInfoData out;
-		char	   *from = cur,
+		const char *from = src,
+				   *end = src + srclen,
 				   *hit;
+		StringInfoData out;
 
-		if (strstr(cur, secret) == NULL)
+		if (memmem(src, srclen, secret, slen) == NULL)
 			continue;
 		initStringInfo(&out);
-		while ((hit = strstr(from, secret)) != NULL)
+		while ((hit = memmem(from, end - from, secret, slen)) != NULL)
 		{
 			appendBinaryStringInfo(&out, from, hit - from);
 			appendStringInfoString(&out, "***");
 			from = hit + slen;
 		}
-		appendStringInfoString(&out, from);
-		pfree(cur);
-		cur = out.data;
+		appendBinaryStringInfo(&out, from, end - from);
+		src = out.data;
+		srclen = out.len;
 	}
-	return cur;
+	return cstring_to_text_with_len(src, srclen);
 }
 
 /*

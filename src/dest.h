@@ -115,7 +115,7 @@ extern void retl_dest_check_keys(Jsonb *config, const char *kind,
 								 const char *const *allowed);
 extern bool retl_is_secret_key(const char *key);
 extern List *retl_secret_values(RetlDest *dest, Jsonb *config);
-extern char *retl_scrub(List *secrets, const char *text, int len);
+extern text *retl_scrub(List *secrets, const char *s, int len);
 
 extern const RetlDestKind retl_dest_webhook;
 extern const RetlDestKind retl_dest_rudderstack;
