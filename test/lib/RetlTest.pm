@@ -172,7 +172,7 @@ sub runs_of
 	my ($node, $sync) = @_;
 	return sql_json($node,
 		"SELECT coalesce(jsonb_agg(to_jsonb(r) - 'snapshot' ORDER BY id), '[]') "
-		  . "FROM retl.runs r WHERE sync_name = " . sqlsql_lit($sync));
+		  . "FROM retl.runs r WHERE sync_name = " . sql_lit($sync));
 }
 
 =pod
