@@ -6,7 +6,8 @@
 # postgres OS user from a scratch copy of the repository (PostgreSQL
 # refuses to run as root).
 
-RETL_PG_BIN=/usr/lib/postgresql/15/bin
+# RETL_PG_BIN picks another (for example relocated) PostgreSQL 15 installation
+RETL_PG_BIN=${RETL_PG_BIN:-/usr/lib/postgresql/15/bin}
 RETL_PG_CONFIG=$RETL_PG_BIN/pg_config
 # (clang and libclang-rt-14-dev, with libFuzzer, build the fuzzer: test/fuzz)
 RETL_PACKAGES="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
