@@ -209,6 +209,7 @@ static void
 load_checkpoint(RetlRun *run, Jsonb *jb)
 {
 	retl_jsonb_get_int(jb, "pos", &run->ckpt.pos);
+	run->ckpt.key = retl_jsonb_get_text(jb, "key");
 	retl_jsonb_get_int(jb, "rows", &run->ckpt.rows);
 	retl_jsonb_get_int(jb, "sent", &run->ckpt.sent);
 	retl_jsonb_get_int(jb, "succeeded", &run->ckpt.succeeded);
@@ -304,6 +305,7 @@ setup_diff(RetlRun *run, Jsonb *options)
 														   "on_delete", 9, NULL) : NULL;
 
 	run->ckpt.pos = 0;
+	run->ckpt.key = NULL;
 	if (v != NULL && v->type == jbvString)
 		run->on_delete_skip = v->val.string.len == 4 &&
 			strncmp(v->val.string.val, "skip", 4) == 0;
@@ -370,7 +372,8 @@ setup_run(RetlRun *run)
 		run->full = true;
 	if (run->full || run->diff)
 		run->prev_snapshot = NULL;	/* these runs read every row */
-	if (run->snapshot == NULL || (reason != NULL && run->ckpt.pos > 0 &&
+	if (run->snapshot == NULL || (reason != NULL &&
+								  (run->ckpt.pos != 0 || run->ckpt.key != NULL) &&
 								  strcmp(reason, "no cursor yet") != 0))
 	{
 		/* a fresh start: a resumed run keeps the snapshot it began with */
@@ -527,31 +530,55 @@ retl_catalog_poll_stops(dlist_head *runs)
 }
 
 /*
- * Writes a run's counters.
+ * The checkpoint of a run as JSON: the position (a leaf and block, or the
+ * last key read) and the counters there.
+ */
+static char *
+checkpoint_json(RetlRun *run)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"pos\": " INT64_FORMAT ", \"rows\": " INT64_FORMAT
+					 ", \"sent\": " INT64_FORMAT ", \"succeeded\": " INT64_FORMAT
+					 ", \"failed\": " INT64_FORMAT,
+					 run->ckpt.pos, run->ckpt.rows, run->ckpt.sent,
+					 run->ckpt.succeeded, run->ckpt.failed);
+	if (run->ckpt.key != NULL)
+	{
+		appendStringInfoString(&buf, ", \"key\": ");
+		retl_json_escape(&buf, run->ckpt.key, strlen(run->ckpt.key));
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/*
+ * Writes a run's counters, checkpoint and read method.
  */
 static void
 write_counters(RetlRun *run)
 {
-	Oid			types[8] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID,
-	INT8OID};
-	Datum		values[8] = {
+	Oid			types[9] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID,
+	INT8OID, TEXTOID};
+	Datum		values[9] = {
 		Int64GetDatum(run->id), Int64GetDatum(run->rows_read),
 		Int64GetDatum(run->events_sent), Int64GetDatum(run->events_succeeded),
 		Int64GetDatum(run->events_failed),
-		CStringGetTextDatum(psprintf("{\"pos\": " INT64_FORMAT ", \"rows\": " INT64_FORMAT
-									 ", \"sent\": " INT64_FORMAT ", \"succeeded\": " INT64_FORMAT
-									 ", \"failed\": " INT64_FORMAT "}",
-									 run->ckpt.pos, run->ckpt.rows, run->ckpt.sent,
-									 run->ckpt.succeeded, run->ckpt.failed)),
-		Int64GetDatum(run->rows_deleted), Int64GetDatum(run->rows_estimated)
+		CStringGetTextDatum(checkpoint_json(run)),
+		Int64GetDatum(run->rows_deleted), Int64GetDatum(run->rows_estimated),
+		run->method_chosen
+		? CStringGetTextDatum(retl_read_method_name(run->read_method)) : (Datum) 0
 	};
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ',
-	run->rows_estimated < 0 ? 'n' : ' '};
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ',
+		run->rows_estimated < 0 ? 'n' : ' ',
+	run->method_chosen ? ' ' : 'n'};
 
 	exec_args("UPDATE retl.runs SET rows_read = $2, events_sent = $3,"
 			  " events_succeeded = $4, events_failed = $5, checkpoint = $6::jsonb,"
-			  " rows_deleted = $7, rows_estimated = $8 WHERE id = $1",
-			  8, types, values, nulls, SPI_OK_UPDATE);
+			  " rows_deleted = $7, rows_estimated = $8,"
+			  " read_method = coalesce($9, read_method) WHERE id = $1",
+			  9, types, values, nulls, SPI_OK_UPDATE);
 	run->ckpt_dirty = false;
 	run->dirty = false;
 	run->last_flush = GetCurrentTimestamp();

@@ -8,13 +8,15 @@
  * contiguous sequence ranges, so an "ack" record per batch, kept in
  * creation order, gives the low-water mark: the end of the longest prefix
  * of batches that are done (delivered, or recorded as failed).  The source
- * is read in spans (block ranges or cursor fetches); a span is
+ * is read in spans (block ranges or key pages); a span is
  * checkpointed once the low-water mark passes its last event.  The
  * checkpoint (source position plus the counters at that point) is written
  * to retl.runs with the run's progress, so a resumed run re-sends only the
- * batches after it: those in flight or acknowledged out of order
- * (DESIGN.md, "Delivery": the cursor only advances over the contiguous
- * prefix of acknowledged work).
+ * batches after it: those in flight or acknowledged out of order (the
+ * cursor only advances over the contiguous prefix of acknowledged work).
+ * The position is a leaf and a block for sources read by blocks, and the
+ * last key read for sources read in key order: never a count of rows,
+ * which rows deleted before a resume would shift.
  *
  *-------------------------------------------------------------------------
  */
@@ -49,15 +51,16 @@ retl_ckpt_event(RetlRun *run, RetlAck *ack, bool oversize)
 }
 
 /*
- * Records that the source was read up to end_pos, with rows rows in this
- * span.
+ * Records that the source was read up to end_pos (a leaf and block), or up
+ * to and including key end_key, with rows rows in this span.
  */
 void
-retl_ckpt_span(RetlRun *run, int64 end_pos, int64 rows)
+retl_ckpt_span(RetlRun *run, int64 end_pos, const char *end_key, int64 rows)
 {
 	RetlSpan   *span = MemoryContextAllocZero(run->cxt, sizeof(RetlSpan));
 
 	span->end_pos = end_pos;
+	span->end_key = end_key ? MemoryContextStrdup(run->cxt, end_key) : NULL;
 	span->last_seq = run->seq;
 	span->rows = rows;
 	dlist_push_tail(&run->spans, &span->node);
@@ -97,6 +100,12 @@ retl_ckpt_advance(RetlRun *run)
 		if (span->last_seq > low)
 			break;
 		run->ckpt.pos = span->end_pos;
+		if (span->end_key != NULL)
+		{
+			if (run->ckpt.key != NULL)
+				pfree(run->ckpt.key);
+			run->ckpt.key = span->end_key;
+		}
 		run->ckpt.rows += span->rows;
 		run->ckpt_dirty = true;
 		dlist_delete(&span->node);

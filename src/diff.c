@@ -7,12 +7,31 @@
  * retl.fingerprints keeps one 64-bit fingerprint per primary key: the hash
  * that also makes the event's messageId, so it covers the sync, the key
  * and the mapped content.  Each run reads the whole source; a row whose
- * fingerprint matches the stored one is skipped, the others are sent.  Keys
- * that were stored but not seen in this run were deleted: mirror syncs
- * send a deletion event for them, other syncs forget them.  Fingerprints
- * are written only when the destination acknowledged the event, so a stop
- * or a crash never loses a change (RudderStack, Hightouch and Census diff
- * this way; DESIGN.md, "Content diff").
+ * fingerprint matches the stored one is skipped, the others are sent.
+ * Fingerprints are written only when the destination acknowledged the
+ * event, so a stop or a crash never loses a change (RudderStack, Hightouch
+ * and Census diff this way).
+ *
+ * Everything is a set operation: per page of rows, one saved-plan lookup
+ * of the page's keys (a real text[] parameter, joined as a relation: a
+ * generic plan of "pk = ANY ($2)" filters every stored key of the sync
+ * instead of probing the index); per acknowledged batch,
+ * one upsert and one delete.  The keys seen by the run are kept as 64-bit
+ * hashes in a sorted array (8 bytes a key); after the source is read, the
+ * stored keys are walked in pages and those not seen are candidates for
+ * deletion.  A candidate is deleted only if the source, read again in a
+ * snapshot taken after the whole run read it, does not have it: a row
+ * that an update moved behind the reader was not seen, but is alive (the
+ * next run sends its change).  Mirror syncs send a deletion event for the
+ * others, carrying the identity stored with the fingerprint (computed in
+ * C when the event was built); other syncs forget them.
+ *
+ * Duplicate keys: a source read in key order shows them as neighbours
+ * (the reader says so); one read by blocks keeps a hash of seen keys.
+ *
+ * Catalog statements run as the worker, in the reader's page transaction
+ * (lookups, deletions) or in a transaction of their own (acknowledged
+ * batches).  The plans are saved once per worker.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,16 +42,58 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#define DELETES_PAGE 1000		/* stored keys per deletions page */
+
 typedef struct FpEntry
 {
 	uint64		key;			/* hash of the primary key text */
-	int64		fp;				/* stored fingerprint, or 0 */
+	int64		fp;				/* stored fingerprint */
 } FpEntry;
+
+typedef struct RetlDiff
+{
+	MemoryContext cxt;			/* the run's */
+	MemoryContext page_cxt;		/* the page's stored fingerprints */
+	HTAB	   *page;			/* key hash -> stored fingerprint */
+	uint64	   *seen;			/* hashes of the keys seen */
+	int64		nseen;
+	int64		cap;
+	bool		sorted;
+	HTAB	   *seen_hash;		/* blocks runs: for duplicates */
+	char	   *deletes_after;	/* paging through stored keys */
+} RetlDiff;
+
+/* Plans of the catalog statements, saved once per worker. */
+static SPIPlanPtr lookup_plan;
+static SPIPlanPtr stored_first_plan;
+static SPIPlanPtr stored_next_plan;
+static SPIPlanPtr upsert_plan;
+static SPIPlanPtr delete_plan;
+
+/*
+ * Prepares and saves a catalog statement, once.
+ */
+static SPIPlanPtr
+saved_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "retl: preparing a fingerprint statement failed: %s",
+				 SPI_result_code_string(SPI_result));
+		*plan = p;
+	}
+	return *plan;
+}
 
 /*
  * Hashes a primary key's text to the key of the seen-set and lookups.
@@ -44,18 +105,40 @@ pk_hash(const char *pk)
 }
 
 /*
- * Creates a hash table of 64-bit keys in the run's memory.
+ * Orders 64-bit hashes for qsort and bsearch.
  */
-static HTAB *
-fp_table(RetlRun *run, const char *name, long size)
+static int
+cmp_u64(const void *a, const void *b)
 {
-	HASHCTL		ctl;
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(uint64);
-	ctl.entrysize = sizeof(FpEntry);
-	ctl.hcxt = run->cxt;
-	return hash_create(name, size, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * A text[] of the non-NULL strings among n, with NULL elements where
+ * allow_nulls and a string is NULL.
+ */
+static ArrayType *
+text_array(char **strs, int n, bool allow_nulls)
+{
+	Datum	   *elems = palloc(Max(n, 1) * sizeof(Datum));
+	bool	   *nulls = palloc(Max(n, 1) * sizeof(bool));
+	int			m = 0;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+	{
+		if (strs[i] == NULL && !allow_nulls)
+			continue;
+		nulls[m] = strs[i] == NULL;
+		elems[m++] = strs[i] ? CStringGetTextDatum(strs[i]) : (Datum) 0;
+	}
+	dims[0] = m;
+	return construct_md_array(elems, nulls, 1, dims, lbs, TEXTOID, -1, false,
+							  TYPALIGN_INT);
 }
 
 /*
@@ -75,89 +158,119 @@ retl_diff_fingerprint(const char *message_id)
 }
 
 /*
- * Prepares a diff run: the set of keys seen so far.
+ * Prepares a diff run: no key seen yet.
  */
 void
 retl_diff_start(RetlRun *run)
 {
-	run->diff_seen = fp_table(run, "retl seen keys", 1024);
-	run->diff_page = NULL;
+	RetlDiff   *d = MemoryContextAllocZero(run->cxt, sizeof(RetlDiff));
+
+	d->cxt = run->cxt;
+	d->page_cxt = AllocSetContextCreate(run->cxt, "retl diff page",
+										ALLOCSET_DEFAULT_SIZES);
+	d->cap = 1024;
+	d->seen = MemoryContextAlloc(run->cxt, d->cap * sizeof(uint64));
+	run->diffs = d;
 	run->deletes_done = false;
-	run->deletes_after = NULL;
+}
+
+/*
+ * Creates a hash table of 64-bit keys.
+ */
+static HTAB *
+fp_table(MemoryContext cxt, const char *name, long size)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = sizeof(FpEntry);
+	ctl.hcxt = cxt;
+	return hash_create(name, size, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
 /*
  * Looks up the stored fingerprints of a page of keys, in one query, as the
- * worker (the sync's owner need not read retl's tables).
+ * worker (the sync's owner need not read retl's tables).  The previous
+ * page's are freed.
  */
 void
-retl_diff_lookup(RetlRun *run, char **pks, int n, Oid worker_uid, int sec)
+retl_diff_lookup(RetlRun *run, char **pks, int n)
 {
-	StringInfoData arr;
-	Oid			types[2] = {INT8OID, TEXTOID};
+	RetlDiff   *d = run->diffs;
+	Oid			types[2] = {INT8OID, TEXTARRAYOID};
 	Datum		values[2];
-	Oid			save_uid;
-	int			save_sec;
+	SPITupleTable *tt;
+	uint64		found;
+	MemoryContext old;
 
-	run->diff_page = fp_table(run, "retl page fingerprints", Max(n, 16));
-	initStringInfo(&arr);
-	appendStringInfoChar(&arr, '{');
-	for (int i = 0; i < n; i++)
-	{
-		if (pks[i] == NULL)
-			continue;
-		if (arr.len > 1)
-			appendStringInfoChar(&arr, ',');
-		appendStringInfoChar(&arr, '"');
-		for (const char *c = pks[i]; *c; c++)
-		{
-			if (*c == '"' || *c == '\\')
-				appendStringInfoChar(&arr, '\\');
-			appendStringInfoChar(&arr, *c);
-		}
-		appendStringInfoChar(&arr, '"');
-	}
-	appendStringInfoChar(&arr, '}');
+	MemoryContextReset(d->page_cxt);
+	d->page = fp_table(d->page_cxt, "retl page fingerprints", Max(n, 16));
+	old = MemoryContextSwitchTo(d->page_cxt);
 	values[0] = Int64GetDatum(run->sync_id);
-	values[1] = CStringGetTextDatum(arr.data);
-	GetUserIdAndSecContext(&save_uid, &save_sec);
-	SetUserIdAndSecContext(worker_uid, sec);
-	if (SPI_execute_with_args("SELECT pk, fingerprint FROM retl.fingerprints"
-							  " WHERE sync_id = $1 AND pk = ANY ($2::text[])",
-							  2, types, values, NULL, true, 0) != SPI_OK_SELECT)
+	values[1] = PointerGetDatum(text_array(pks, n, false));
+	MemoryContextSwitchTo(old);
+	if (SPI_execute_plan(saved_plan(&lookup_plan,
+									"SELECT f.pk, f.fingerprint FROM pg_catalog.unnest($2) AS k (pk)"
+									" JOIN retl.fingerprints f ON f.sync_id = $1 AND f.pk = k.pk",
+									2, types),
+						 values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "retl: reading fingerprints failed");
-	SetUserIdAndSecContext(save_uid, save_sec);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	tt = SPI_tuptable;
+	found = SPI_processed;
+	for (uint64 i = 0; i < found; i++)
 	{
 		bool		isnull;
-		char	   *pk = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
 		uint64		key = pk_hash(pk);
-		FpEntry    *e = hash_search(run->diff_page, &key, HASH_ENTER, NULL);
+		FpEntry    *e = hash_search(d->page, &key, HASH_ENTER, NULL);
 
-		e->fp = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-											SPI_tuptable->tupdesc, 2, &isnull));
+		e->fp = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
 	}
-	SPI_freetuptable(SPI_tuptable);
+	SPI_freetuptable(tt);
+}
+
+/*
+ * Records a key as seen.
+ */
+static void
+add_seen(RetlDiff *d, uint64 key)
+{
+	if (d->nseen == d->cap)
+	{
+		d->cap *= 2;
+		d->seen = repalloc_huge(d->seen, d->cap * sizeof(uint64));
+	}
+	d->seen[d->nseen++] = key;
+	d->sorted = false;
 }
 
 /*
  * Decides what to do with one row of a diff run.  Returns NULL to send it,
- * "" to skip it (unchanged), or the reason it is invalid.
+ * "" to skip it (unchanged), or the reason it is invalid.  dup says whether
+ * the reader saw the key on the previous row (1, 0), or does not know (-1).
  */
 const char *
-retl_diff_check(RetlRun *run, const char *pk, int64 fp)
+retl_diff_check(RetlRun *run, const char *pk, int64 fp, int dup)
 {
+	RetlDiff   *d = run->diffs;
 	uint64		key;
-	bool		found;
+	bool		found = false;
 	FpEntry    *stored;
 
 	if (pk == NULL)
 		return "the primary key is NULL";
 	key = pk_hash(pk);
-	(void) hash_search(run->diff_seen, &key, HASH_ENTER, &found);
-	if (found)
+	if (dup < 0)
+	{
+		if (d->seen_hash == NULL)
+			d->seen_hash = fp_table(d->cxt, "retl seen keys", 1024);
+		(void) hash_search(d->seen_hash, &key, HASH_ENTER, &found);
+	}
+	if (found || dup > 0)
 		return "duplicate primary key";
-	stored = hash_search(run->diff_page, &key, HASH_FIND, NULL);
+	add_seen(d, key);
+	stored = d->page ? hash_search(d->page, &key, HASH_FIND, NULL) : NULL;
 	if (!run->full && stored != NULL && stored->fp == fp)
 		return "";
 	return NULL;
@@ -214,107 +327,220 @@ build_delete_event(RetlRun *run, const char *identity, const char *pk,
 }
 
 /*
- * Reads a page of stored keys and handles those this run did not see:
- * mirror syncs send a deletion event (unless on_delete is "skip"), other
- * syncs just forget them.  Runs in the reader's page transaction, as the
- * worker.
+ * Was this key seen by the run?
+ */
+static bool
+was_seen(RetlDiff *d, const char *pk)
+{
+	uint64		key = pk_hash(pk);
+
+	if (!d->sorted)
+	{
+		qsort(d->seen, d->nseen, sizeof(uint64), cmp_u64);
+		d->sorted = true;
+	}
+	return bsearch(&key, d->seen, d->nseen, sizeof(uint64), cmp_u64) != NULL;
+}
+
+/*
+ * Reads the next page of stored keys, after the last one read.  Returns
+ * the result's row count; SPI_tuptable holds them.  The page must be read
+ * along the primary key's index: a generic plan that sorts the keys after
+ * the last one (its estimate of a sync's keys is blind) would make the
+ * walk quadratic, so sorts and bitmap scans are off while it plans.
+ */
+static uint64
+stored_page(RetlRun *run)
+{
+	RetlDiff   *d = run->diffs;
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(run->sync_id), 0};
+	int			rc;
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+
+	if (d->deletes_after == NULL)
+		rc = SPI_execute_plan(saved_plan(&stored_first_plan,
+										 "SELECT pk, fingerprint, identity FROM retl.fingerprints"
+										 " WHERE sync_id = $1 ORDER BY pk"
+										 " LIMIT " CppAsString2(DELETES_PAGE), 1, types),
+							  values, NULL, true, 0);
+	else
+	{
+		values[1] = CStringGetTextDatum(d->deletes_after);
+		rc = SPI_execute_plan(saved_plan(&stored_next_plan,
+										 "SELECT pk, fingerprint, identity FROM retl.fingerprints"
+										 " WHERE sync_id = $1 AND pk > $2 ORDER BY pk"
+										 " LIMIT " CppAsString2(DELETES_PAGE), 2, types),
+							  values, NULL, true, 0);
+	}
+	AtEOXact_GUC(false, level);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "retl: reading fingerprints failed");
+	return SPI_processed;
+}
+
+/*
+ * Forgets the fingerprints of n keys, in one statement.
+ */
+static void
+forget_keys(RetlRun *run, char **pks, int n)
+{
+	Oid			types[2] = {INT8OID, TEXTARRAYOID};
+	Datum		values[2];
+
+	if (n == 0)
+		return;
+	values[0] = Int64GetDatum(run->sync_id);
+	values[1] = PointerGetDatum(text_array(pks, n, false));
+	if (SPI_execute_plan(saved_plan(&delete_plan,
+									"DELETE FROM retl.fingerprints f USING pg_catalog.unnest($2) AS k (pk)"
+									" WHERE f.sync_id = $1 AND f.pk = k.pk",
+									2, types),
+						 values, NULL, false, 0) < 0)
+		elog(ERROR, "retl: forgetting deleted keys failed");
+}
+
+/*
+ * Queues the deletion event of a key, with its stored identity.
+ */
+static void
+queue_deletion(RetlRun *run, const char *pk, int64 fp, const char *identity)
+{
+	build_delete_event(run, identity ? identity : "\"anonymousId\":null", pk, fp);
+	retl_run_encode(run);
+	resetStringInfo(&run->ident_buf);
+	if (identity != NULL)
+		appendStringInfoString(&run->ident_buf, identity);
+	retl_run_add_diff_event(run, pk, 0, fp, true);
+}
+
+/*
+ * Reads a page of stored keys and handles those that are gone: the keys
+ * this run did not see and that the source, read again now as the owner,
+ * does not have.  Mirror syncs send a deletion event (unless on_delete is
+ * "skip"), other syncs forget them.  Runs in the reader's page
+ * transaction, as the worker.
  */
 void
 retl_diff_deletes_page(RetlRun *run)
 {
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		values[2] = {Int64GetDatum(run->sync_id),
-	CStringGetTextDatum(run->deletes_after ? run->deletes_after : "")};
-	char		nulls[2] = {' ', run->deletes_after ? ' ' : 'n'};
-	SPITupleTable *tt;
-	uint64		n;
+	RetlDiff   *d = run->diffs;
+	uint64		n = stored_page(run);
+	SPITupleTable *tt = SPI_tuptable;
+	char	  **cand = palloc(Max(n, 1) * sizeof(char *));
+	int			ncand = 0;
+	bool	   *live = palloc(Max(n, 1) * sizeof(bool));
+	char	  **gone = palloc(Max(n, 1) * sizeof(char *));
+	int			ngone = 0;
+	int			c = 0;
 
-	if (SPI_execute_with_args("SELECT pk, fingerprint, identity FROM retl.fingerprints"
-							  " WHERE sync_id = $1 AND ($2 IS NULL OR pk > $2)"
-							  " ORDER BY pk LIMIT 1000",
-							  2, types, values, nulls, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "retl: reading fingerprints failed");
-	tt = SPI_tuptable;
-	n = SPI_processed;
 	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
+
+		if (i == n - 1)
+			d->deletes_after = MemoryContextStrdup(d->cxt, pk);
+		if (!was_seen(d, pk))
+			cand[ncand++] = pk;
+	}
+	retl_owner_enter(run);
+	retl_keys_live(run, cand, ncand, live);
+	retl_owner_leave(run);
+	for (uint64 i = 0; i < n && c < ncand; i++)
 	{
 		bool		isnull;
 		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
-		int64		fp = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
-		char	   *identity = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
-		uint64		key = pk_hash(pk);
 
-		run->deletes_after = MemoryContextStrdup(run->cxt, pk);
-		if (hash_search(run->diff_seen, &key, HASH_FIND, NULL) != NULL)
+		if (strcmp(pk, cand[c]) != 0)
 			continue;
+		if (live[c++])
+			continue;			/* moved behind the reader: alive */
 		run->rows_deleted++;
-		if (!run->mirror || run->on_delete_skip)
-		{
-			Oid			dtypes[2] = {INT8OID, TEXTOID};
-			Datum		dvalues[2] = {Int64GetDatum(run->sync_id), CStringGetTextDatum(pk)};
-
-			if (SPI_execute_with_args("DELETE FROM retl.fingerprints WHERE sync_id = $1 AND pk = $2",
-									  2, dtypes, dvalues, NULL, false, 0) != SPI_OK_DELETE)
-				elog(ERROR, "retl: forgetting a deleted key failed");
-			continue;
-		}
-		build_delete_event(run, identity ? identity : "\"anonymousId\":null", pk, fp);
-		retl_run_encode(run);
-		if (retl_run_add_event(run, pk, 0))
-			run->building->ev_delete[run->building->nevents - 1] = true;
+		if (run->mirror && !run->on_delete_skip)
+			queue_deletion(run, pk,
+						   DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull)),
+						   SPI_getvalue(tt->vals[i], tt->tupdesc, 3));
+		else
+			gone[ngone++] = pk;
 	}
-	if (n < 1000)
+	forget_keys(run, gone, ngone);
+	SPI_freetuptable(tt);
+	if (n < DELETES_PAGE)
 		run->deletes_done = true;
 }
 
 /*
  * Stores the fingerprints of the events a destination acknowledged, and
- * forgets the keys whose deletion it acknowledged.  One short transaction.
+ * forgets the keys whose deletion it acknowledged: one upsert and one
+ * delete, in one short transaction.  A key sent twice in the batch keeps
+ * its last fingerprint.
  */
 void
 retl_diff_acked(RetlBatch *b)
 {
-	Oid			types[4] = {INT8OID, TEXTOID, INT8OID, TEXTOID};
-	bool		any = false;
+	Oid			utypes[4] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
+	Datum		uvalues[4];
+	char	  **pks = palloc(Max(b->nevents, 1) * sizeof(char *));
+	char	  **idents = palloc(Max(b->nevents, 1) * sizeof(char *));
+	Datum	   *fps = palloc(Max(b->nevents, 1) * sizeof(Datum));
+	char	  **dels = palloc(Max(b->nevents, 1) * sizeof(char *));
+	int			nup = 0,
+				ndel = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	for (int i = 0; i < b->nevents && !any; i++)
-		any = b->ev_fp[i] != 0 || b->ev_delete[i];
-	if (!any)
+	for (int i = 0; i < b->nevents; i++)
+	{
+		if (b->ev_pk[i] == NULL)
+			continue;
+		if (b->ev_delete[i])
+			dels[ndel++] = b->ev_pk[i];
+		else if (b->ev_fp[i] != 0)
+		{
+			pks[nup] = b->ev_pk[i];
+			idents[nup] = b->ev_ident[i];
+			fps[nup++] = Int64GetDatum(b->ev_fp[i]);
+		}
+	}
+	if (nup == 0 && ndel == 0)
 		return;
 	StartTransactionCommand();
+	/*
+	 * A fingerprint lost in a crash only makes the next run send its event
+	 * again, with the same messageId: no need to wait for the WAL flush.
+	 */
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "retl: SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	for (int i = 0; i < b->nevents; i++)
+	if (nup > 0)
 	{
-		Datum		values[4];
-		int			rc;
-
-		if ((b->ev_fp[i] == 0 && !b->ev_delete[i]) || b->ev_pk[i] == NULL)
-			continue;
-		values[0] = Int64GetDatum(b->run->sync_id);
-		values[1] = CStringGetTextDatum(b->ev_pk[i]);
-		values[2] = Int64GetDatum(b->ev_fp[i]);
-		values[3] = PointerGetDatum(cstring_to_text_with_len(b->body.data + b->ev_start[i],
-															 b->ev_len[i]));
-		if (b->ev_delete[i])
-			rc = SPI_execute_with_args("DELETE FROM retl.fingerprints"
-									   " WHERE sync_id = $1 AND pk = $2",
-									   2, types, values, NULL, false, 0);
-		else
-			rc = SPI_execute_with_args("INSERT INTO retl.fingerprints (sync_id, pk, fingerprint, identity)"
-									   " SELECT s.id, $2, $3, (SELECT string_agg(pg_catalog.to_json(k)::text"
-									   "   || ':' || (e->k)::text, ',') FROM pg_catalog.unnest("
-									   "   ARRAY['userId', 'anonymousId']) k WHERE e ? k)"
-									   " FROM retl.syncs s, (SELECT $4::jsonb AS e) x"
-									   " WHERE s.id = $1"
-									   " ON CONFLICT (sync_id, pk) DO UPDATE SET"
-									   " fingerprint = EXCLUDED.fingerprint, identity = EXCLUDED.identity",
-									   4, types, values, NULL, false, 0);
-		if (rc < 0)
+		uvalues[0] = Int64GetDatum(b->run->sync_id);
+		uvalues[1] = PointerGetDatum(text_array(pks, nup, false));
+		uvalues[2] = PointerGetDatum(construct_array(fps, nup, INT8OID, 8,
+													 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		uvalues[3] = PointerGetDatum(text_array(idents, nup, true));
+		if (SPI_execute_plan(saved_plan(&upsert_plan,
+										"INSERT INTO retl.fingerprints AS f (sync_id, pk, fingerprint, identity)"
+										" SELECT DISTINCT ON (u.pk) s.id, u.pk, u.fp, u.ident"
+										" FROM retl.syncs s, ROWS FROM (pg_catalog.unnest($2),"
+										"  pg_catalog.unnest($3), pg_catalog.unnest($4))"
+										"  WITH ORDINALITY AS u (pk, fp, ident, ord)"
+										" WHERE s.id = $1 ORDER BY u.pk, u.ord DESC"
+										" ON CONFLICT (sync_id, pk) DO UPDATE SET"
+										" fingerprint = EXCLUDED.fingerprint, identity = EXCLUDED.identity"
+										" WHERE (f.fingerprint, f.identity) IS DISTINCT FROM"
+										" (EXCLUDED.fingerprint, EXCLUDED.identity)",
+										4, utypes),
+							 uvalues, NULL, false, 0) < 0)
 			elog(ERROR, "retl: writing fingerprints failed");
 	}
+	forget_keys(b->run, dels, ndel);
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();

@@ -265,3 +265,30 @@ retl_event_build(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 	}
 	appendStringInfoChar(buf, '}');
 }
+
+/*
+ * Appends the identity of a row's event, as a deletion event of its key
+ * carries it later: its "userId" and "anonymousId" members, in that order,
+ * as they are in the event (a NULL column is left out unless the sync
+ * keeps nulls).  Nothing when the mapping sets neither.
+ */
+void
+retl_event_identity(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
+					Datum *values, bool *nulls)
+{
+	static const char *const keys[2] = {"userId", "anonymousId"};
+
+	for (int k = 0; k < 2; k++)
+		for (RetlMapNode *n = map->root->children; n != NULL; n = n->next)
+		{
+			if (strcmp(n->key, keys[k]) != 0 ||
+				(n->column < 0 && n->constant == NULL))
+				continue;
+			if (n->column >= 0 && nulls[n->column] && !map->keep_nulls)
+				continue;
+			if (buf->len > 0)
+				appendStringInfoChar(buf, ',');
+			appendBinaryStringInfo(buf, n->key_json.data + 1, n->key_json.len - 1);
+			write_leaf_value(buf, map, ctx, n, values, nulls);
+		}
+}

@@ -16,7 +16,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define RETL_VERSION "0.2"
+#define RETL_VERSION "0.3"
 #define RETL_MAX_DATABASES 64
 
 /* GUCs (retl.c) */
@@ -115,6 +115,8 @@ extern void retl_event_ctx_set_now(RetlEventCtx *ctx, TimestampTz now);
 extern void retl_event_build(StringInfo buf, RetlMapping *map,
 							 RetlEventCtx *ctx, Datum *values, bool *nulls,
 							 char *message_id);
+extern void retl_event_identity(StringInfo buf, RetlMapping *map,
+								RetlEventCtx *ctx, Datum *values, bool *nulls);
 
 /* ---------- snapshots and the xmin cursor (snapshot.c) ---------- */
 extern bytea *retl_snapshot_capture(Oid relid);

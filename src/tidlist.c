@@ -89,8 +89,7 @@ retl_tidlist_collect(RetlRun *run, const char *filter)
  * span: up to the block of the first TID not read yet.
  */
 void
-retl_tidlist_page(RetlRun *run, int want,
-				  void (*process) (RetlRun *, SPITupleTable *, uint64))
+retl_tidlist_page(RetlRun *run, int want)
 {
 	int64		from = run->next_tid;
 	int64		to = Min(run->ntids, from + want);
@@ -98,7 +97,9 @@ retl_tidlist_page(RetlRun *run, int want,
 	ArrayType  *arr;
 	Oid			argtypes[1] = {TIDARRAYOID};
 	Datum		args[1];
+	SPITupleTable *tt;
 	int64		end_pos;
+	uint64		n;
 
 	if (to > from)
 	{
@@ -108,19 +109,23 @@ retl_tidlist_page(RetlRun *run, int want,
 		arr = construct_array(elems, (int) (to - from), TIDOID,
 							  sizeof(ItemPointerData), false, TYPALIGN_SHORT);
 		args[0] = PointerGetDatum(arr);
-		if (SPI_execute_with_args(psprintf("%s AND ctid = ANY ($1)", run->query),
+		if (SPI_execute_with_args(psprintf("%s AND ctid = ANY ($1)",
+										   run->leaves[0].query),
 								  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "retl: reading changed rows failed");
-		process(run, SPI_tuptable, SPI_processed);
+		/* before the rows' processing runs statements of its own */
+		n = SPI_processed;
+		tt = SPI_tuptable;
+		retl_reader_rows(run, tt, n);
 		end_pos = to < run->ntids
 			? ItemPointerGetBlockNumber(&run->tids[to]) : run->nblocks;
-		retl_ckpt_span(run, end_pos, (int64) SPI_processed);
-		SPI_freetuptable(SPI_tuptable);
+		retl_ckpt_span(run, retl_blocks_pos(run, end_pos), NULL, (int64) n);
+		SPI_freetuptable(tt);
 	}
 	run->next_tid = to;
 	if (run->next_tid >= run->ntids)
 	{
-		retl_ckpt_span(run, run->nblocks, 0);
+		retl_ckpt_span(run, retl_blocks_pos(run, run->nblocks), NULL, 0);
 		run->source_done = true;
 	}
 }

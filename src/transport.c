@@ -206,6 +206,7 @@ retl_batch_create(RetlRun *run)
 	b->ev_failed_id = MemoryContextAlloc(cxt, b->cap * sizeof(int64));
 	b->ev_msgid = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
 	b->ev_fp = MemoryContextAlloc(cxt, b->cap * sizeof(int64));
+	b->ev_ident = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
 	b->ev_delete = MemoryContextAlloc(cxt, b->cap * sizeof(bool));
 	cb->func = batch_release;
 	cb->arg = b;
@@ -234,6 +235,7 @@ retl_batch_append(RetlBatch *b, const char *ev, int len, const char *pk,
 		b->ev_failed_id = repalloc(b->ev_failed_id, b->cap * sizeof(int64));
 		b->ev_msgid = repalloc(b->ev_msgid, b->cap * sizeof(char *));
 		b->ev_fp = repalloc(b->ev_fp, b->cap * sizeof(int64));
+		b->ev_ident = repalloc(b->ev_ident, b->cap * sizeof(char *));
 		b->ev_delete = repalloc(b->ev_delete, b->cap * sizeof(bool));
 	}
 	if (b->nevents > 0)
@@ -245,6 +247,7 @@ retl_batch_append(RetlBatch *b, const char *ev, int len, const char *pk,
 	b->ev_msgid[b->nevents] = message_id && message_id[0]
 		? MemoryContextStrdup(b->cxt, message_id) : NULL;
 	b->ev_fp[b->nevents] = 0;
+	b->ev_ident[b->nevents] = NULL;
 	b->ev_delete[b->nevents] = false;
 	appendBinaryStringInfo(&b->body, ev, len);
 	b->nevents++;

@@ -141,6 +141,8 @@ batch_part(RetlBatch *b, int from, int to, const bool *pick)
 		retl_batch_append(part, b->body.data + b->ev_start[i], b->ev_len[i],
 						  b->ev_pk[i], b->ev_msgid[i], b->ev_failed_id[i]);
 		part->ev_fp[part->nevents - 1] = b->ev_fp[i];
+		part->ev_ident[part->nevents - 1] = b->ev_ident[i]
+			? MemoryContextStrdup(part->cxt, b->ev_ident[i]) : NULL;
 		part->ev_delete[part->nevents - 1] = b->ev_delete[i];
 	}
 	appendStringInfoString(&part->body, run->dest.suffix);
@@ -650,11 +652,6 @@ fail_current_run(ErrorData *edata)
 	current_run = NULL;
 	if (run == NULL)
 		return;
-	/*
-	 * cursor_open stays: the abort dropped a cursor declared in the failed
-	 * transaction, but one held over from an earlier page survives it, and
-	 * retl_reader_close drops whichever is still there.
-	 */
 	if (run->finishing)
 	{
 		/* its end could not be recorded: the next worker start requeues it */

@@ -18,6 +18,31 @@
 
 struct RetlRun;
 
+/* How a run reads its source (shown in retl.runs.read_method). */
+typedef enum RetlReadMethod
+{
+	RETL_READ_BLOCKS,			/* TID ranges over each leaf with storage */
+	RETL_READ_KEYS,				/* key-ordered pages, WHERE key > last */
+	RETL_READ_STORE				/* materialized in the worker, sorted by key */
+} RetlReadMethod;
+
+/* A relation with storage that a blocks run reads. */
+typedef struct RetlLeaf
+{
+	Oid			relid;
+	char	   *relname;		/* quoted, schema-qualified */
+	BlockNumber nblocks;		/* read right after the run's snapshot */
+	char	   *query;			/* SELECT list FROM ONLY leaf WHERE true[filter] */
+} RetlLeaf;
+
+/* The worker's identity, saved while the sync's owner's code runs. */
+typedef struct RetlOwnerScope
+{
+	Oid			save_uid;
+	int			save_sec;
+	int			guc_level;
+} RetlOwnerScope;
+
 /* Acknowledgement state of one batch (kept after the batch is freed). */
 typedef struct RetlAck
 {
@@ -33,7 +58,8 @@ typedef struct RetlAck
 typedef struct RetlSpan
 {
 	dlist_node	node;
-	int64		end_pos;		/* block or row position after the span */
+	int64		end_pos;		/* leaf and block after the span (blocks) */
+	char	   *end_key;		/* last key of the span (keys, store), or NULL */
 	int64		last_seq;		/* sequence number after its last event */
 	int64		rows;
 } RetlSpan;
@@ -41,7 +67,8 @@ typedef struct RetlSpan
 /* What is acknowledged: the source position and the counters there. */
 typedef struct RetlCheckpoint
 {
-	int64		pos;
+	int64		pos;			/* blocks: leaf OID << 32 | block */
+	char	   *key;			/* keys, store: the last key read, or NULL */
 	int64		rows;
 	int64		sent;
 	int64		succeeded;
@@ -68,6 +95,7 @@ typedef struct RetlBatch
 	int64	   *ev_failed_id;	/* retl.failed_events id of a retry, or 0 */
 	char	  **ev_msgid;		/* messageId, for retl.failed_events */
 	int64	   *ev_fp;			/* diff runs: fingerprint to store, or 0 */
+	char	  **ev_ident;		/* diff runs: "userId":...,"anonymousId":... */
 	bool	   *ev_delete;		/* diff runs: a deletion event */
 	RetlAck    *ack;
 	int			attempts;
@@ -106,10 +134,14 @@ typedef struct RetlRun
 	RetlEventCtx ectx;
 	bytea	   *prev_snapshot;	/* cursor of the previous run, or NULL */
 	bytea	   *snapshot;		/* this run's snapshot: the next cursor */
-	/* reader */
-	bool		use_ctid;
-	BlockNumber next_block;
-	BlockNumber nblocks;
+	/* reader (reader.c, readblocks.c, readkeys.c) */
+	RetlReadMethod read_method;
+	bool		method_chosen;	/* decided at the first source page */
+	RetlLeaf   *leaves;			/* blocks: the relations with storage */
+	int			nleaves;
+	int			leaf;			/* the leaf being read */
+	BlockNumber next_block;		/* in that leaf */
+	BlockNumber nblocks;		/* of that leaf */
 	BlockNumber range_blocks;	/* blocks per TID range query */
 	char	   *filter;			/* the xmin filter clause, or "" */
 	bool		tids_tried;		/* tidlist.c: collected, or fell back */
@@ -117,17 +149,15 @@ typedef struct RetlRun
 	ItemPointerData *tids;		/* changed rows, sorted */
 	int64		ntids;
 	int64		next_tid;
-	char	   *cursor_name;	/* holdable cursor for non-table sources */
-	bool		cursor_open;
+	struct RetlKeyReader *keys; /* keys and store methods (readkeys.c) */
 	bool		reading_done;
 	bool		source_done;	/* the source is read; deletions may follow */
 	bool		retry_failed;	/* re-send retl.failed_events first */
 	bool		retry_done;
 	int64		retry_after_id; /* paging through failed events */
-	int64		fetched;		/* rows fetched from the cursor */
-	Oid			worker_uid;		/* the worker's own identity, while reading */
-	int			worker_sec;
-	char	   *query;			/* SELECT ... FROM source [filter] */
+	RetlOwnerScope owner_scope; /* isolate.c: while the owner's code runs */
+	bool		in_owner;
+	char	   *query;			/* SELECT list FROM source, no WHERE */
 	StringInfoData event_buf;
 	char		message_id[RETL_MESSAGE_ID_LEN + 1];	/* of event_buf */
 	char	   *event_reject;	/* why event_buf cannot be sent, or NULL */
@@ -137,11 +167,10 @@ typedef struct RetlRun
 	bool		mirror;
 	bool		on_delete_skip;
 	char	   *on_delete_event;	/* track event name for deletions */
-	struct HTAB *diff_seen;		/* keys seen in this run */
-	struct HTAB *diff_page;		/* stored fingerprints of this page */
+	struct RetlDiff *diffs;		/* seen keys and page fingerprints */
 	bool		deletes_done;
-	char	   *deletes_after;	/* paging through stored keys */
 	int64		rows_deleted;
+	StringInfoData ident_buf;	/* identity of event_buf, for deletions */
 	/* batches */
 	RetlBatch  *building;
 	dlist_head	ready;			/* built, not sent yet */
@@ -179,19 +208,50 @@ extern void retl_reader_start(RetlRun *run);
 extern void retl_reader_page(RetlRun *run);
 extern void retl_reader_close(RetlRun *run);
 extern int64 retl_reader_estimate(Oid relid);
-extern bool retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id);
-extern void retl_batch_close(RetlRun *run);
+extern const char *retl_read_method_name(RetlReadMethod method);
+extern char *retl_reader_pk(RetlRun *run, Datum *values, bool *nulls);
+extern void retl_reader_rows(RetlRun *run, SPITupleTable *tt, uint64 n);
+extern void retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc,
+							   uint64 n, const bool *dups);
+
+/* readblocks.c */
+extern void retl_blocks_start(RetlRun *run);
+extern bool retl_blocks_usable(RetlRun *run);
+extern void retl_blocks_page(RetlRun *run, int want);
+extern int64 retl_blocks_pos(RetlRun *run, BlockNumber block);
+
+/* readkeys.c */
+extern RetlReadMethod retl_keys_choose(RetlRun *run);
+extern void retl_keys_page(RetlRun *run, int want);
+extern void retl_keys_live(RetlRun *run, char **pks, int n, bool *live);
+extern void retl_keys_close(RetlRun *run);
+
+/* isolate.c */
+extern void retl_owner_enter(RetlRun *run);
+extern void retl_owner_leave(RetlRun *run);
+extern void retl_owner_suspend(RetlRun *run);
+extern void retl_owner_resume(RetlRun *run);
+extern void retl_session_restore(void);
+
+/* refail.c */
+extern void retl_refail_page(RetlRun *run);
+
+/* runevent.c */
 extern void retl_run_encode(RetlRun *run);
+extern bool retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id);
+extern void retl_run_add_diff_event(RetlRun *run, const char *pk,
+									int64 failed_id, int64 fp, bool deletion);
+extern void retl_batch_close(RetlRun *run);
 
 /* tidlist.c */
 extern bool retl_tidlist_collect(RetlRun *run, const char *filter);
-extern void retl_tidlist_page(RetlRun *run, int want,
-							  void (*process) (RetlRun *, SPITupleTable *, uint64));
+extern void retl_tidlist_page(RetlRun *run, int want);
 
 /* checkpoint.c */
 extern RetlAck *retl_ckpt_new_ack(RetlRun *run);
 extern void retl_ckpt_event(RetlRun *run, RetlAck *ack, bool oversize);
-extern void retl_ckpt_span(RetlRun *run, int64 end_pos, int64 rows);
+extern void retl_ckpt_span(RetlRun *run, int64 end_pos, const char *end_key,
+						   int64 rows);
 extern void retl_ckpt_advance(RetlRun *run);
 extern void retl_ckpt_ack_done(RetlRun *run, RetlAck *ack, int succeeded,
 							   int failed);
@@ -214,9 +274,9 @@ extern void retl_batch_free(RetlBatch *batch);
 /* diff.c */
 extern int64 retl_diff_fingerprint(const char *message_id);
 extern void retl_diff_start(RetlRun *run);
-extern void retl_diff_lookup(RetlRun *run, char **pks, int n, Oid worker_uid,
-							 int sec);
-extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp);
+extern void retl_diff_lookup(RetlRun *run, char **pks, int n);
+extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp,
+								   int dup);
 extern void retl_diff_deletes_page(RetlRun *run);
 extern void retl_diff_acked(RetlBatch *b);
 

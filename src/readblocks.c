@@ -1,0 +1,253 @@
+/*-------------------------------------------------------------------------
+ *
+ * readblocks.c
+ *	  Reads relations with storage (tables, materialized views, the leaves
+ *	  of partitioned tables and inheritance trees) in ranges of blocks: a
+ *	  TID range scan per query, several queries per page transaction.
+ *
+ * A row version visible to the run's snapshot is at a block below the
+ * block count read right after that snapshot, and stays visible until it
+ * is updated, in which case its new version is newer than the run's
+ * snapshot and the next run sends it.  Leaves are read one after another,
+ * in OID order, each as "ONLY leaf", so the position of a run is a leaf
+ * and a block: a resumed run starts there, and never counts rows.
+ *
+ * Reading a leaf directly checks the leaf's privileges and policies, not
+ * the parent's: retl_blocks_usable says when that reads exactly what
+ * "SELECT ... FROM parent" would; otherwise the run reads through the
+ * parent by key (readkeys.c).
+ *
+ * Runs in the reader's page transaction, in the owner's scope.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "access/relation.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rls.h"
+#include "utils/timestamp.h"
+
+#define RANGE_MIN_BLOCKS 1		/* blocks per TID range query ... */
+#define RANGE_MAX_BLOCKS 4096	/* ... adapted to yield about one batch */
+#define PAGE_MAX_BLOCKS 16384	/* blocks per transaction */
+#define PAGE_MAX_MS 100			/* time per transaction */
+
+/*
+ * Orders OIDs for qsort.
+ */
+static int
+cmp_oid(const void *a, const void *b)
+{
+	Oid			x = *(const Oid *) a;
+	Oid			y = *(const Oid *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The checkpoint position of a block of the current leaf.
+ */
+int64
+retl_blocks_pos(RetlRun *run, BlockNumber block)
+{
+	return (int64) (((uint64) run->leaves[run->leaf].relid << 32) | block);
+}
+
+/*
+ * Moves to leaf i, at block start.
+ */
+static void
+enter_leaf(RetlRun *run, int i, BlockNumber start)
+{
+	run->leaf = i;
+	if (i < run->nleaves)
+	{
+		run->nblocks = run->leaves[i].nblocks;
+		run->next_block = Min(start, run->nblocks);
+	}
+	run->range_blocks = 1;
+}
+
+/*
+ * Lists the leaves with storage and their sizes, and finds where a resumed
+ * run goes on.  Runs in the transaction that took the run's snapshot.  A
+ * tree with a leaf that has no storage (a foreign table) has no leaves:
+ * it is read by key.
+ */
+void
+retl_blocks_start(RetlRun *run)
+{
+	List	   *rels = find_all_inheritors(run->relid, AccessShareLock, NULL);
+	Oid		   *oids = palloc(list_length(rels) * sizeof(Oid));
+	int			n = 0;
+	uint64		pos = (uint64) run->ckpt.pos;
+	Oid			at_oid = (Oid) (pos >> 32);
+	ListCell   *lc;
+	int			first = 0;
+
+	foreach(lc, rels)
+	{
+		char		relkind = get_rel_relkind(lfirst_oid(lc));
+
+		if (RELKIND_HAS_STORAGE(relkind))
+			oids[n++] = lfirst_oid(lc);
+		else if (relkind != RELKIND_PARTITIONED_TABLE)
+			return;				/* a foreign leaf */
+	}
+	qsort(oids, n, sizeof(Oid), cmp_oid);
+	run->leaves = palloc0(Max(n, 1) * sizeof(RetlLeaf));
+	for (int i = 0; i < n; i++)
+	{
+		RetlLeaf   *leaf = &run->leaves[i];
+		Relation	rel = relation_open(oids[i], AccessShareLock);
+
+		leaf->relid = oids[i];
+		leaf->nblocks = RelationGetNumberOfBlocks(rel);
+		leaf->relname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												   RelationGetRelationName(rel));
+		leaf->query = psprintf("SELECT %s FROM ONLY %s WHERE true%s",
+							   run->query, leaf->relname, run->filter);
+		relation_close(rel, AccessShareLock);
+		/* a checkpoint of 0.2 holds only a block, of the one table */
+		if (at_oid != InvalidOid && oids[i] < at_oid)
+			first = i + 1;
+	}
+	run->nleaves = n;
+	if (first < n && oids[first] == at_oid)
+		enter_leaf(run, first, (BlockNumber) (pos & 0xffffffff));
+	else if (at_oid == InvalidOid)
+		enter_leaf(run, 0, (BlockNumber) (pos & 0xffffffff));
+	else
+		enter_leaf(run, first, 0);
+}
+
+/*
+ * Does reading the leaves one by one, as the owner, read exactly what the
+ * source's own query would?  Yes for a table without children.  For a
+ * tree, the owner must be able to read every leaf, and no row-level
+ * security may apply to the parent (it would be bypassed) or to a leaf
+ * (it would hide rows the parent shows).  Runs in the owner's scope.
+ */
+bool
+retl_blocks_usable(RetlRun *run)
+{
+	if (run->nleaves == 0)
+		return false;
+	if (run->nleaves == 1 && run->leaves[0].relid == run->relid)
+		return true;
+	if (check_enable_rls(run->relid, InvalidOid, true) == RLS_ENABLED)
+		return false;
+	for (int i = 0; i < run->nleaves; i++)
+	{
+		Oid			leaf = run->leaves[i].relid;
+
+		if (pg_class_aclcheck(leaf, GetUserId(), ACL_SELECT) != ACLCHECK_OK ||
+			check_enable_rls(leaf, InvalidOid, true) == RLS_ENABLED)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Sizes the next TID range so that it yields about one batch of events:
+ * small spans keep the checkpoint close behind the acknowledged events,
+ * and sparse incremental scans still read large ranges per query.
+ */
+static void
+adapt_range(RetlRun *run, BlockNumber blocks, uint64 rows)
+{
+	double		per_block = rows > 0 ? (double) rows / blocks : 0;
+	double		want = run->dest.batch_size;
+	double		next = per_block > 0 ? want / per_block : (double) blocks * 4;
+
+	run->range_blocks = (BlockNumber) Max(RANGE_MIN_BLOCKS,
+										  Min(RANGE_MAX_BLOCKS, next));
+}
+
+/*
+ * Reads one TID range of the current leaf and records its span.  Returns
+ * the rows it read.
+ */
+static uint64
+read_range(RetlRun *run)
+{
+	BlockNumber end = Min(run->nblocks, run->next_block + run->range_blocks);
+	char	   *sql = psprintf("%s AND ctid >= '(%u,0)'::tid AND ctid < '(%u,0)'::tid",
+							   run->leaves[run->leaf].query, run->next_block, end);
+	SPITupleTable *tt;
+	uint64		n;
+
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "retl: reading the source failed");
+	/* before the rows' processing runs statements of its own */
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	retl_reader_rows(run, tt, n);
+	retl_ckpt_span(run, retl_blocks_pos(run, end), NULL, (int64) n);
+	adapt_range(run, end - run->next_block, n);
+	SPI_freetuptable(tt);
+	pfree(sql);
+	run->next_block = end;
+	return n;
+}
+
+/*
+ * Reads block ranges, leaf after leaf, until enough events are built or
+ * the page's block or time budget is spent.
+ */
+static void
+read_ranges(RetlRun *run, int want)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	BlockNumber scanned = 0;
+	uint64		rows = 0;
+
+	while (run->leaf < run->nleaves)
+	{
+		if (run->next_block >= run->nblocks)
+		{
+			/* the leaf is read: its end is a position too */
+			retl_ckpt_span(run, retl_blocks_pos(run, run->nblocks), NULL, 0);
+			enter_leaf(run, run->leaf + 1, 0);
+			continue;
+		}
+		scanned += Min(run->range_blocks, run->nblocks - run->next_block);
+		rows += read_range(run);
+		if (rows >= (uint64) want || scanned >= PAGE_MAX_BLOCKS ||
+			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), PAGE_MAX_MS))
+			break;
+	}
+	if (run->leaf >= run->nleaves)
+		run->source_done = true;
+}
+
+/*
+ * Reads a page of a blocks run.  An incremental run of a single table
+ * first tries to find its changed rows in one scan (tidlist.c) and reads
+ * them by TID; with too many changes, on a full run, or over several
+ * leaves, it walks block ranges.
+ */
+void
+retl_blocks_page(RetlRun *run, int want)
+{
+	bool		single = run->nleaves == 1 && run->leaves[0].relid == run->relid;
+
+	if (!run->tids_tried && run->filter[0] != '\0' && single)
+	{
+		run->tids_tried = true;
+		if (retl_tidlist_collect(run, run->filter))
+			return;
+	}
+	if (run->use_tids)
+		retl_tidlist_page(run, want);
+	else
+		read_ranges(run, want);
+}

@@ -1,0 +1,135 @@
+/*-------------------------------------------------------------------------
+ *
+ * refail.c
+ *	  Re-sends a sync's failed events at the start of a run, before the
+ *	  source is read.
+ *
+ * Where the sync has a primary key and the row still exists, the newest
+ * version of the row is built again (read as the owner, in its restricted
+ * scope); else the stored payload is sent as it was.  A diff sync forgets
+ * a failed event whose row is gone, rather than resurrect it.  Failed
+ * events are read and deleted as the worker.  Runs in the reader's page
+ * transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+
+#define REFAIL_PAGE 500			/* failed events per page */
+
+/*
+ * Builds the newest version of a row that failed before, found by primary
+ * key as the sync's owner.  Returns false when the row is gone.
+ */
+static bool
+rebuild_failed_row(RetlRun *run, const char *pk, char *message_id)
+{
+	RetlMapping *map = run->map;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(pk)};
+	char	   *sql = psprintf("SELECT %s FROM %s WHERE %s = $1::text::%s LIMIT 1",
+							   retl_mapping_select_list(map), map->relname,
+							   quote_identifier(map->colnames[map->pk_column]),
+							   format_type_be(map->coltypes[map->pk_column]));
+	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
+	bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
+	bool		found;
+
+	retl_owner_enter(run);
+	if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "retl: reading a failed row back failed");
+	found = SPI_processed > 0;
+	if (found)
+	{
+		heap_deform_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, values, nulls);
+		resetStringInfo(&run->event_buf);
+		retl_event_build(&run->event_buf, map, &run->ectx, values, nulls, message_id);
+		resetStringInfo(&run->ident_buf);
+		retl_event_identity(&run->ident_buf, map, &run->ectx, values, nulls);
+		retl_run_encode(run);
+	}
+	retl_owner_leave(run);
+	return found;
+}
+
+/*
+ * Deletes a failed event that must not be retried.
+ */
+static void
+forget_failed(int64 id)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1] = {Int64GetDatum(id)};
+
+	if (SPI_execute_with_args("DELETE FROM retl.failed_events WHERE id = $1",
+							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "retl: deleting a failed event failed");
+}
+
+/*
+ * Queues the stored payload of failed event row i of tt, as it was sent.
+ */
+static void
+queue_stored(RetlRun *run, SPITupleTable *tt, uint64 i, const char *pk,
+			 int64 id)
+{
+	char	   *payload = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
+	char	   *msgid = SPI_getvalue(tt->vals[i], tt->tupdesc, 4);
+
+	resetStringInfo(&run->event_buf);
+	appendStringInfoString(&run->event_buf, payload);
+	run->event_reject = NULL;
+	strlcpy(run->message_id, msgid ? msgid : "", sizeof(run->message_id));
+	(void) retl_run_add_event(run, pk, id);
+}
+
+/*
+ * Re-sends a page of the sync's failed events.
+ */
+void
+retl_refail_page(RetlRun *run)
+{
+	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		args[3] = {Int64GetDatum(run->sync_id),
+	Int64GetDatum(run->retry_after_id), Int64GetDatum(run->id)};
+	SPITupleTable *tt;
+	uint64		n;
+
+	if (SPI_execute_with_args("SELECT id, primary_key, payload, message_id FROM retl.failed_events"
+							  " WHERE sync_id = $1 AND id > $2 AND run_id IS DISTINCT FROM $3"
+							  " AND retryable ORDER BY id LIMIT " CppAsString2(REFAIL_PAGE),
+							  3, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "retl: reading failed events failed");
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
+		char		message_id[RETL_MESSAGE_ID_LEN + 1];
+		bool		rebuilt = pk != NULL && run->map->pk_column >= 0 &&
+			rebuild_failed_row(run, pk, message_id);
+
+		run->retry_after_id = id;
+		if (!rebuilt && run->diff)
+			forget_failed(id);	/* the row is gone: do not resurrect it */
+		else if (!rebuilt)
+			queue_stored(run, tt, i, pk, id);
+		else
+		{
+			memcpy(run->message_id, message_id, sizeof(run->message_id));
+			if (run->diff)
+				retl_run_add_diff_event(run, pk, id,
+										retl_diff_fingerprint(message_id), false);
+			else
+				(void) retl_run_add_event(run, pk, id);
+		}
+	}
+	if (n < REFAIL_PAGE)
+		run->retry_done = true;
+}

@@ -1,0 +1,220 @@
+/*-------------------------------------------------------------------------
+ *
+ * runevent.c
+ *	  Finishes the events a run builds and packs them into batches: the
+ *	  destination kind's encoding, the conversion to UTF-8, the per-event
+ *	  limit, and the batch limits of count and bytes.
+ *
+ * An event that cannot be sent (over the destination's per-event limit,
+ * or not UTF-8) goes to retl.failed_events and counts as sent and failed.
+ * Runs in the reader's page transaction, in the run's row memory for the
+ * event and in the batch's memory for what the batch keeps.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "worker.h"
+
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/memutils.h"
+
+/*
+ * Describes the first invalid UTF-8 sequence of an event built in a
+ * SQL_ASCII database, which stores whatever bytes it is given: its bytes
+ * as PostgreSQL shows them, and where it is.
+ */
+static char *
+invalid_utf8_reason(const char *s, int len, int bad)
+{
+	StringInfoData bytes;
+	int			n = Min(pg_encoding_mblen(PG_UTF8, s + bad), len - bad);
+
+	initStringInfo(&bytes);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&bytes, "%s0x%02x", i ? " " : "",
+						 (unsigned char) s[bad + i]);
+	return psprintf("event is not valid UTF-8: invalid byte sequence %s at byte %d; "
+					"a SQL_ASCII database stores any bytes, but JSON must be UTF-8",
+					bytes.data, bad);
+}
+
+/*
+ * Converts the event in run->event_buf from the database encoding to
+ * UTF-8, which JSON requires.  Returns NULL, or why it cannot be converted
+ * (then the event is left as it was).  A UTF-8 database has nothing to do;
+ * a SQL_ASCII one cannot convert, only check.
+ */
+static char *
+event_to_utf8(RetlRun *run)
+{
+	StringInfo	ev = &run->event_buf;
+	int			enc = GetDatabaseEncoding();
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *volatile converted = NULL;
+	char	   *reason = NULL;
+	int			valid;
+
+	if (enc == PG_UTF8)
+		return NULL;
+	if (enc == PG_SQL_ASCII)
+	{
+		valid = pg_encoding_verifymbstr(PG_UTF8, ev->data, ev->len);
+		return valid == ev->len ? NULL
+			: invalid_utf8_reason(ev->data, ev->len, valid);
+	}
+	/* conversion functions raise errors: nothing to undo but memory */
+	PG_TRY();
+	{
+		converted = pg_server_to_any(ev->data, ev->len, PG_UTF8);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		reason = psprintf("event cannot be converted to UTF-8: %s",
+						  edata->message);
+	}
+	PG_END_TRY();
+	if (converted != NULL && converted != ev->data)
+	{
+		resetStringInfo(ev);
+		appendStringInfoString(ev, converted);
+		pfree(converted);
+	}
+	return reason;
+}
+
+/*
+ * Finishes a freshly built event in run->event_buf: rewrites it into the
+ * destination kind's own record, for kinds that have one (Braze,
+ * Amplitude ...), then into UTF-8.  Sets run->event_reject when it cannot
+ * be sent.  Stored failed payloads were finished before and skip this.
+ */
+void
+retl_run_encode(RetlRun *run)
+{
+	Jsonb	   *event;
+
+	if (run->dest.kind->encode != NULL)
+	{
+		event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+												   CStringGetDatum(run->event_buf.data)));
+		resetStringInfo(&run->encode_buf);
+		run->dest.kind->encode(&run->dest, &run->encode_buf, event);
+		resetStringInfo(&run->event_buf);
+		appendBinaryStringInfo(&run->event_buf, run->encode_buf.data,
+							   run->encode_buf.len);
+	}
+	run->event_reject = event_to_utf8(run);
+}
+
+/*
+ * Closes the batch being built, if it has events, and queues it for
+ * sending.
+ */
+void
+retl_batch_close(RetlRun *run)
+{
+	RetlBatch  *b = run->building;
+
+	if (b == NULL)
+		return;
+	run->building = NULL;
+	if (b->nevents == 0)
+	{
+		/* only oversize events, already recorded as failed */
+		retl_ckpt_ack_done(run, b->ack, 0, 0);
+		retl_batch_free(b);
+		return;
+	}
+	appendStringInfoString(&b->body, run->dest.suffix);
+	b->counted = b->body.len;
+	retl_pending_bytes += b->counted;
+	run->avg_batch_bytes = run->avg_batch_bytes == 0 ? (Size) b->body.len
+		: (run->avg_batch_bytes * 7 + b->body.len) / 8;
+	dlist_push_tail(&run->ready, &b->node);
+	run->nready++;
+}
+
+/*
+ * Why the event in run->event_buf must not be sent (over the destination's
+ * per-event limit, or not UTF-8), or NULL.  Consumes run->event_reject.
+ */
+static char *
+event_reject(RetlRun *run)
+{
+	char	   *reject = run->event_reject;
+
+	run->event_reject = NULL;
+	if (run->event_buf.len > run->dest.max_event_bytes)
+		return psprintf("event is %d bytes, over the destination's limit of " INT64_FORMAT " bytes",
+						run->event_buf.len, run->dest.max_event_bytes);
+	return reject;
+}
+
+/*
+ * Adds the event in run->event_buf to the batch being built, closing the
+ * batch first when the event would exceed its count or byte limit.  An
+ * event that cannot be sent (over the destination's per-event limit, or
+ * not UTF-8) is never sent: it goes to retl.failed_events with the reason,
+ * and counts as sent and failed.  failed_id is the retl.failed_events row
+ * the event retries, or 0.  Returns whether the event went into the batch.
+ */
+bool
+retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
+{
+	RetlDest   *d = &run->dest;
+	StringInfo	ev = &run->event_buf;
+	RetlBatch  *b = run->building;
+	char	   *reject = event_reject(run);
+	bool		rejected = reject != NULL;
+
+	if (b != NULL && !rejected &&
+		(b->nevents >= d->batch_size ||
+		 b->body.len + ev->len + strlen(d->separator) + strlen(d->suffix) > d->max_batch_bytes))
+	{
+		retl_batch_close(run);
+		b = NULL;
+	}
+	if (b == NULL)
+	{
+		b = run->building = retl_batch_create(run);
+		b->ack = retl_ckpt_new_ack(run);
+		appendStringInfoString(&b->body, d->prefix);
+	}
+	retl_ckpt_event(run, b->ack, rejected);
+	if (rejected)
+	{
+		retl_catalog_fail_event(run, pk, ev->data, ev->len, reject);
+		return false;
+	}
+	retl_batch_append(b, ev->data, ev->len, pk, run->message_id, failed_id);
+	return true;
+}
+
+/*
+ * Adds the event in run->event_buf of a diff run, with what storing its
+ * fingerprint needs once it is acknowledged: the fingerprint, the
+ * identity a later deletion event carries (run->ident_buf), and whether
+ * it is itself a deletion.
+ */
+void
+retl_run_add_diff_event(RetlRun *run, const char *pk, int64 failed_id,
+						int64 fp, bool deletion)
+{
+	RetlBatch  *b;
+	int			i;
+
+	if (!retl_run_add_event(run, pk, failed_id))
+		return;
+	b = run->building;
+	i = b->nevents - 1;
+	b->ev_fp[i] = fp;
+	b->ev_delete[i] = deletion;
+	b->ev_ident[i] = run->ident_buf.len > 0
+		? MemoryContextStrdup(b->cxt, run->ident_buf.data) : NULL;
+}
