@@ -93,6 +93,18 @@ retl_blocks_start(RetlRun *run)
 	ListCell   *lc;
 	int			first = 0;
 
+	/*
+	 * A checkpoint of 0.2 holds a block of the table itself, or, for other
+	 * sources, a count of rows read through a cursor, which means nothing
+	 * here: start over.
+	 */
+	if (at_oid == InvalidOid && pos != 0)
+	{
+		at_oid = run->map->relkind == RELKIND_RELATION ? run->relid : InvalidOid;
+		pos = at_oid == InvalidOid ? 0 : pos;
+		pos |= (uint64) at_oid << 32;
+	}
+
 	foreach(lc, rels)
 	{
 		char		relkind = get_rel_relkind(lfirst_oid(lc));
@@ -116,15 +128,13 @@ retl_blocks_start(RetlRun *run)
 		leaf->query = psprintf("SELECT %s FROM ONLY %s WHERE true%s",
 							   run->query, leaf->relname, run->filter);
 		relation_close(rel, AccessShareLock);
-		/* a checkpoint of 0.2 holds only a block, of the one table */
 		if (at_oid != InvalidOid && oids[i] < at_oid)
 			first = i + 1;
 	}
 	run->nleaves = n;
+	/* resume in the checkpoint's leaf, or in the first one after it */
 	if (first < n && oids[first] == at_oid)
 		enter_leaf(run, first, (BlockNumber) (pos & 0xffffffff));
-	else if (at_oid == InvalidOid)
-		enter_leaf(run, 0, (BlockNumber) (pos & 0xffffffff));
 	else
 		enter_leaf(run, first, 0);
 }

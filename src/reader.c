@@ -233,10 +233,14 @@ read_source_page(RetlRun *run, int want)
 void
 retl_reader_page(RetlRun *run)
 {
-	/* a page makes the batches the pipeline lacks, one batch when memory is tight */
-	int			want = retl_pending_bytes < PENDING_SOFT_CAP
+	/*
+	 * A page makes the batches the pipeline lacks, one batch when memory is
+	 * tight, and just the first batch at the start: the first events leave
+	 * after one batch's worth of rows (it closes on the next row).
+	 */
+	int			want = retl_pending_bytes < PENDING_SOFT_CAP && run->seq > 0
 		? run->dest.batch_size * run->dest.max_in_flight * 2
-		: run->dest.batch_size;
+		: run->dest.batch_size + 1;
 	MemoryContext caller = CurrentMemoryContext;
 
 	run->in_owner = false;		/* an aborted page left no scope */

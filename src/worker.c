@@ -420,7 +420,12 @@ advance_run(RetlRun *run)
 		   run->nready + run->nwaiting + run->in_flight < 2 * run->dest.max_in_flight &&
 		   (retl_pending_bytes < PENDING_CAP || run->nready == 0) &&
 		   !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 200))
+	{
 		retl_reader_page(run);
+		/* an idle pipeline sends its first batch at once */
+		if (run->in_flight == 0 && run->nready > 0)
+			break;
+	}
 	dispatch(run);
 	current_run = NULL;
 	return run->reading_done && run->building == NULL && run->nready == 0 &&
