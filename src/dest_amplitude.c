@@ -25,7 +25,6 @@
  */
 #include "worker.h"
 
-
 #define AMPLITUDE_URL "https://api2.amplitude.com"
 
 static const char *const amplitude_keys[] = {

@@ -26,7 +26,6 @@
  */
 #include "worker.h"
 
-
 static const char *const braze_keys[] = {
 	"url", "api_key", "batch_size", "max_batch_bytes", "max_in_flight",
 	"timeout_ms", "max_attempts", "max_backoff_ms", NULL

@@ -26,7 +26,6 @@
  */
 #include "worker.h"
 
-
 typedef struct MixpanelPriv
 {
 	char	   *token;
