@@ -14,6 +14,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "datatype/timestamp.h"
 
@@ -570,20 +571,64 @@ retl_json_get(Jsonb *jb, const char *key)
 }
 
 /*
+ * Reads a JSON number that is an integer within int64 (2.0 counts, 1.5,
+ * 1e20 and -1e30 do not) into *result.  Returns false, and raises nothing,
+ * for anything else: vendor answers may hold any number.
+ */
+bool
+retl_json_int64(const JsonbValue *v, int64 *result)
+{
+	char	   *text;
+	char	   *end;
+	int64		i;
+
+	if (v == NULL || v->type != jbvNumeric)
+		return false;
+	/* plain decimal digits, without trailing zeros ("NaN" for NaN) */
+	text = numeric_normalize(v->val.numeric);
+	errno = 0;
+	i = strtoi64(text, &end, 10);
+	if (text[0] == '\0' || *end != '\0' || errno != 0)
+		return false;
+	*result = i;
+	return true;
+}
+
+/*
  * The event a vendor's answer points at by index (v, a JSON number), or -1
- * when v is missing, not a number, or outside the batch of nevents: the
- * per-event answers of Braze, Amplitude and Mixpanel list indexes.
+ * when v is missing, not an integer, or outside the batch of nevents: the
+ * per-event answers of Braze, Amplitude and Mixpanel list indexes.  Never
+ * raises an error.
  */
 int64
 retl_json_index(const JsonbValue *v, int nevents)
 {
 	int64		i;
 
-	if (v == NULL || v->type != jbvNumeric)
+	if (!retl_json_int64(v, &i))
 		return -1;
-	i = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-										  NumericGetDatum(v->val.numeric)));
 	return i >= 0 && i < nevents ? i : -1;
+}
+
+/*
+ * Marks every event of a batch to be sent again, for an answer whose
+ * per-event outcomes cannot be read: not JSON, cut short, a list that
+ * misses events, an index or a code that is not an integer.  Unknown is
+ * never success; the retry keeps the events' ids, the backoff and the
+ * attempt limit.  Returns true, for the kind's parse callback to return.
+ */
+bool
+retl_outcomes_unknown(RetlBatch *b, RetlOutcome *outcomes, char **reasons,
+					  const char *why)
+{
+	char	   *reason = psprintf("the outcome is unknown: %s", why);
+
+	for (int i = 0; i < b->nevents; i++)
+	{
+		outcomes[i] = RETL_OUTCOME_RETRY;
+		reasons[i] = reason;
+	}
+	return true;
 }
 
 /*

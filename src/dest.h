@@ -55,12 +55,29 @@ typedef struct RetlDestKind
 	 * Optional: reads per-event outcomes from a response (2xx or 4xx with
 	 * a body that lists rejected records).  Returns false when the response
 	 * carries no per-event information, so the whole-request rules apply.
-	 * reasons[i] may be set for failed events.
+	 * reasons[i] may be set for failed events.  It never raises an error
+	 * (the batch is already off the in-flight list): an answer it cannot
+	 * read, or that does not account for every event, is an unknown
+	 * outcome, which retl_outcomes_unknown() turns into a retry of every
+	 * event -- never into a success.
 	 */
 	bool		(*parse) (RetlDest *dest, struct RetlBatch *batch, long status,
 						  const char *body, RetlOutcome *outcomes,
 						  char **reasons);
+
+	/*
+	 * With parse: the longest answer the kind reads, sized for the largest
+	 * documented answer to a full batch.  A 2xx or 400 answer longer than
+	 * this is not read at all: the transfer ends in an error and is retried
+	 * (an answer cut short would leave the outcome of the events past the
+	 * cut unknown).  Kinds without parse keep the first
+	 * RETL_ANSWER_HEAD_BYTES of any answer, for error messages.
+	 */
+	int64		max_answer_bytes;
 } RetlDestKind;
+
+/* what is kept of an answer whose events' outcomes are not read */
+#define RETL_ANSWER_HEAD_BYTES (64 * 1024)
 
 /* Everything the worker needs to send batches to one destination. */
 struct RetlDest
@@ -94,7 +111,11 @@ extern void retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config,
 						   bool track);
 extern Jsonb *retl_parse_json(const char *text, int len);
 extern JsonbValue *retl_json_get(Jsonb *jb, const char *key);
+extern bool retl_json_int64(const JsonbValue *v, int64 *result);
 extern int64 retl_json_index(const JsonbValue *v, int nevents);
+extern bool retl_outcomes_unknown(struct RetlBatch *batch,
+								  RetlOutcome *outcomes, char **reasons,
+								  const char *why);
 extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
 extern int64 retl_event_time_ms(Jsonb *event);
 extern char *retl_event_user(Jsonb *event, bool *anonymous);

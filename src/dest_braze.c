@@ -11,7 +11,10 @@
  *	 - 201 with {"errors": [{"type", "input_array", "index"}]} rejects
  *	   single objects; entries missing from "errors" were processed;
  *	 - no dedupe key: every retry of an accepted event is a duplicate, so
- *	   only the rejected objects are ever recorded, never resent as a batch.
+ *	   only the rejected objects are ever recorded, never resent as a
+ *	   batch -- except when the answer leaves the outcome unknown (a 2xx
+ *	   that is not JSON or is cut short, an error pointing at no object):
+ *	   unknown is never success, so the batch is sent again.
  * A user without a userId is addressed by user_alias {alias_name:
  * anonymousId, alias_label: "anonymous_id"}.
  *
@@ -22,8 +25,6 @@
  *-------------------------------------------------------------------------
  */
 #include "worker.h"
-
-#include "utils/fmgrprotos.h"
 
 static const char *const braze_keys[] = {
 	"url", "api_key", "batch_size", "max_batch_bytes", "max_in_flight",
@@ -121,7 +122,10 @@ braze_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 
 /*
  * Reads the "errors" array of a Braze answer: the listed objects of our
- * input array are rejected for good, the others were processed.
+ * input array are rejected for good, the others were processed.  A 2xx
+ * that is not a JSON object, or an error that does not point at an object
+ * of the request (no input_array, an index that is not an integer within
+ * the batch), is an unknown outcome.
  */
 static bool
 braze_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
@@ -137,9 +141,15 @@ braze_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 	if (status < 200 || status >= 300)
 		return false;
 	resp = retl_parse_json(body, strlen(body));
+	if (resp == NULL || !JB_ROOT_IS_OBJECT(resp))
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 "the Braze answer is not a JSON object");
 	errors = retl_json_get(resp, "errors");
-	if (errors == NULL || errors->type != jbvBinary)
+	if (errors == NULL)
 		return false;
+	if (errors->type != jbvBinary || !JsonContainerIsArray(errors->val.binary.data))
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 "the Braze answer's errors is not an array");
 	it = JsonbIteratorInit(errors->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
@@ -149,16 +159,28 @@ braze_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 				   *type;
 		int64		i;
 
-		if (tok != WJB_ELEM || v.type != jbvBinary)
+		if (tok != WJB_ELEM)
 			continue;
-		err = JsonbValueToJsonb(&v);
+		err = v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL;
 		array = retl_json_get(err, "input_array");
 		index = retl_json_get(err, "index");
 		type = retl_json_get(err, "type");
-		if (array == NULL || array->type != jbvString ||
-			strncmp(array->val.string.val, ours, array->val.string.len) != 0 ||
-			(i = retl_json_index(index, b->nevents)) < 0)
+		if (array == NULL || array->type != jbvString)
+			return retl_outcomes_unknown(b, outcomes, reasons,
+										 "a Braze error names no input_array");
+		if ((size_t) array->val.string.len != strlen(ours) ||
+			strncmp(array->val.string.val, ours, array->val.string.len) != 0)
 			continue;
+		if ((i = retl_json_index(index, b->nevents)) < 0)
+		{
+			StringInfoData shown;
+
+			initStringInfo(&shown);
+			retl_append_jsonb_value(&shown, index);
+			return retl_outcomes_unknown(b, outcomes, reasons,
+										 psprintf("a Braze error points at index %.40s, not at an object of the %d sent",
+												  shown.data, b->nevents));
+		}
 		outcomes[i] = RETL_OUTCOME_FAIL;
 		reasons[i] = type && type->type == jbvString
 			? psprintf("Braze rejected the object: %.*s", type->val.string.len,
@@ -174,4 +196,6 @@ const RetlDestKind retl_dest_braze = {
 	.open = braze_open,
 	.encode = braze_encode,
 	.parse = braze_parse,
+	/* an error is ~150 bytes: 1 KB each for 75 events and 75 attributes */
+	.max_answer_bytes = 150 * 1024,
 };

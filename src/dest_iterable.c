@@ -13,7 +13,10 @@
  *	   the messageId;
  *	 - a 200 reports failCount and lists of failed users or emails
  *	   (invalidUserIds, invalidEmails, and under failedUpdates:
- *	   notFoundUserIds, forgottenUserIds, ...): events of those users fail.
+ *	   notFoundUserIds, forgottenUserIds, ...): events of those users fail;
+ *	   an answer that cannot be read whole, or whose failCount its lists
+ *	   do not account for, is an unknown outcome: the batch is sent again
+ *	   (the event id deduplicates).
  * Users are addressed by userId; an "email" property or trait is passed
  * along too, for email-based projects.
  *
@@ -25,7 +28,6 @@
 #include "worker.h"
 
 #include "nodes/pg_list.h"
-#include "utils/fmgrprotos.h"
 
 #define ITERABLE_URL "https://api.iterable.com"
 
@@ -145,7 +147,10 @@ same(JsonbValue *v, const char *s)
 
 /*
  * Reads failCount and the lists of failed users of a 200: events of the
- * listed users (by userId or email) fail, the others were accepted.
+ * listed users (by userId or email) fail, the others were accepted.  An
+ * answer that is not a JSON object, a failCount that is not an integer,
+ * or failures that the lists do not attribute to events of the batch, are
+ * an unknown outcome.
  */
 static bool
 iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
@@ -157,7 +162,8 @@ iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 		"conflictEmails", "invalidDataUserIds", "invalidDataEmails", NULL
 	};
 	Jsonb	   *resp;
-	JsonbValue *fail;
+	int64		nfail;
+	int			marked = 0;
 	JsonbValue *updates;
 	List	   *names = NIL;
 	List	   *why = NIL;
@@ -165,9 +171,13 @@ iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 	if (status != 200)
 		return false;
 	resp = retl_parse_json(body, strlen(body));
-	fail = retl_json_get(resp, "failCount");
-	if (fail == NULL || fail->type != jbvNumeric ||
-		DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(fail->val.numeric))) == 0)
+	if (resp == NULL || !JB_ROOT_IS_OBJECT(resp))
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 "the Iterable answer is not a JSON object");
+	if (!retl_json_int64(retl_json_get(resp, "failCount"), &nfail) || nfail < 0)
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 "the Iterable answer has no integer failCount");
+	if (nfail == 0)
 		return false;
 	updates = retl_json_get(resp, "failedUpdates");
 	for (int l = 0; lists[l]; l++)
@@ -201,7 +211,13 @@ iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 				reasons[i] = lfirst(r);
 			}
 		}
+		if (outcomes[i] == RETL_OUTCOME_FAIL)
+			marked++;
 	}
+	if (marked < nfail)
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 psprintf("the Iterable answer counts " INT64_FORMAT " failures, its lists name %d of the events sent",
+											  nfail, marked));
 	return true;
 }
 
@@ -211,4 +227,6 @@ const RetlDestKind retl_dest_iterable = {
 	.open = iterable_open,
 	.encode = iterable_encode,
 	.parse = iterable_parse,
+	/* the lists echo userIds and emails, each at most twice: 2 x 4 MB */
+	.max_answer_bytes = 8 * 1000 * 1000,
 };

@@ -14,6 +14,9 @@
  *	   per line ({"key": {"type": "JSON", "data"}, "value": {...}}), one
  *	   delivery report per record, each with its own error_code (200 ok),
  *	   under an HTTP 200;
+ *	 - an answer that does not report on every record (not JSON, cut
+ *	   short, too few or too many reports, an error_code that is not an
+ *	   integer) is an unknown outcome: the batch is sent again;
  *	 - the record key is the event's userId, else its anonymousId: a
  *	   user's events stay in one partition, in order; the value is the
  *	   whole event, with its messageId.
@@ -28,7 +31,6 @@
 #include "worker.h"
 
 #include "nodes/pg_list.h"
-#include "utils/fmgrprotos.h"
 
 typedef struct KafkaPriv
 {
@@ -126,9 +128,11 @@ kafka_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 }
 
 /*
- * Classifies one v2 offset or v3 delivery report.
+ * Classifies one v2 offset or v3 delivery report.  Returns false when it
+ * cannot be read: not an object, or an error_code that is not an integer
+ * (a v3 report always carries one; a v2 offset's null means delivered).
  */
-static void
+static bool
 classify(Jsonb *rec, bool v3, RetlOutcome *outcome, char **reason)
 {
 	JsonbValue *code = retl_json_get(rec, "error_code");
@@ -136,11 +140,14 @@ classify(Jsonb *rec, bool v3, RetlOutcome *outcome, char **reason)
 	int64		c;
 	int64		http;
 
-	if (code == NULL || code->type != jbvNumeric)
-		return;					/* null: delivered */
-	c = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(code->val.numeric)));
+	if (rec == NULL || !JB_ROOT_IS_OBJECT(rec))
+		return false;
+	if (!v3 && (code == NULL || code->type == jbvNull))
+		return true;			/* delivered */
+	if (!retl_json_int64(code, &c))
+		return false;
 	if (v3 && c >= 200 && c < 300)
-		return;
+		return true;
 	/* v3 codes are HTTP status x 100 + a sub-code: 50003 is retriable */
 	http = (v3 && c >= 10000) ? c / 100 : c;
 	*outcome = (v3 ? (http == 429 || http >= 500) : c == 2)
@@ -149,10 +156,13 @@ classify(Jsonb *rec, bool v3, RetlOutcome *outcome, char **reason)
 		? psprintf("Kafka REST error %lld: %.*s", (long long) c,
 				   msg->val.string.len, msg->val.string.val)
 		: psprintf("Kafka REST error %lld", (long long) c);
+	return true;
 }
 
 /*
- * Splits a v3 answer, a sequence of JSON objects, into its objects.
+ * Splits a v3 answer, a sequence of JSON objects, into its objects; an
+ * object that does not parse, or is cut short, is left out (so the count
+ * shows it).
  */
 static List *
 split_objects(const char *body)
@@ -188,7 +198,9 @@ split_objects(const char *body)
 }
 
 /*
- * Reads the per-record results of a 200.
+ * Reads the per-record results of a 200: one v2 offset or v3 delivery
+ * report per record, in order.  An answer that does not account for every
+ * record, or an error_code that is not an integer, is an unknown outcome.
  */
 static bool
 kafka_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
@@ -210,20 +222,24 @@ kafka_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 		JsonbValue	v;
 		JsonbIteratorToken tok;
 
-		if (offsets == NULL || offsets->type != jbvBinary)
-			return false;
+		if (offsets == NULL || offsets->type != jbvBinary ||
+			!JsonContainerIsArray(offsets->val.binary.data))
+			return retl_outcomes_unknown(b, outcomes, reasons,
+										 "the Kafka REST answer has no offsets array");
 		it = JsonbIteratorInit(offsets->val.binary.data);
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-			if (tok == WJB_ELEM && v.type == jbvBinary)
-				recs = lappend(recs, JsonbValueToJsonb(&v));
+			if (tok == WJB_ELEM)
+				recs = lappend(recs, v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL);
 	}
-	if (recs == NIL)
-		return false;
+	if (list_length(recs) != b->nevents)
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 psprintf("the Kafka REST answer reports on %d of the %d records sent",
+											  list_length(recs), b->nevents));
 	foreach(lc, recs)
 	{
-		if (i >= b->nevents)
-			break;
-		classify((Jsonb *) lfirst(lc), priv->v3, &outcomes[i], &reasons[i]);
+		if (!classify((Jsonb *) lfirst(lc), priv->v3, &outcomes[i], &reasons[i]))
+			return retl_outcomes_unknown(b, outcomes, reasons,
+										 psprintf("report %d of the Kafka REST answer has no integer error_code", i));
 		i++;
 	}
 	return true;
@@ -235,4 +251,6 @@ const RetlDestKind retl_dest_kafka_rest = {
 	.open = kafka_open,
 	.encode = kafka_encode,
 	.parse = kafka_parse,
+	/* v3 reports are ~230 bytes a record: 1 KB each, for 10,000 records */
+	.max_answer_bytes = 10000 * 1024,
 };

@@ -13,8 +13,21 @@
  *	 - 200 with FailedRecordCount and a per-record ErrorCode:
  *	   ProvisionedThroughputExceededException and InternalFailure are
  *	   retried, record by record; other codes fail;
+ *	 - a call throttled whole is answered 400 with an AWS JSON error,
+ *	   {"__type": "ProvisionedThroughputExceededException"} (also
+ *	   KMSThrottlingException, LimitExceededException, ThrottlingException;
+ *	   "Common Errors" of the API reference): the whole call is sent
+ *	   again, after at least 1 s (shard limits are per second), never
+ *	   split as if its records were bad; InternalFailure comes as a 500,
+ *	   retried as every 5xx is;
  *	 - no dedupe: the messageId travels inside the record's data.
- * The partition key is the event's userId, else its anonymousId.
+ * A 200 whose Records do not account for every record sent (not JSON, cut
+ * short, one entry too few or too many, FailedRecordCount that does not
+ * match) is an unknown outcome: the batch is sent again.  An answer
+ * listing 500 throttled records is about 86 KB: max_answer_bytes allows
+ * 1 KB per record.
+ * The partition key is the event's userId, else its anonymousId, cut to
+ * 256 bytes at a character boundary.
  *
  * Config: region, stream, access_key_id, secret_access_key, endpoint
  * (default https://kinesis.<region>.amazonaws.com), batch_size,
@@ -26,6 +39,7 @@
 #include "worker.h"
 
 #include "common/base64.h"
+#include "mb/pg_wchar.h"
 
 static const char *const kinesis_keys[] = {
 	"region", "stream", "access_key_id", "secret_access_key", "endpoint",
@@ -122,15 +136,87 @@ kinesis_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	appendBinaryStringInfo(out, b64, len);
 	appendStringInfoString(out, "\",\"PartitionKey\":");
 	if (user != NULL && user[0] != '\0')
-		retl_json_escape(out, user, Min(strlen(user), 256));
+	{
+		/*
+		 * At most 256 bytes, cut at a character boundary: the event is
+		 * still in the database encoding here, converted to UTF-8 later (a
+		 * SQL_ASCII database's text must already be UTF-8).  AWS allows 256
+		 * Unicode characters; 256 bytes are never more.
+		 */
+		int			enc = GetDatabaseEncoding();
+
+		retl_json_escape(out, user,
+						 pg_encoding_mbcliplen(enc == PG_SQL_ASCII ? PG_UTF8 : enc,
+											   user, strlen(user), 256));
+	}
 	else
 		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
 	appendStringInfoChar(out, '}');
 }
 
 /*
- * Reads the per-record results of a 200: records with an ErrorCode are
- * retried when the code is transient, failed otherwise.
+ * Is code one of the transient AWS error types, per record or for a whole
+ * call?  The namespace of a JSON protocol type ("...#Type") and a suffix
+ * ("Type:http://...") are ignored.
+ */
+static bool
+transient_error(const char *code, int len)
+{
+	static const char *const transient[] = {
+		"ProvisionedThroughputExceededException", "KMSThrottlingException",
+		"LimitExceededException", "ThrottlingException", "Throttling",
+		"RequestLimitExceeded", "TooManyRequestsException",
+		"InternalFailure", "ServiceUnavailable", NULL
+	};
+	const char *hash = memrchr(code, '#', len);
+	const char *colon;
+
+	if (hash != NULL)
+	{
+		len -= hash + 1 - code;
+		code = hash + 1;
+	}
+	if ((colon = memchr(code, ':', len)) != NULL)
+		len = colon - code;
+	for (int i = 0; transient[i]; i++)
+		if (strlen(transient[i]) == (size_t) len &&
+			strncmp(transient[i], code, len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A 400 whose AWS error type is transient throttles the whole call: every
+ * record is sent again, after at least 1 s.  Returns false for other
+ * answers, which the whole-request rules handle (a 500 InternalFailure is
+ * retried as every 5xx is).
+ */
+static bool
+throttled_call(RetlBatch *b, const char *body, RetlOutcome *outcomes,
+			   char **reasons)
+{
+	JsonbValue *type = retl_json_get(retl_parse_json(body, strlen(body)), "__type");
+	char	   *reason;
+
+	if (type == NULL || type->type != jbvString ||
+		!transient_error(type->val.string.val, type->val.string.len))
+		return false;
+	reason = psprintf("Kinesis: %.*s (the whole call)", type->val.string.len,
+					  type->val.string.val);
+	for (int i = 0; i < b->nevents; i++)
+	{
+		outcomes[i] = RETL_OUTCOME_RETRY;
+		reasons[i] = reason;
+	}
+	b->retry_after_s = Max(b->retry_after_s, 1);
+	return true;
+}
+
+/*
+ * Reads the per-record results of a 200: records with a transient
+ * ErrorCode are retried, other codes fail.  The answer must account for
+ * every record, in order, or the outcome of the batch is unknown.  A call
+ * throttled whole is retried whole.
  */
 static bool
 kinesis_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
@@ -141,35 +227,55 @@ kinesis_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
-	int			i = 0;
+	int			n = 0;
+	int			nfailed = 0;
+	int64		count;
 
+	if (status == 400)
+		return throttled_call(b, body, outcomes, reasons);
 	if (status != 200)
 		return false;
 	resp = retl_parse_json(body, strlen(body));
 	records = retl_json_get(resp, "Records");
-	if (records == NULL || records->type != jbvBinary)
-		return false;
+	if (records == NULL || records->type != jbvBinary ||
+		!JsonContainerIsArray(records->val.binary.data))
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 "the PutRecords answer has no Records array");
 	it = JsonbIteratorInit(records->val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE && i < b->nevents)
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
-		JsonbValue *code;
 		Jsonb	   *rec;
+		JsonbValue *code;
 
 		if (tok != WJB_ELEM)
 			continue;
+		if (n >= b->nevents)
+			return retl_outcomes_unknown(b, outcomes, reasons,
+										 "the PutRecords answer lists more records than were sent");
 		rec = v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL;
 		code = retl_json_get(rec, "ErrorCode");
 		if (code != NULL && code->type == jbvString)
 		{
-			char	   *c = pnstrdup(code->val.string.val, code->val.string.len);
-
-			outcomes[i] = strcmp(c, "ProvisionedThroughputExceededException") == 0 ||
-				strcmp(c, "InternalFailure") == 0
+			outcomes[n] = transient_error(code->val.string.val, code->val.string.len)
 				? RETL_OUTCOME_RETRY : RETL_OUTCOME_FAIL;
-			reasons[i] = psprintf("Kinesis: %s", c);
+			reasons[n] = psprintf("Kinesis: %.*s", code->val.string.len,
+								  code->val.string.val);
+			nfailed++;
 		}
-		i++;
+		else if (retl_json_get(rec, "SequenceNumber") == NULL)
+			return retl_outcomes_unknown(b, outcomes, reasons,
+										 psprintf("record %d of the PutRecords answer has neither an ErrorCode nor a SequenceNumber", n));
+		n++;
 	}
+	if (n < b->nevents)
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 psprintf("the PutRecords answer lists %d of the %d records sent",
+											  n, b->nevents));
+	if (retl_json_get(resp, "FailedRecordCount") != NULL &&
+		(!retl_json_int64(retl_json_get(resp, "FailedRecordCount"), &count) ||
+		 count != nfailed))
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 "the PutRecords answer's FailedRecordCount does not match its records");
 	return true;
 }
 
@@ -179,4 +285,5 @@ const RetlDestKind retl_dest_kinesis = {
 	.open = kinesis_open,
 	.encode = kinesis_encode,
 	.parse = kinesis_parse,
+	.max_answer_bytes = 500 * 1024,
 };

@@ -26,8 +26,6 @@
  */
 #include "worker.h"
 
-#include "utils/fmgrprotos.h"
-
 typedef struct MixpanelPriv
 {
 	char	   *token;
@@ -146,64 +144,92 @@ mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 }
 
 /*
- * /import: a 400 lists failed_records, the others were imported.
- * /engage: a 200 whose status is 0 failed as a whole.  429: wait 2 s.
+ * Fails every event of a rejected /engage batch.
+ */
+static bool
+engage_rejected(RetlBatch *b, RetlOutcome *outcomes, char **reasons,
+				const char *reason)
+{
+	for (int i = 0; i < b->nevents; i++)
+	{
+		outcomes[i] = RETL_OUTCOME_FAIL;
+		reasons[i] = (char *) reason;
+	}
+	return true;
+}
+
+/*
+ * /engage: a 200 whose status is 0 (or a bare 0) failed as a whole, 1 was
+ * applied; any other answer is an unknown outcome.
+ */
+static bool
+engage_parse(RetlBatch *b, const char *body, RetlOutcome *outcomes,
+			 char **reasons)
+{
+	Jsonb	   *resp;
+	JsonbValue *err;
+	int64		st;
+	const char *text = body + strspn(body, " \r\n");
+	int			len = strcspn(text, " \r\n");
+
+	/* without verbose, /engage answers a bare 1 or 0 */
+	if (len == 1 && text[len + strspn(text + len, " \r\n")] == '\0' &&
+		(text[0] == '0' || text[0] == '1'))
+		return text[0] == '0'
+			? engage_rejected(b, outcomes, reasons, "Mixpanel rejected the profile update")
+			: false;
+	resp = retl_parse_json(body, strlen(body));
+	if (!retl_json_int64(retl_json_get(resp, "status"), &st) || (st != 0 && st != 1))
+		return retl_outcomes_unknown(b, outcomes, reasons,
+									 "the /engage answer has no status 0 or 1");
+	if (st == 1)
+		return false;
+	err = retl_json_get(resp, "error");
+	return engage_rejected(b, outcomes, reasons,
+						   err && err->type == jbvString
+						   ? psprintf("Mixpanel: %.*s", err->val.string.len, err->val.string.val)
+						   : "Mixpanel rejected the profile update");
+}
+
+/*
+ * /import: a 400 lists failed_records, the others were imported; a failed
+ * record whose index is not an integer within the batch leaves the
+ * outcome unknown.  /engage: see engage_parse.  429: wait 2 s.
  */
 static bool
 mixpanel_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 			   RetlOutcome *outcomes, char **reasons)
 {
-	Jsonb	   *resp = retl_parse_json(body, strlen(body));
-	JsonbValue *failed = retl_json_get(resp, "failed_records");
-	JsonbValue *st = retl_json_get(resp, "status");
+	Jsonb	   *resp;
+	JsonbValue *failed;
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 
 	if (status == 429)
 		b->retry_after_s = Max(b->retry_after_s, 2);
-	/* without verbose, /engage answers a bare 0 for a rejected batch */
-	if (!dest->track && status == 200 && strspn(body, " \r\n") < strlen(body) &&
-		strcmp(body + strspn(body, " \r\n"), "0") == 0)
-	{
-		for (int i = 0; i < b->nevents; i++)
-		{
-			outcomes[i] = RETL_OUTCOME_FAIL;
-			reasons[i] = "Mixpanel rejected the profile update";
-		}
-		return true;
-	}
-	if (!dest->track && status == 200 && st != NULL && st->type == jbvNumeric &&
-		DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(st->val.numeric))) == 0)
-	{
-		JsonbValue *err = retl_json_get(resp, "error");
-
-		for (int i = 0; i < b->nevents; i++)
-		{
-			outcomes[i] = RETL_OUTCOME_FAIL;
-			reasons[i] = err && err->type == jbvString
-				? psprintf("Mixpanel: %.*s", err->val.string.len, err->val.string.val)
-				: "Mixpanel rejected the profile update";
-		}
-		return true;
-	}
-	if (status != 400 || failed == NULL || failed->type != jbvBinary)
+	if (!dest->track && status == 200)
+		return engage_parse(b, body, outcomes, reasons);
+	if (!dest->track || status != 400)
+		return false;
+	resp = retl_parse_json(body, strlen(body));
+	failed = retl_json_get(resp, "failed_records");
+	if (failed == NULL || failed->type != jbvBinary)
 		return false;
 	it = JsonbIteratorInit(failed->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		Jsonb	   *rec;
-		JsonbValue *index,
-				   *msg;
+		JsonbValue *msg;
 		int64		i;
 
-		if (tok != WJB_ELEM || v.type != jbvBinary)
+		if (tok != WJB_ELEM)
 			continue;
-		rec = JsonbValueToJsonb(&v);
-		index = retl_json_get(rec, "index");
+		rec = v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL;
 		msg = retl_json_get(rec, "message");
-		if ((i = retl_json_index(index, b->nevents)) < 0)
-			continue;
+		if ((i = retl_json_index(retl_json_get(rec, "index"), b->nevents)) < 0)
+			return retl_outcomes_unknown(b, outcomes, reasons,
+										 "a Mixpanel failed record points at no record of the request");
 		outcomes[i] = RETL_OUTCOME_FAIL;
 		reasons[i] = msg && msg->type == jbvString
 			? psprintf("Mixpanel: %.*s", msg->val.string.len, msg->val.string.val)
@@ -218,4 +244,6 @@ const RetlDestKind retl_dest_mixpanel = {
 	.open = mixpanel_open,
 	.encode = mixpanel_encode,
 	.parse = mixpanel_parse,
+	/* a failed record echoes its insert_id: 1 KB each, for 2,000 */
+	.max_answer_bytes = 2000 * 1024,
 };

@@ -541,13 +541,40 @@ append_date(StringInfo buf, Datum value, RetlJsonType *t)
 
 /* ---------- json, jsonb, bytea ---------- */
 
-/* Append a json value as-is: its text is already JSON. */
+/*
+ * Append a json value compactly: its text is valid JSON (json_in checked
+ * it), copied without the whitespace between tokens, so that a value
+ * written over several lines cannot split an NDJSON record.  Whitespace
+ * inside strings is escaped in valid JSON, except spaces, which stay.
+ */
 static void
 append_json(StringInfo buf, Datum value)
 {
 	text	   *txt = DatumGetTextPP(value);
+	const char *s = VARDATA_ANY(txt);
+	int			len = VARSIZE_ANY_EXHDR(txt);
+	int			from = 0;		/* first byte not copied yet */
+	bool		in_str = false;
 
-	appendBinaryStringInfo(buf, VARDATA_ANY(txt), VARSIZE_ANY_EXHDR(txt));
+	enlargeStringInfo(buf, len);
+	for (int i = 0; i < len; i++)
+	{
+		if (in_str)
+		{
+			if (s[i] == '\\')
+				i++;			/* the escaped character */
+			else if (s[i] == '"')
+				in_str = false;
+		}
+		else if (s[i] == '"')
+			in_str = true;
+		else if (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')
+		{
+			appendBinaryStringInfo(buf, s + from, i - from);
+			from = i + 1;
+		}
+	}
+	appendBinaryStringInfo(buf, s + from, len - from);
 	if ((Pointer) txt != DatumGetPointer(value))
 		pfree(txt);
 }

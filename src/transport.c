@@ -10,6 +10,12 @@
  * record state in static arrays or malloc'd buffers: they never palloc and
  * never raise an error.
  *
+ * An answer from which the kind reads per-event outcomes is kept whole, up
+ * to the kind's max_answer_bytes, or not at all: a longer one ends its
+ * transfer in an error, retried like a connection lost mid-answer, since
+ * the events past a cut would have no known outcome.  Of other answers
+ * the first RETL_ANSWER_HEAD_BYTES are kept, for error messages.
+ *
  *-------------------------------------------------------------------------
  */
 #include "worker.h"
@@ -20,7 +26,6 @@
 #include "utils/wait_event.h"
 
 #define MAX_SOCKETS 2048
-#define MAX_RESPONSE_BYTES (64 * 1024)
 
 typedef struct SockWatch
 {
@@ -111,27 +116,62 @@ retl_transport_init(void)
 }
 
 /*
- * Collects the response body, up to a cap; the rest is discarded.  Uses
- * malloc: this runs inside curl, where an ERROR would longjmp past it.
+ * Must this answer be read whole?  Kinds with a parse callback read the
+ * outcomes of single events from 2xx answers and from 400s (Amplitude,
+ * Mixpanel, Kinesis); other answers only feed error messages.  The status
+ * is known once the headers are in, before the body.
+ */
+static bool
+answer_read_whole(RetlBatch *b)
+{
+	long		status = 0;
+
+	if (b->run->dest.kind->parse == NULL)
+		return false;
+	curl_easy_getinfo(b->easy, CURLINFO_RESPONSE_CODE, &status);
+	return (status >= 200 && status < 300) || status == 400;
+}
+
+/*
+ * How much of an answer is kept: the kind's max_answer_bytes for an answer
+ * read whole, else its head, for error messages.
+ */
+static size_t
+answer_cap(RetlBatch *b, bool whole)
+{
+	return whole ? (size_t) Max(b->run->dest.kind->max_answer_bytes,
+								RETL_ANSWER_HEAD_BYTES)
+		: RETL_ANSWER_HEAD_BYTES;
+}
+
+/*
+ * Collects the response body, up to a cap.  Past the cap, an answer that
+ * must be read whole ends the transfer with CURLE_WRITE_ERROR, so that the
+ * batch is retried: the outcome of the events past a cut would be unknown.
+ * Of any other answer the rest is discarded.  Uses malloc: this runs inside
+ * curl, where an ERROR would longjmp past it.
  */
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	RetlBatch  *b = (RetlBatch *) userdata;
 	size_t		n = size * nmemb;
-	size_t		keep = Min(n, MAX_RESPONSE_BYTES - b->resp_len);
+	bool		whole = answer_read_whole(b);
+	size_t		cap = answer_cap(b, whole);
+	size_t		keep = b->resp_len < cap ? Min(n, cap - b->resp_len) : 0;
 	char	   *grown;
 
-	if (keep == 0)
-		return n;
-	grown = realloc(b->resp, b->resp_len + keep + 1);
-	if (grown == NULL)
-		return n;
-	memcpy(grown + b->resp_len, ptr, keep);
-	b->resp = grown;
-	b->resp_len += keep;
-	b->resp[b->resp_len] = '\0';
-	return n;
+	if (keep > 0)
+	{
+		grown = realloc(b->resp, b->resp_len + keep + 1);
+		if (grown == NULL)
+			return whole ? 0 : n;
+		memcpy(grown + b->resp_len, ptr, keep);
+		b->resp = grown;
+		b->resp_len += keep;
+		b->resp[b->resp_len] = '\0';
+	}
+	return keep < n && whole ? 0 : n;
 }
 
 /*
@@ -484,6 +524,18 @@ retl_transport_next_done(void)
 		/* a 429 without Retry-After may say when the limit resets */
 		if (b->retry_after_s == 0 && b->http_status == 429)
 			b->retry_after_s = b->ratelimit_reset_s;
+		if (b->result == CURLE_WRITE_ERROR)
+		{
+			/* write_cb refused the answer: say why instead of curl */
+			bool		over = b->resp_len >= answer_cap(b, true);
+
+			snprintf(b->errbuf, sizeof(b->errbuf),
+					 "the answer (HTTP %ld) %s, so the outcome of its events is unknown",
+					 b->http_status,
+					 over ? psprintf("is longer than the %zu bytes retl reads from a %s destination",
+									 answer_cap(b, true), b->run->dest.kind->name)
+					 : "could not be kept (out of memory)");
+		}
 		b->redirect[0] = '\0';
 		if (b->http_status >= 300 && b->http_status < 400)
 		{

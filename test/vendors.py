@@ -54,6 +54,28 @@ Control endpoints (like test/receiver.py)
                             requests must carry (else 401), when set
         basic               "user:password" that Mixpanel /import and
                             Kafka requests must carry in Basic auth, when set
+    Answers that leave outcomes unknown or throttle whole calls (each is a
+    budget, counted from the /_config that sets it):
+        kinesis_throttle_all   the next N PutRecords calls answer every
+                            record with ProvisionedThroughputExceededException
+                            (a 200; 500 records make an answer of ~86 KB)
+        kinesis_call_errors    a list of AWS error types: each PutRecords
+                            call takes the first one and is refused whole with
+                            it, {"__type", "message"}: 500 for InternalFailure,
+                            503 for ServiceUnavailable, else 400 (as AWS
+                            answers a throttled call)
+        truncate_answers    the next N vendor answers are cut to half their
+                            length (Content-Length is the cut length)
+        pad_answers         the next N vendor answers that are JSON objects
+                            carry "padding": pad_bytes (default 200000) x's
+        omit_last_report    the next N per-record answers (Kinesis Records,
+                            Kafka v2 offsets, Kafka v3 reports) lack their
+                            last entry
+        bad_number          a JSON number written instead of the index (Braze
+                            errors, Mixpanel failed_records) or the
+                            error_code (Kafka) of every rejected record, in
+                            the next bad_number_answers answers (default 1)
+                            that reject one
 """
 
 import base64
@@ -82,9 +104,50 @@ class State:
         self.seq = 0
         self.offsets = {}  # Kafka topic -> next offset
         self.kinesis_seq = 0
+        self.budget = {}  # BUDGETS key -> answers still to affect
+        self.call_errors = []  # kinesis_call_errors still to answer
 
 
 STATE = State()
+
+# Config keys that are budgets of answers (see the module doc).
+BUDGETS = ("kinesis_throttle_all", "truncate_answers", "pad_answers", "omit_last_report",
+           "bad_number_answers")
+
+
+def take(key):
+    """True, once for each unit of the budget key (BUDGETS)."""
+    with STATE.lock:
+        if STATE.budget.get(key, 0) <= 0:
+            return False
+        STATE.budget[key] -= 1
+        return True
+
+
+def set_budgets(cfg):
+    """Starts the budgets that a /_config sets (under STATE.lock)."""
+    for k in BUDGETS:
+        if k in cfg:
+            STATE.budget[k] = int(cfg[k] or 0)
+    if "bad_number" in cfg and "bad_number_answers" not in cfg:
+        STATE.budget["bad_number_answers"] = 1 if cfg["bad_number"] is not None else 0
+    if "kinesis_call_errors" in cfg:
+        STATE.call_errors = list(cfg["kinesis_call_errors"] or [])
+
+
+def omit_last(body):
+    """body (a per-record answer) without its last entry, or None."""
+    if isinstance(body, dict):
+        for key in ("Records", "offsets"):
+            if isinstance(body.get(key), list) and body[key]:
+                out = dict(body)
+                out[key] = body[key][:-1]
+                return out
+        return None
+    if isinstance(body, str) and body.strip():
+        lines = body.rstrip("\n").split("\n")
+        return "\n".join(lines[:-1]) + "\n"
+    return None
 
 
 class VendorError(Exception):
@@ -152,6 +215,15 @@ class Ctx:
 
     def accept(self, kind, user, record):
         self.accepted.append((kind, user, record))
+
+    def number(self, good):
+        """The index or code of a rejected record: good, or bad_number
+        while its budget lasts (taken once per answer)."""
+        if "bad_number" not in self.cfg:
+            return good
+        if not hasattr(self, "bad"):
+            self.bad = take("bad_number_answers")
+        return self.cfg["bad_number"] if self.bad else good
 
 
 # ---------------------------------------------------------------------------
@@ -225,7 +297,7 @@ def handle_braze(c):
                                "index": i})
             elif c.rejected(user):
                 errors.append({"type": "'external_id' is invalid", "input_array": arr,
-                               "index": i})
+                               "index": c.number(i)})
             else:
                 c.accept(arr, user, obj)
                 n += 1
@@ -417,7 +489,8 @@ def handle_mixpanel_import(c):
                            "message": "'properties.time' is invalid: must be specified as "
                            "seconds since epoch"})
         elif c.rejected(user):
-            failed.append({"index": i, "insert_id": insert_id, "field": "properties.distinct_id",
+            failed.append({"index": c.number(i), "insert_id": insert_id,
+                           "field": "properties.distinct_id",
                            "message": "'properties.distinct_id' is invalid: %s is a reserved "
                            "value" % json.dumps(user)})
         else:
@@ -510,7 +583,7 @@ def handle_kafka_v2(c, topic):
     for rec in records:
         user = rec.get("key") if isinstance(rec, dict) else None
         if c.rejected(user):
-            offsets.append({"partition": None, "offset": None, "error_code": 1,
+            offsets.append({"partition": None, "offset": None, "error_code": c.number(1),
                             "error": "This record is rejected by the broker (non-retriable)"})
         elif c.retry_once(user):
             offsets.append({"partition": None, "offset": None, "error_code": 2,
@@ -553,7 +626,7 @@ def handle_kafka_v3(c, cluster, topic):
         key = rec.get("key") if isinstance(rec, dict) else None
         user = key.get("data") if isinstance(key, dict) else None
         if c.rejected(user):
-            reports.append({"error_code": reject_code,
+            reports.append({"error_code": c.number(reject_code),
                             "message": "This record is rejected by the broker"})
         elif c.retry_once(user):
             reports.append({"error_code": 50003,
@@ -623,11 +696,19 @@ def handle_kinesis(c):
     if not isinstance(records, list) or not 1 <= len(records) <= 500:
         raise VendorError(400, {"__type": "ValidationException",
                                 "message": "Records must have length between 1 and 500"})
+    with STATE.lock:
+        call_error = STATE.call_errors.pop(0) if STATE.call_errors else None
+    if call_error:
+        status = {"InternalFailure": 500, "ServiceUnavailable": 503}.get(call_error, 400)
+        raise VendorError(status, {"__type": call_error,
+                                   "message": "Rate exceeded for stream %s under account "
+                                   "000000000000." % doc.get("StreamName")})
+    throttle_all = take("kinesis_throttle_all")
     out = []
     failed = 0
     for rec in records:
         user = rec.get("PartitionKey")
-        if c.rejected(user) or c.retry_once(user):
+        if throttle_all or c.rejected(user) or c.retry_once(user):
             failed += 1
             out.append({"ErrorCode": "ProvisionedThroughputExceededException",
                         "ErrorMessage": "Rate exceeded for shard shardId-000000000000 in "
@@ -747,7 +828,14 @@ class Handler(BaseHandler):
     do_PUT = do_POST
 
     def _answer(self, rec, ctx, status, body, headers=None):
+        if status == 200 and rec["vendor"] in ("kinesis", "kafka") \
+                and omit_last(body) is not None and take("omit_last_report"):
+            body = omit_last(body)
+        if isinstance(body, dict) and take("pad_answers"):
+            body = dict(body, padding="x" * int(self.config_value("pad_bytes", 200000)))
         text = body if isinstance(body, str) else json.dumps(body)
+        if take("truncate_answers"):
+            text = text[:len(text) // 2]
         with STATE.lock:
             rec["status"] = status
             rec["response"] = text
@@ -764,6 +852,11 @@ class Handler(BaseHandler):
             if rec["vendor"] == "kafka":
                 ctype = "application/json"
         self._send(status, text, ctype, headers)
+
+    def config_value(self, key, default):
+        """The configured value of key, or default."""
+        with STATE.lock:
+            return STATE.config.get(key, default)
 
     def _control(self, raw):
         if self.parts.path == "/_reset":
@@ -784,6 +877,7 @@ class Handler(BaseHandler):
                         STATE.config.pop(k, None)
                     else:
                         STATE.config[k] = v
+                set_budgets(cfg)
                 out = dict(STATE.config)
             self._send(200, out)
         else:

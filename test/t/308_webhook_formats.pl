@@ -61,6 +61,28 @@ ok(!@why, 'ndjson: each line is one JSON event, and the body ends with a newline
 is(max_of(@sizes), 50, 'ndjson: batch_size 50 events per request') or diag("sizes: @sizes");
 check_ids(event_ids($recv->events(path => '/nd')), [ 1 .. $N ], 'ndjson: every row exactly once');
 
+# A json (not jsonb) column keeps its text as written, newlines included:
+# retl sends it compactly, so each event stays on one NDJSON line.
+sql($node, qq{CREATE TABLE docs (id bigint PRIMARY KEY, user_id text NOT NULL, doc json);
+INSERT INTO docs VALUES (1, 'user-1', '{"a":\n 1, "b": [1,\r\n\t2], "s": "x \\n y"}'),
+  (2, 'user-2', '[\n]'), (3, 'user-3', '  "text"\n');});
+create_webhook($node, 'ndjson_docs', $recv->url('/docs'), format => 'ndjson');
+create_track_sync($node, 'docs', 'docs', 'ndjson_docs',
+	mapping => { userId => 'user_id', event => { value => 'Order Completed' } });
+($run, $status) = run_sync($node, 'docs');
+is($status, 'succeeded', 'ndjson json column: the run succeeded');
+my ($doc_req) = grep { $_->{path} eq '/docs' } @{ $recv->requests };
+my @doc_lines = split /\n/, ($doc_req->{body} // '');
+is(scalar(grep { ref(eval { json_decode(encode_utf8($_)) }) eq 'HASH' } @doc_lines), 3,
+	'ndjson json column: three events, each one JSON line, despite newlines in the json values')
+  or diag($doc_req->{body});
+my %docs = map { (dig($_, qw(properties id)) => dig($_, qw(properties doc))) }
+  @{ $recv->events(path => '/docs') };
+is(json_encode([ @docs{ 1 .. 3 } ]), '[{"a":1,"b":[1,2],"s":"x \\n y"},[],"text"]',
+	'ndjson json column: the json values arrive intact');
+like($doc_req->{body} // '', qr/"doc":\{"a":1,"b":\[1,2\],"s":"x \\n y"\}/,
+	'ndjson json column: sent compactly, the string inside untouched');
+
 # ----- object --------------------------------------------------------------------------
 sql($node, q{CREATE TABLE few AS SELECT * FROM orders WHERE id <= 30; ALTER TABLE few ADD PRIMARY KEY (id);});
 create_webhook($node, 'obj', $recv->url('/obj'), format => 'object');
