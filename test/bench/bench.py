@@ -27,7 +27,8 @@ ROWS = int(os.environ.get("RETL_BENCH_ROWS", "1000000"))
 BIG_ROWS = int(os.environ.get("RETL_BENCH_BIG_ROWS", "10000000"))
 SMALL_ROWS = 100000
 FAN_SYNCS, FAN_ROWS = 50, 20000
-PG_BIN = "/usr/lib/postgresql/15/bin"
+# test/lib/setup.sh's RETL_PG_BIN may name another PostgreSQL 15 installation
+PG_BIN = os.environ.get("RETL_PG_BIN") or "/usr/lib/postgresql/15/bin"
 
 COLUMNS = """id bigint PRIMARY KEY, user_id int, email text, amount numeric(12,2),
   qty int, price float8, active boolean, created_at timestamptz, day date,
@@ -62,6 +63,7 @@ class Cluster:
     def __init__(self, root):
         self.data = os.path.join(root, "data")
         self.port = free_port()
+        log("cluster from %s" % PG_BIN)
         subprocess.run([PG_BIN + "/initdb", "-D", self.data, "-A", "trust",
                         "--no-sync"], check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
