@@ -83,6 +83,8 @@ retl.naptime = '1s'
         self.log = os.path.join(root, "server.log")
         subprocess.run([PG_BIN + "/pg_ctl", "-D", self.data, "-l", self.log,
                         "-w", "start"], check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            self.postmaster = int(f.readline())
         self.dsn = "host=127.0.0.1 port=%d dbname=postgres" % self.port
         self.conn = psycopg2.connect(self.dsn)
         self.conn.autocommit = True
@@ -133,24 +135,40 @@ class Sink:
         self.proc.terminate()
 
 
-class RssSampler(threading.Thread):
-    """Samples the private memory (RssAnon) of retl workers every 50 ms."""
+def retl_workers(postmaster):
+    """The pids of the retl workers of one cluster (children of its postmaster):
+    other clusters on the machine (other people's tests) run retl workers too."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if not f.read().startswith(b"postgres: retl worker"):
+                    continue
+            with open("/proc/%s/stat" % pid) as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) != postmaster:
+                    continue
+        except (OSError, ValueError, IndexError):
+            continue
+        pids.append(pid)
+    return pids
 
-    def __init__(self):
+
+class RssSampler(threading.Thread):
+    """Samples the private memory (RssAnon) of the cluster's retl workers every 50 ms."""
+
+    def __init__(self, postmaster):
         super().__init__(daemon=True)
+        self.postmaster = postmaster
         self.peak = 0
         self.running = True
         self.start()
 
     def run(self):
         while self.running:
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
+            for pid in retl_workers(self.postmaster):
                 try:
-                    with open("/proc/%s/cmdline" % pid, "rb") as f:
-                        if not f.read().startswith(b"postgres: retl worker"):
-                            continue
                     with open("/proc/%s/status" % pid) as f:
                         for line in f:
                             if line.startswith("RssAnon:"):
@@ -227,15 +245,11 @@ def case_latency(pg, sink):
     return statistics.median(samples)
 
 
-def worker_stat():
-    """(utime, stime, minflt) of the retl workers, for diagnostics."""
+def worker_stat(pg):
+    """(utime, stime, minflt) of the cluster's retl workers, for diagnostics."""
     tot = [0, 0, 0]
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in retl_workers(pg.postmaster):
         try:
-            if not open("/proc/%s/cmdline" % pid, "rb").read().startswith(b"postgres: retl worker"):
-                continue
             f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
             tot[0] += int(f[11]); tot[1] += int(f[12]); tot[2] += int(f[7])
         except OSError:
@@ -250,13 +264,13 @@ def case_fanout(pg, sink):
     for i in range(FAN_SYNCS):
         create_sync(pg, "fan%d" % i, "t20k", sink.url, inflight=4)
     pg.conn.autocommit = False
-    before = worker_stat()
+    before = worker_stat(pg)
     ids = [pg.one("SELECT retl_sync_now(%s)", "fan%d" % i) for i in range(FAN_SYNCS)]
     pg.conn.commit()
     pg.conn.autocommit = True
     for run in ids:
         wait_run(pg, run)
-    after = worker_stat()
+    after = worker_stat(pg)
     log("fan-out worker: utime %d, stime %d ticks, %d minor faults" %
         tuple(a - b for a, b in zip(after, before)))
     log("fan-out: first start %.3f s, last start %.3f s, first end %.3f s, last end %.3f s" %
@@ -274,7 +288,7 @@ def main():
     root = os.environ.get("RETL_BENCH_DIR") or os.getcwd()
     pg = Cluster(root)
     sink = Sink(root)
-    rss = RssSampler()
+    rss = RssSampler(pg.postmaster)
     results = []
     try:
         pg.sql("CREATE EXTENSION retl")
