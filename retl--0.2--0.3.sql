@@ -18,6 +18,30 @@ ALTER TABLE retl.runs ADD COLUMN read_method text
  */
 ALTER TABLE retl.fingerprints ALTER COLUMN pk TYPE text COLLATE "C";
 
+/*
+ * The worker writes fingerprints a batch at a time; a foreign key checked
+ * every row of every batch (a query each) and cost as much as the write.
+ * The worker locks the sync once per batch instead (FOR KEY SHARE, so a
+ * sync being dropped is waited for), and dropping a sync forgets its
+ * fingerprints here, as the foreign key's cascade did (as the extension's
+ * owner: the deleted sync's fingerprints are no longer visible to its
+ * owner through row-level security).
+ */
+ALTER TABLE retl.fingerprints DROP CONSTRAINT fingerprints_sync_id_fkey;
+
+CREATE FUNCTION retl._forget_fingerprints() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+	DELETE FROM retl.fingerprints f USING gone g
+	 WHERE f.sync_id OPERATOR(pg_catalog.=) g.id;
+	RETURN NULL;
+END $$ SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION retl._forget_fingerprints() FROM PUBLIC;
+
+CREATE TRIGGER forget_fingerprints AFTER DELETE ON retl.syncs
+	REFERENCING OLD TABLE AS gone
+	FOR EACH STATEMENT EXECUTE FUNCTION retl._forget_fingerprints();
+
 CREATE OR REPLACE VIEW retl.sync_status AS
 SELECT s.id AS sync_id,
 	   s.name AS sync,

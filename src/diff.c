@@ -12,10 +12,10 @@
  * event, so a stop or a crash never loses a change (RudderStack, Hightouch
  * and Census diff this way).
  *
- * Everything is a set operation: per page of rows, one saved-plan lookup
- * of the page's keys (a real text[] parameter, joined as a relation: a
- * generic plan of "pk = ANY ($2)" filters every stored key of the sync
- * instead of probing the index); per acknowledged batch,
+ * Everything is a set operation: per page of rows, one lookup of the
+ * page's keys (a real text[] parameter; each key probes the index in a
+ * subquery of its own, which no plan can turn into a scan of every stored
+ * key of the sync, as a join may be hashed); per acknowledged batch,
  * one upsert and one delete.  The keys seen by the run are kept as 64-bit
  * hashes in a sorted array (8 bytes a key); after the source is read, the
  * stored keys are walked in pages and those not seen are candidates for
@@ -78,14 +78,21 @@ static SPIPlanPtr upsert_plan;
 static SPIPlanPtr delete_plan;
 
 /*
- * Prepares and saves a catalog statement, once.
+ * Prepares and saves a catalog statement, once, planned anew for each
+ * call's arguments.
  */
 static SPIPlanPtr
 saved_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 {
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+		/*
+		 * Custom plans: a generic plan made while the sync had few
+		 * fingerprints (the first pages of its first run) would be kept
+		 * for the worker's life and scan them all once there are millions.
+		 */
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types,
+										   CURSOR_OPT_CUSTOM_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "retl: preparing a fingerprint statement failed: %s",
@@ -211,8 +218,9 @@ retl_diff_lookup(RetlRun *run, char **pks, int n)
 	values[1] = PointerGetDatum(text_array(pks, n, false));
 	MemoryContextSwitchTo(old);
 	if (SPI_execute_plan(saved_plan(&lookup_plan,
-									"SELECT f.pk, f.fingerprint FROM pg_catalog.unnest($2) AS k (pk)"
-									" JOIN retl.fingerprints f ON f.sync_id = $1 AND f.pk = k.pk",
+									"SELECT pk, fp FROM (SELECT k.pk, (SELECT f.fingerprint"
+									"  FROM retl.fingerprints f WHERE f.sync_id = $1 AND f.pk = k.pk) AS fp"
+									"  FROM pg_catalog.unnest($2) AS k (pk)) x WHERE fp IS NOT NULL",
 									2, types),
 						 values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "retl: reading fingerprints failed");
@@ -398,8 +406,8 @@ forget_keys(RetlRun *run, char **pks, int n)
 	values[0] = Int64GetDatum(run->sync_id);
 	values[1] = PointerGetDatum(text_array(pks, n, false));
 	if (SPI_execute_plan(saved_plan(&delete_plan,
-									"DELETE FROM retl.fingerprints f USING pg_catalog.unnest($2) AS k (pk)"
-									" WHERE f.sync_id = $1 AND f.pk = k.pk",
+									"DELETE FROM retl.fingerprints"
+									" WHERE sync_id = $1 AND pk = ANY ($2)",
 									2, types),
 						 values, NULL, false, 0) < 0)
 		elog(ERROR, "retl: forgetting deleted keys failed");
@@ -478,7 +486,8 @@ retl_diff_deletes_page(RetlRun *run)
  * Stores the fingerprints of the events a destination acknowledged, and
  * forgets the keys whose deletion it acknowledged: one upsert and one
  * delete, in one short transaction.  A key sent twice in the batch keeps
- * its last fingerprint.
+ * its last fingerprint.  The sync is locked against a concurrent drop
+ * (whose trigger forgets its fingerprints) once, not per row.
  */
 void
 retl_diff_acked(RetlBatch *b)
@@ -526,12 +535,13 @@ retl_diff_acked(RetlBatch *b)
 													 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		uvalues[3] = PointerGetDatum(text_array(idents, nup, true));
 		if (SPI_execute_plan(saved_plan(&upsert_plan,
-										"INSERT INTO retl.fingerprints AS f (sync_id, pk, fingerprint, identity)"
+										"WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
+										" INSERT INTO retl.fingerprints AS f (sync_id, pk, fingerprint, identity)"
 										" SELECT DISTINCT ON (u.pk) s.id, u.pk, u.fp, u.ident"
-										" FROM retl.syncs s, ROWS FROM (pg_catalog.unnest($2),"
+										" FROM s, ROWS FROM (pg_catalog.unnest($2),"
 										"  pg_catalog.unnest($3), pg_catalog.unnest($4))"
 										"  WITH ORDINALITY AS u (pk, fp, ident, ord)"
-										" WHERE s.id = $1 ORDER BY u.pk, u.ord DESC"
+										" ORDER BY u.pk, u.ord DESC"
 										" ON CONFLICT (sync_id, pk) DO UPDATE SET"
 										" fingerprint = EXCLUDED.fingerprint, identity = EXCLUDED.identity"
 										" WHERE (f.fingerprint, f.identity) IS DISTINCT FROM"
