@@ -429,13 +429,6 @@ def case_view_latency(pg, sink):
     return statistics.median(samples)
 
 
-def analyze_fingerprints(pg):
-    """ANALYZEs retl.fingerprints, untimed, as autovacuum (off in this cluster)
-    would after a run wrote many keys.  Without statistics each fingerprint
-    lookup is a bitmap heap scan per key, several times slower."""
-    pg.sql("ANALYZE retl.fingerprints")
-
-
 def cases_diff(pg, sink, rss, results, m):
     """The content-diff cases on the views v and v_small."""
     make_view(pg)
@@ -448,14 +441,12 @@ def cases_diff(pg, sink, rss, results, m):
     secs = counted_run(pg, sink, "diff_small", "full", VIEW_SMALL_ROWS)
     m["rss_diff_small"] = rss.take()
     check_diff_sync(pg, "diff_small", "v_small")
-    analyze_fingerprints(pg)
     results.append(("diff first run (100k)", VIEW_SMALL_ROWS, secs, m["rss_diff_small"]))
 
     log("diff first run")
     m["diff_first"] = counted_run(pg, sink, "diff", "full", ROWS)
     m["rss_diff"] = rss.take()
     check_diff_sync(pg, "diff", "v")
-    analyze_fingerprints(pg)
     check(m["rss_diff_small"] > 0 and m["rss_diff"] > 0,
           "the memory sampler found no retl worker of this cluster during the diff first"
           " runs (peaks %.1f and %.1f MB)" % (m["rss_diff_small"], m["rss_diff"]))
