@@ -95,16 +95,8 @@ sub event_rows
 {
 	my ($recv, $paths, %f) = @_;
 	my $all = delete $f{all};
-	my @q;
-	for my $k (sort keys %f)
-	{
-		next unless defined $f{$k};
-		my $v = $f{$k};
-		$v =~ s/([^A-Za-z0-9_.~\/-])/sprintf('%%%02X', ord($1))/ge;
-		push @q, "$k=$v";
-	}
-	my $url = $recv->url($all ? '/_all_events' : '/_events')
-	  . (@q ? '?' . join('&', @q) : '');
+	my $url = $recv->url(($all ? '/_all_events' : '/_events')
+		  . RetlTest::Receiver::_query(%f));
 	open(my $fh, '-|', $PYTHON, '-c', $SUMMARIZE, $url, @$paths)
 	  or croak "cannot run $PYTHON: $!";
 	my @rows;

@@ -49,94 +49,41 @@ create_webhook($node, 'd', $recv->url('/hook'),
 
 my %mapping = ('userId' => 'user_id', 'event' => { value => 'Row' });
 
-# The shapes: what to create for a source named $n, with base table
-# ${n}_t where the source is not itself a table.  Every source has the
-# columns id, user_id, version and pad; its rows are 1..$N.  Autovacuum is
-# off on the tables so that nothing moves rows behind the test's back.
+# The shapes.  Every source has the columns id, user_id, version and pad,
+# and the rows 1..$N.  A view or a materialized view is over a base table
+# ${name}_t (its "over": the query, %s for that table).  Autovacuum is off
+# on the tables, so that nothing moves rows behind the test's back.
 my $ROWS = "SELECT g, 'user-' || g, 1, repeat('p', 40) FROM generate_series(1, $N) g";
 my $COLS = 'id bigint NOT NULL, user_id text NOT NULL, version int NOT NULL, pad text';
+my $PLAIN = 'SELECT id, user_id, version, pad FROM %s';
 my %SHAPE = (
-	table => {
-		ddl => sub {
-			my ($n) = @_;
-			return "CREATE TABLE $n ($COLS, PRIMARY KEY (id)) WITH (autovacuum_enabled = off);
-					INSERT INTO $n $ROWS;";
-		},
-		base => sub { $_[0] },
-		pk => 'id',
-		read_method => 'blocks',
-	},
-	view_key => {    # a view with a primary key: the content diff detector
-		ddl => sub {
-			my ($n) = @_;
-			return "CREATE TABLE ${n}_t ($COLS, PRIMARY KEY (id)) WITH (autovacuum_enabled = off);
-					INSERT INTO ${n}_t $ROWS;
-					CREATE VIEW $n AS SELECT id, user_id, version, pad FROM ${n}_t;";
-		},
-		base => sub { "$_[0]_t" },
-		pk => 'id',
-		detector => 'diff',
-		read_method => 'keys',
-	},
-	view_key_xmin => {    # a view with a primary key and an xmin column
-		ddl => sub {
-			my ($n) = @_;
-			return "CREATE TABLE ${n}_t ($COLS, PRIMARY KEY (id)) WITH (autovacuum_enabled = off);
-					INSERT INTO ${n}_t $ROWS;
-					CREATE VIEW $n AS SELECT t.xmin AS _retl_xmin, t.id, t.user_id, t.version, t.pad
-					  FROM ${n}_t t;";
-		},
-		base => sub { "$_[0]_t" },
-		pk => 'id',
+	table => { read_method => 'blocks' },
+	# a view with a primary key: the content diff detector
+	view_key => { view => $PLAIN, detector => 'diff', read_method => 'keys' },
+	# a view with a primary key and an xmin column: the xmin detector
+	view_key_xmin => {
+		view => 'SELECT t.xmin AS _retl_xmin, t.id, t.user_id, t.version, t.pad FROM %s t',
 		options => { xmin_column => '_retl_xmin' },
 		detector => 'xmin',
 		read_method => 'keys',
 	},
-	view_nokey => {    # no primary key: every run sends every row
-		ddl => sub {
-			my ($n) = @_;
-			return "CREATE TABLE ${n}_t ($COLS, PRIMARY KEY (id)) WITH (autovacuum_enabled = off);
-					INSERT INTO ${n}_t $ROWS;
-					CREATE VIEW $n AS SELECT id, user_id, version, pad FROM ${n}_t;";
-		},
-		base => sub { "$_[0]_t" },
-		pk => undef,
-		detector => 'full',
-		read_method => 'materialized',
-	},
-	partitioned => {    # four leaves of 1,000 rows
-		ddl => sub {
-			my ($n) = @_;
-			my $q = $N / 4;
-			my $ddl = "CREATE TABLE $n ($COLS, PRIMARY KEY (id)) PARTITION BY RANGE (id);";
-			for my $i (0 .. 3)
-			{
-				my ($from, $to) = ($i * $q + 1, ($i + 1) * $q + 1);
-				$ddl .= "CREATE TABLE ${n}_$i PARTITION OF $n FOR VALUES FROM ($from) TO ($to)
-						 WITH (autovacuum_enabled = off);";
-			}
-			return $ddl . "INSERT INTO $n $ROWS;";
-		},
-		base => sub { $_[0] },
-		pk => 'id',
-		read_method => 'blocks',
-	},
-	matview => {    # changed by REFRESH ... CONCURRENTLY: same relfilenode
-		ddl => sub {
-			my ($n) = @_;
-			return "CREATE TABLE ${n}_t ($COLS, PRIMARY KEY (id));
-					INSERT INTO ${n}_t $ROWS;
-					CREATE MATERIALIZED VIEW $n WITH (autovacuum_enabled = off) AS
-					  SELECT id, user_id, version, pad FROM ${n}_t;
-					CREATE UNIQUE INDEX ON $n (id);";
-		},
-		base => sub { "$_[0]_t" },
-		pk => 'id',
-		after => sub { "REFRESH MATERIALIZED VIEW CONCURRENTLY $_[0];" },
-		read_method => 'blocks',
-	},
+	# no primary key: every run sends every row
+	view_nokey => { view => $PLAIN, pk => undef, detector => 'full',
+		read_method => 'materialized' },
+	# four leaves of 1,000 rows
+	partitioned => { leaves => 4, read_method => 'blocks' },
+	# changed by REFRESH ... CONCURRENTLY, which keeps the relfilenode
+	matview => { matview => $PLAIN, read_method => 'blocks' },
 );
 my @SHAPES = qw(table view_key view_key_xmin view_nokey partitioned matview);
+
+# The table that holds the rows of a case.
+sub base_of
+{
+	my ($shape, $n) = @_;
+	my $s = $SHAPE{$shape};
+	return ($s->{view} || $s->{matview}) ? "${n}_t" : $n;
+}
 
 # Creates the source and the sync of a case; returns the sync name.
 sub make_case
@@ -144,9 +91,28 @@ sub make_case
 	my ($shape, $how) = @_;
 	my $s = $SHAPE{$shape};
 	my $n = "${shape}_$how";
-	sql($node, $s->{ddl}->($n));
+	my $base = base_of($shape, $n);
+	my $ddl = "CREATE TABLE $base ($COLS, PRIMARY KEY (id))";
+	if ($s->{leaves})
+	{
+		my $q = $N / $s->{leaves};
+		$ddl .= " PARTITION BY RANGE (id);";
+		$ddl .= "CREATE TABLE ${n}_$_ PARTITION OF $n FOR VALUES FROM ("
+		  . ($_ * $q + 1) . ') TO (' . (($_ + 1) * $q + 1) . ') WITH (autovacuum_enabled = off);'
+		  for 0 .. $s->{leaves} - 1;
+	}
+	else
+	{
+		$ddl .= ' WITH (autovacuum_enabled = off);';
+	}
+	$ddl .= "INSERT INTO $base $ROWS;";
+	$ddl .= "CREATE VIEW $n AS " . sprintf($s->{view}, $base) . ';' if $s->{view};
+	$ddl .= "CREATE MATERIALIZED VIEW $n WITH (autovacuum_enabled = off) AS "
+	  . sprintf($s->{matview}, $base) . "; CREATE UNIQUE INDEX ON $n (id);"
+	  if $s->{matview};
+	sql($node, $ddl);
 	create_sync($node, name => $n, source => $n, destination => 'd',
-		mapping => \%mapping, primary_key => $s->{pk},
+		mapping => \%mapping, primary_key => exists $s->{pk} ? $s->{pk} : 'id',
 		options => $s->{options} // {});
 	is(sync_status($node, $n)->{detector}, $s->{detector}, "$n: detector $s->{detector}")
 	  if defined $s->{detector};
@@ -196,11 +162,11 @@ sub change_rows
 	my $s = $SHAPE{$shape};
 	my @gone = spread($DELETES, keys %$delivered);
 	my @upd = spread($UPDATES, grep { !$delivered->{$_} } 1 .. $N);
-	my $base = $s->{base}->($n);
+	my $base = base_of($shape, $n);
 	sql($node, "BEGIN;
 DELETE FROM $base WHERE id IN (" . join(',', @gone) . ");
 UPDATE $base SET version = 2 WHERE id IN (" . join(',', @upd) . ");
-COMMIT;" . ($s->{after} ? $s->{after}->($n) : ''));
+COMMIT;" . ($s->{matview} ? "REFRESH MATERIALIZED VIEW CONCURRENTLY $n;" : ''));
 	is(sql($node, "SELECT count(*) || ' ' || count(*) FILTER (WHERE version = 2) FROM $n"),
 		($N - $DELETES) . " $UPDATES", "$n: $DELETES rows deleted, $UPDATES updated");
 	return \@upd;
