@@ -12,7 +12,9 @@
 # query re-executed without ORDER BY.  Rows deleted before the resume
 # position shift every later row towards it, so the MOVE skipped as many
 # rows that had never been delivered (issue #11).  Resumes must be by key
-# or by block, never by count.
+# or by block, never by count.  The plain table (read by blocks) and the
+# content-diff view (whose runs read everything again) guard the shapes
+# that resumed right already.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -50,9 +52,10 @@ create_webhook($node, 'd', $recv->url('/hook'),
 my %mapping = ('userId' => 'user_id', 'event' => { value => 'Row' });
 
 # The shapes.  Every source has the columns id, user_id, version and pad,
-# and the rows 1..$N.  A view or a materialized view is over a base table
-# ${name}_t (its "over": the query, %s for that table).  Autovacuum is off
-# on the tables, so that nothing moves rows behind the test's back.
+# and the rows 1..$N.  A view or a materialized view is a query (view,
+# matview; %s stands for the table) over a base table ${name}_t.
+# Autovacuum is off on the tables, so that nothing moves rows behind the
+# test's back.
 my $ROWS = "SELECT g, 'user-' || g, 1, repeat('p', 40) FROM generate_series(1, $N) g";
 my $COLS = 'id bigint NOT NULL, user_id text NOT NULL, version int NOT NULL, pad text';
 my $PLAIN = 'SELECT id, user_id, version, pad FROM %s';
