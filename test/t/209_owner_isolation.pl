@@ -1,9 +1,11 @@
 # One retl worker serves the syncs of every owner of a database in one
 # session: an owner's code (a view's function, a trigger) runs there, in
 # the middle of other owners' runs.  It must neither read nor disturb
-# them.  Owner B has a view sync and a partitioned-table sync of 5,000
-# rows each, slow enough to span many pages.  While they run, owner A's
-# view sync runs again and again; its view calls A's function, which
+# them.  Owner B has a view sync, a partitioned-table sync and a table
+# sync of 5,000 rows each, slow enough to span many pages.  While they
+# run, owner A's view and table syncs run again and again; its view (and
+# its table's row-level security policy, forced on the owner) calls A's
+# function, which
 # FETCHes from (and MOVEs) every cursor listed in pg_cursors, stores what
 # it got in A's table, sets IntervalStyle for the session, and inserts
 # into A's table whose deferred constraint trigger changes IntervalStyle,
@@ -135,6 +137,13 @@ BEGIN
   RETURN i;
 END $f$;
 CREATE VIEW a.src_v AS SELECT id, user_id FROM a.src WHERE a.snoop(id) IS NOT NULL;
+-- a table whose policy runs the same code, for the owner too: a table is
+-- read by blocks, page after page, with no cursor to reset settings after
+CREATE TABLE a.tab (id int PRIMARY KEY, user_id text NOT NULL);
+INSERT INTO a.tab SELECT g, 'a-user-' || g FROM generate_series(1, 200) g;
+ALTER TABLE a.tab ENABLE ROW LEVEL SECURITY;
+ALTER TABLE a.tab FORCE ROW LEVEL SECURITY;
+CREATE POLICY snoop ON a.tab USING (a.snoop(id) IS NOT NULL);
 }, 'owner_a creates its view, its snooping function and its deferred trigger');
 
 my $hook_a = $recv->url('/a');
@@ -146,14 +155,17 @@ SELECT retl_create_destination('dest_b', 'webhook',
   '{"url": "$hook_b", "batch_size": 10, "max_in_flight": 2}');
 SELECT retl_create_sync('b_view', 'b.items_v', 'dest_b', 'track', $mapping_b, 'id');
 SELECT retl_create_sync('b_parts', 'b.parts', 'dest_b', 'track', $mapping_b, 'id');
+SELECT retl_create_sync('b_table', 'b.items', 'dest_b', 'track', $mapping_b, 'id');
 }, "owner_b creates B's syncs");
 as_role($node, 'owner_a', qq{
 SELECT retl_create_destination('dest_a', 'webhook', '{"url": "$hook_a", "batch_size": 100}');
+SELECT retl_create_sync('a_table', 'a.tab', 'dest_a', 'track',
+  '{"userId": "user_id", "event": {"value": "A Table Event"}}', 'id');
 SELECT retl_create_sync('a_view', 'a.src_v', 'dest_a', 'track',
   '{"userId": "user_id", "event": {"value": "A Event"}}', 'id');
 }, "owner_a creates A's sync");
 
-my @B = qw(b_view b_parts);
+my @B = qw(b_view b_parts b_table);
 my @PATHS = qw(properties.id messageId properties.iv properties.ts properties.lts);
 my $SEEN = q{SELECT coalesce(string_agg(DISTINCT settings, E'\n'), '') FROM b.seen
   WHERE app = 'retl worker'};
@@ -200,7 +212,9 @@ while ($a_runs < 100)
 		  . join(',', values %run) . ") AND status IN ('queued', 'running')");
 	last if $busy == 0;
 	my $ra = as_role($node, 'owner_a', "SELECT retl_sync_now('a_view')", 'queue a run of a_view');
+	my $rt = as_role($node, 'owner_a', "SELECT retl_sync_now('a_table')", 'queue a run of a_table');
 	$a_status{ wait_run($node, $ra) }++;
+	$a_status{ wait_run($node, $rt) }++;
 	$a_runs++;
 }
 note("a_view ran $a_runs times while B's runs ran: "
@@ -239,6 +253,7 @@ is($seen, $ref_settings, "B's function saw the settings of the reference run (no
 # (issue #11: how the sources are read; not a condition of the above)
 read_method_is($node, 'b_view', 'keys', 'b_view: read_method is keys');
 read_method_is($node, 'b_parts', 'blocks', 'b_parts: read_method is blocks');
+read_method_is($node, 'b_table', 'blocks', 'b_table: read_method is blocks');
 
 stop_ok($node);
 
