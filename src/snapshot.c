@@ -238,16 +238,35 @@ retl_snapshot_guard(bytea *blob, Oid relid)
 	if (snap.h.relid != relid)
 		return "source relation was replaced";
 	if (snap.h.relfilenode != get_rel_relfilenode_safe(relid))
-		return get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE
+		return get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE ||
+			has_subclass(relid)
 			? "the set of partitions changed, or a partition was truncated or rewritten"
 			: "source was truncated or rewritten (relfilenode changed)";
 	return NULL;
 }
 
 /*
+ * The relfilenode of one relation (0 for a partitioned table), or
+ * InvalidOid when it is gone.
+ */
+static Oid
+leaf_filenode(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			node;
+
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	node = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
+	ReleaseSysCache(tup);
+	return node;
+}
+
+/*
  * Returns a signature of the relation's storage: its relfilenode, or for a
- * partitioned table a hash of every leaf's oid and relfilenode, so that a
- * TRUNCATE, a rewrite, or an attached or detached partition changes it.
+ * partitioned table or a table with inheritance children a hash of every
+ * leaf's oid and relfilenode, so that a TRUNCATE, a rewrite, or an attached
+ * or detached partition or child changes it.
  * Views and relations that are gone give 0.
  */
 static Oid
@@ -264,17 +283,20 @@ get_rel_relfilenode_safe(Oid relid)
 		return InvalidOid;
 	form = (Form_pg_class) GETSTRUCT(tup);
 	result = form->relfilenode;
-	if (form->relkind != RELKIND_PARTITIONED_TABLE)
+	if (form->relkind != RELKIND_PARTITIONED_TABLE && !form->relhassubclass)
 	{
 		ReleaseSysCache(tup);
 		return result;
 	}
 	ReleaseSysCache(tup);
 	leaves = find_all_inheritors(relid, NoLock, NULL);
+	/* a table whose children are all gone again: its relfilenode */
+	if (list_length(leaves) == 1)
+		return result;
 	foreach(lc, leaves)
 	{
 		Oid			leaf = lfirst_oid(lc);
-		Oid			node = leaf == relid ? 0 : get_rel_relfilenode_safe(leaf);
+		Oid			node = leaf == relid ? result : leaf_filenode(leaf);
 		uint32		pair[2] = {leaf, node};
 
 		/* order-independent: the inheritor list's order is not guaranteed */
