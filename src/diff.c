@@ -12,19 +12,19 @@
  * event, so a stop or a crash never loses a change (RudderStack, Hightouch
  * and Census diff this way).
  *
- * Everything is a set operation: per page of rows, one lookup of the
- * page's keys (a real text[] parameter; each key probes the index in a
- * subquery of its own, which no plan can turn into a scan of every stored
- * key of the sync, as a join may be hashed); per acknowledged batch,
- * one upsert and one delete.  The keys seen by the run are kept as 64-bit
- * hashes in a sorted array (8 bytes a key); after the source is read, the
- * stored keys are walked in pages and those not seen are candidates for
+ * Everything is a set operation.  At the start of a run, the sync's stored
+ * fingerprints are read once, through a cursor, into a sorted array of 16
+ * bytes a key (the hash of the key and its fingerprint), so that each row
+ * costs a binary search, not an index probe: a probe per row cost more
+ * than reading the row.  Per acknowledged batch: one upsert and one
+ * delete.  After the source is read, the stored keys are walked in pages
+ * along their index; those the run did not see are candidates for
  * deletion.  A candidate is deleted only if the source, read again in a
  * snapshot taken after the whole run read it, does not have it: a row
  * that an update moved behind the reader was not seen, but is alive (the
  * next run sends its change).  Mirror syncs send a deletion event for the
- * others, carrying the identity stored with the fingerprint (computed in
- * C when the event was built); other syncs forget them.
+ * others, carrying the identity stored with the fingerprint (computed in C
+ * when the event was built); other syncs forget them.
  *
  * Duplicate keys: a source read in key order shows them as neighbours
  * (the reader says so); one read by blocks keeps a hash of seen keys.
@@ -54,24 +54,29 @@
 typedef struct FpEntry
 {
 	uint64		key;			/* hash of the primary key text */
-	int64		fp;				/* stored fingerprint */
+	int64		fp;				/* unused: blocks runs' seen keys */
 } FpEntry;
+
+/* A fingerprint stored before the run, by the hash of its key. */
+typedef struct StoredKey
+{
+	uint64		key;			/* hash of the primary key text */
+	int64		fp;				/* stored fingerprint */
+} StoredKey;
 
 typedef struct RetlDiff
 {
 	MemoryContext cxt;			/* the run's */
-	MemoryContext page_cxt;		/* the page's stored fingerprints */
-	HTAB	   *page;			/* key hash -> stored fingerprint */
-	uint64	   *seen;			/* hashes of the keys seen */
-	int64		nseen;
-	int64		cap;
-	bool		sorted;
-	HTAB	   *seen_hash;		/* blocks runs: for duplicates */
+	StoredKey  *stored;			/* the sync's fingerprints, sorted by key */
+	bool	   *seen;			/* stored[i] was seen by this run */
+	int64		nstored;
+	uint32	   *dir;			/* first stored index of each top-bits bucket */
+	int			dir_bits;
+	HTAB	   *seen_hash;		/* blocks runs: every key, for duplicates */
 	char	   *deletes_after;	/* paging through stored keys */
 } RetlDiff;
 
 /* Plans of the catalog statements, saved once per worker. */
-static SPIPlanPtr lookup_plan;
 static SPIPlanPtr stored_first_plan;
 static SPIPlanPtr stored_next_plan;
 static SPIPlanPtr upsert_plan;
@@ -165,20 +170,128 @@ retl_diff_fingerprint(const char *message_id)
 }
 
 /*
- * Prepares a diff run: no key seen yet.
+ * Orders stored keys by hash, for qsort and bsearch.
+ */
+static int
+cmp_stored(const void *a, const void *b)
+{
+	return cmp_u64(&((const StoredKey *) a)->key, &((const StoredKey *) b)->key);
+}
+
+/*
+ * Indexes the sorted stored keys by their top bits, about two keys a
+ * bucket: the keys are hashes, so a lookup reads one bucket (a cache miss
+ * or two) instead of twenty levels of a binary search.
+ */
+static void
+build_directory(RetlDiff *d)
+{
+	uint32		nb;
+	int64		i = 0;
+
+	d->dir_bits = 1;
+	while (d->dir_bits < 31 && ((int64) 1 << d->dir_bits) < d->nstored / 2)
+		d->dir_bits++;
+	nb = (uint32) 1 << d->dir_bits;
+	d->dir = MemoryContextAllocHuge(d->cxt, (Size) (nb + 1) * sizeof(uint32));
+	for (uint32 b = 0; b < nb; b++)
+	{
+		while (i < d->nstored && (d->stored[i].key >> (64 - d->dir_bits)) < b)
+			i++;
+		d->dir[b] = (uint32) i;
+	}
+	d->dir[nb] = (uint32) d->nstored;
+}
+
+/*
+ * Reads every fingerprint of the sync into a sorted array of 16 bytes a
+ * key, through a cursor of its own that lives only while this function
+ * runs (no owner's code runs meanwhile).  Runs in the transaction that sets
+ * the run up, as the worker.
+ */
+static void
+load_stored(RetlRun *run, RetlDiff *d)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(run->sync_id)};
+	int64		cap = 1024;
+	Portal		portal;
+
+	if (SPI_execute_with_args("SELECT count(*) FROM retl.fingerprints WHERE sync_id = $1",
+							  1, types, values, NULL, true, 0) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+
+		cap = Max(cap, DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull)));
+	}
+	d->stored = MemoryContextAllocHuge(d->cxt, cap * sizeof(StoredKey));
+	portal = SPI_cursor_open_with_args(NULL, "SELECT pk, fingerprint FROM retl.fingerprints"
+									   " WHERE sync_id = $1",
+									   1, types, values, NULL, true, 0);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			text	   *pk = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+
+			if (d->nstored == cap)
+			{
+				cap *= 2;
+				d->stored = repalloc_huge(d->stored, cap * sizeof(StoredKey));
+			}
+			d->stored[d->nstored].key =
+				hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
+									VARSIZE_ANY_EXHDR(pk), 0x5eed);
+			d->stored[d->nstored++].fp =
+				DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											SPI_tuptable->tupdesc, 2, &isnull));
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	qsort(d->stored, d->nstored, sizeof(StoredKey), cmp_stored);
+	d->seen = MemoryContextAllocHuge(d->cxt, Max(d->nstored, 1) * sizeof(bool));
+	memset(d->seen, 0, Max(d->nstored, 1) * sizeof(bool));
+	build_directory(d);
+}
+
+/*
+ * Prepares a diff run: loads the sync's stored fingerprints, none seen
+ * yet.  Runs in the transaction that sets the run up, as the worker.
  */
 void
 retl_diff_start(RetlRun *run)
 {
 	RetlDiff   *d = MemoryContextAllocZero(run->cxt, sizeof(RetlDiff));
+	MemoryContext caller = CurrentMemoryContext;
 
 	d->cxt = run->cxt;
-	d->page_cxt = AllocSetContextCreate(run->cxt, "retl diff page",
-										ALLOCSET_DEFAULT_SIZES);
-	d->cap = 1024;
-	d->seen = MemoryContextAlloc(run->cxt, d->cap * sizeof(uint64));
 	run->diffs = d;
 	run->deletes_done = false;
+	load_stored(run, d);
+	/* SPI calls return in SPI's procedure memory: the caller's is the run's */
+	MemoryContextSwitchTo(caller);
+}
+
+/*
+ * The index of a stored key, or -1.
+ */
+static int64
+find_stored(RetlDiff *d, uint64 key)
+{
+	uint64		b = key >> (64 - d->dir_bits);
+
+	for (uint32 i = d->dir[b]; i < d->dir[b + 1]; i++)
+		if (d->stored[i].key == key)
+			return i;
+	return -1;
 }
 
 /*
@@ -197,63 +310,6 @@ fp_table(MemoryContext cxt, const char *name, long size)
 }
 
 /*
- * Looks up the stored fingerprints of a page of keys, in one query, as the
- * worker (the sync's owner need not read retl's tables).  The previous
- * page's are freed.
- */
-void
-retl_diff_lookup(RetlRun *run, char **pks, int n)
-{
-	RetlDiff   *d = run->diffs;
-	Oid			types[2] = {INT8OID, TEXTARRAYOID};
-	Datum		values[2];
-	SPITupleTable *tt;
-	uint64		found;
-	MemoryContext old;
-
-	MemoryContextReset(d->page_cxt);
-	d->page = fp_table(d->page_cxt, "retl page fingerprints", Max(n, 16));
-	old = MemoryContextSwitchTo(d->page_cxt);
-	values[0] = Int64GetDatum(run->sync_id);
-	values[1] = PointerGetDatum(text_array(pks, n, false));
-	MemoryContextSwitchTo(old);
-	if (SPI_execute_plan(saved_plan(&lookup_plan,
-									"SELECT pk, fp FROM (SELECT k.pk, (SELECT f.fingerprint"
-									"  FROM retl.fingerprints f WHERE f.sync_id = $1 AND f.pk = k.pk) AS fp"
-									"  FROM pg_catalog.unnest($2) AS k (pk)) x WHERE fp IS NOT NULL",
-									2, types),
-						 values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "retl: reading fingerprints failed");
-	tt = SPI_tuptable;
-	found = SPI_processed;
-	for (uint64 i = 0; i < found; i++)
-	{
-		bool		isnull;
-		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
-		uint64		key = pk_hash(pk);
-		FpEntry    *e = hash_search(d->page, &key, HASH_ENTER, NULL);
-
-		e->fp = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
-	}
-	SPI_freetuptable(tt);
-}
-
-/*
- * Records a key as seen.
- */
-static void
-add_seen(RetlDiff *d, uint64 key)
-{
-	if (d->nseen == d->cap)
-	{
-		d->cap *= 2;
-		d->seen = repalloc_huge(d->seen, d->cap * sizeof(uint64));
-	}
-	d->seen[d->nseen++] = key;
-	d->sorted = false;
-}
-
-/*
  * Decides what to do with one row of a diff run.  Returns NULL to send it,
  * "" to skip it (unchanged), or the reason it is invalid.  dup says whether
  * the reader saw the key on the previous row (1, 0), or does not know (-1).
@@ -264,7 +320,7 @@ retl_diff_check(RetlRun *run, const char *pk, int64 fp, int dup)
 	RetlDiff   *d = run->diffs;
 	uint64		key;
 	bool		found = false;
-	FpEntry    *stored;
+	int64		i;
 
 	if (pk == NULL)
 		return "the primary key is NULL";
@@ -277,9 +333,10 @@ retl_diff_check(RetlRun *run, const char *pk, int64 fp, int dup)
 	}
 	if (found || dup > 0)
 		return "duplicate primary key";
-	add_seen(d, key);
-	stored = d->page ? hash_search(d->page, &key, HASH_FIND, NULL) : NULL;
-	if (!run->full && stored != NULL && stored->fp == fp)
+	i = find_stored(d, key);
+	if (i >= 0)
+		d->seen[i] = true;
+	if (!run->full && i >= 0 && d->stored[i].fp == fp)
 		return "";
 	return NULL;
 }
@@ -335,19 +392,15 @@ build_delete_event(RetlRun *run, const char *identity, const char *pk,
 }
 
 /*
- * Was this key seen by the run?
+ * Was this stored key seen by the run?  A key stored after the run loaded
+ * the fingerprints was stored by the run itself: seen.
  */
 static bool
 was_seen(RetlDiff *d, const char *pk)
 {
-	uint64		key = pk_hash(pk);
+	int64		i = find_stored(d, pk_hash(pk));
 
-	if (!d->sorted)
-	{
-		qsort(d->seen, d->nseen, sizeof(uint64), cmp_u64);
-		d->sorted = true;
-	}
-	return bsearch(&key, d->seen, d->nseen, sizeof(uint64), cmp_u64) != NULL;
+	return i < 0 || d->seen[i];
 }
 
 /*

@@ -147,9 +147,8 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup)
 }
 
 /*
- * Turns n rows into events.  A diff run first looks up the stored
- * fingerprints of all their keys in one query.  dups, when not NULL, says
- * which rows repeat the previous row's key.
+ * Turns n rows into events.  dups, when not NULL, says which rows repeat
+ * the previous row's key.
  */
 void
 retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc, uint64 n,
@@ -159,19 +158,6 @@ retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc, uint64 n,
 	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
 	bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
 
-	if (run->diff && n > 0)
-	{
-		char	  **pks = palloc(n * sizeof(char *));
-
-		for (uint64 i = 0; i < n; i++)
-		{
-			heap_deform_tuple(rows[i], desc, values, nulls);
-			pks[i] = retl_reader_pk(run, values, nulls);
-		}
-		retl_owner_suspend(run);
-		retl_diff_lookup(run, pks, (int) n);
-		retl_owner_resume(run);
-	}
 	for (uint64 i = 0; i < n; i++)
 	{
 		heap_deform_tuple(rows[i], desc, values, nulls);

@@ -274,7 +274,6 @@ extern void retl_batch_free(RetlBatch *batch);
 /* diff.c */
 extern int64 retl_diff_fingerprint(const char *message_id);
 extern void retl_diff_start(RetlRun *run);
-extern void retl_diff_lookup(RetlRun *run, char **pks, int n);
 extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp,
 								   int dup);
 extern void retl_diff_deletes_page(RetlRun *run);
