@@ -22,7 +22,9 @@
  * deletion.  A candidate is deleted only if the source, read again in a
  * snapshot taken after the whole run read it, does not have it: a row
  * that an update moved behind the reader was not seen, but is alive (the
- * next run sends its change).  Mirror syncs send a deletion event for the
+ * next run sends its change).  The walk ends as soon as it has met every
+ * stored key the run did not see (at once when it saw them all, the usual
+ * case).  Mirror syncs send a deletion event for the
  * others, carrying the identity stored with the fingerprint (computed in C
  * when the event was built); other syncs forget them.
  *
@@ -70,6 +72,7 @@ typedef struct RetlDiff
 	StoredKey  *stored;			/* the sync's fingerprints, sorted by key */
 	bool	   *seen;			/* stored[i] was seen by this run */
 	int64		nstored;
+	int64		nunseen;		/* stored keys not seen, not met by the walk */
 	uint32	   *dir;			/* first stored index of each top-bits bucket */
 	int			dir_bits;
 	HTAB	   *seen_hash;		/* blocks runs: every key, for duplicates */
@@ -259,6 +262,7 @@ load_stored(RetlRun *run, RetlDiff *d)
 	qsort(d->stored, d->nstored, sizeof(StoredKey), cmp_stored);
 	d->seen = MemoryContextAllocHuge(d->cxt, Max(d->nstored, 1) * sizeof(bool));
 	memset(d->seen, 0, Max(d->nstored, 1) * sizeof(bool));
+	d->nunseen = d->nstored;
 	build_directory(d);
 }
 
@@ -292,6 +296,26 @@ find_stored(RetlDiff *d, uint64 key)
 		if (d->stored[i].key == key)
 			return i;
 	return -1;
+}
+
+/*
+ * Asks the CPU to fetch what looking up a key will read, so that a page of
+ * lookups waits for memory once, not once a row: stage 0 the key's bucket
+ * in the directory, stage 1 (once stage 0 arrived) the bucket's keys.
+ */
+void
+retl_diff_prefetch(RetlRun *run, const char *pk, int stage)
+{
+	RetlDiff   *d = run->diffs;
+	uint64		b;
+
+	if (pk == NULL || d->nstored == 0)
+		return;
+	b = pk_hash(pk) >> (64 - d->dir_bits);
+	if (stage == 0)
+		__builtin_prefetch(&d->dir[b]);
+	else
+		__builtin_prefetch(&d->stored[Min(d->dir[b], (uint32) (d->nstored - 1))]);
 }
 
 /*
@@ -334,8 +358,11 @@ retl_diff_check(RetlRun *run, const char *pk, int64 fp, int dup)
 	if (found || dup > 0)
 		return "duplicate primary key";
 	i = find_stored(d, key);
-	if (i >= 0)
+	if (i >= 0 && !d->seen[i])
+	{
 		d->seen[i] = true;
+		d->nunseen--;
+	}
 	if (!run->full && i >= 0 && d->stored[i].fp == fp)
 		return "";
 	return NULL;
@@ -491,15 +518,26 @@ void
 retl_diff_deletes_page(RetlRun *run)
 {
 	RetlDiff   *d = run->diffs;
-	uint64		n = stored_page(run);
-	SPITupleTable *tt = SPI_tuptable;
-	char	  **cand = palloc(Max(n, 1) * sizeof(char *));
+	uint64		n;
+	SPITupleTable *tt;
+	char	  **cand;
 	int			ncand = 0;
-	bool	   *live = palloc(Max(n, 1) * sizeof(bool));
-	char	  **gone = palloc(Max(n, 1) * sizeof(char *));
+	bool	   *live;
+	char	  **gone;
 	int			ngone = 0;
 	int			c = 0;
 
+	/* every stored key was seen, or met by the walk already: nothing is gone */
+	if (d->nunseen <= 0)
+	{
+		run->deletes_done = true;
+		return;
+	}
+	n = stored_page(run);
+	tt = SPI_tuptable;
+	cand = palloc(Max(n, 1) * sizeof(char *));
+	live = palloc(Max(n, 1) * sizeof(bool));
+	gone = palloc(Max(n, 1) * sizeof(char *));
 	for (uint64 i = 0; i < n; i++)
 	{
 		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
@@ -507,7 +545,10 @@ retl_diff_deletes_page(RetlRun *run)
 		if (i == n - 1)
 			d->deletes_after = MemoryContextStrdup(d->cxt, pk);
 		if (!was_seen(d, pk))
+		{
 			cand[ncand++] = pk;
+			d->nunseen--;
+		}
 	}
 	retl_owner_enter(run);
 	retl_keys_live(run, cand, ncand, live);

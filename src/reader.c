@@ -105,22 +105,23 @@ retl_reader_pk(RetlRun *run, Datum *values, bool *nulls)
  * Builds the event of one row and queues it, or, in a diff run, skips it
  * when unchanged and records it as invalid when its key is NULL or
  * duplicate.  dup is 1 or 0 when the reader knows whether the key repeats
- * the previous row's (sources read in key order), else -1.
+ * the previous row's (sources read in key order), else -1.  pk is the
+ * row's key as text when the caller has it, else NULL.
  */
 static void
-process_row(RetlRun *run, Datum *values, bool *nulls, int dup)
+process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 {
 	RetlMapping *map = run->map;
 	char		message_id[RETL_MESSAGE_ID_LEN + 1];
 	MemoryContext old = MemoryContextSwitchTo(run->row_cxt);
-	char	   *pk;
 	int64		fp = 0;
 	const char *verdict = NULL;
 
 	resetStringInfo(&run->event_buf);
 	retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
 					 message_id);
-	pk = retl_reader_pk(run, values, nulls);
+	if (pk == NULL)
+		pk = retl_reader_pk(run, values, nulls);
 	memcpy(run->message_id, message_id, sizeof(run->message_id));
 	if (run->diff)
 	{
@@ -157,11 +158,26 @@ retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc, uint64 n,
 	RetlMapping *map = run->map;
 	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
 	bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
+	char	  **pks = NULL;
 
+	if (run->diff && n > 0)
+	{
+		/* the keys first: their fingerprint lookups are fetched meanwhile */
+		pks = palloc(n * sizeof(char *));
+		for (uint64 i = 0; i < n; i++)
+		{
+			heap_deform_tuple(rows[i], desc, values, nulls);
+			pks[i] = retl_reader_pk(run, values, nulls);
+			retl_diff_prefetch(run, pks[i], 0);
+		}
+		for (uint64 i = 0; i < n; i++)
+			retl_diff_prefetch(run, pks[i], 1);
+	}
 	for (uint64 i = 0; i < n; i++)
 	{
 		heap_deform_tuple(rows[i], desc, values, nulls);
-		process_row(run, values, nulls, dups ? (int) dups[i] : -1);
+		process_row(run, values, nulls, dups ? (int) dups[i] : -1,
+					pks ? pks[i] : NULL);
 	}
 	pfree(values);
 	pfree(nulls);

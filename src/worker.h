@@ -274,6 +274,7 @@ extern void retl_batch_free(RetlBatch *batch);
 /* diff.c */
 extern int64 retl_diff_fingerprint(const char *message_id);
 extern void retl_diff_start(RetlRun *run);
+extern void retl_diff_prefetch(RetlRun *run, const char *pk, int stage);
 extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp,
 								   int dup);
 extern void retl_diff_deletes_page(RetlRun *run);
