@@ -704,7 +704,9 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 
 /*
  * Records an event that is never sent (e.g. over the size limit).  Runs in
- * the reader's page transaction.  It counts as sent and failed, so that
+ * the reader's page transaction, usually inside the owner's scope, which
+ * is suspended meanwhile: the owner may not write retl.failed_events, the
+ * worker does.  It counts as sent and failed, so that
  * events_succeeded + events_failed = events_sent.
  */
 void
@@ -712,8 +714,10 @@ retl_catalog_fail_event(RetlRun *run, const char *pk, const char *payload,
 						int len, const char *error)
 {
 	/* rejected before sending (invalid key, oversize): retrying cannot help */
+	retl_owner_suspend(run);
 	record_failed(run, 0, pk, run->message_id, payload, len, 0, NULL, error, 0,
 				  false);
+	retl_owner_resume(run);
 	run->events_sent++;
 	run->events_failed++;
 	run->dirty = true;
