@@ -53,12 +53,6 @@
 
 #define DELETES_PAGE 1000		/* stored keys per deletions page */
 
-typedef struct FpEntry
-{
-	uint64		key;			/* hash of the primary key text */
-	int64		fp;				/* unused: blocks runs' seen keys */
-} FpEntry;
-
 /* A fingerprint stored before the run, by the hash of its key. */
 typedef struct StoredKey
 {
@@ -111,10 +105,11 @@ saved_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
 }
 
 /*
- * Hashes a primary key's text to the key of the seen-set and lookups.
+ * Hashes a primary key's text to the key of the stored array and the
+ * seen-set.
  */
-static uint64
-pk_hash(const char *pk)
+uint64
+retl_diff_key(const char *pk)
 {
 	return hash_bytes_extended((const unsigned char *) pk, strlen(pk), 0x5eed);
 }
@@ -304,14 +299,14 @@ find_stored(RetlDiff *d, uint64 key)
  * in the directory, stage 1 (once stage 0 arrived) the bucket's keys.
  */
 void
-retl_diff_prefetch(RetlRun *run, const char *pk, int stage)
+retl_diff_prefetch(RetlRun *run, uint64 key, int stage)
 {
 	RetlDiff   *d = run->diffs;
 	uint64		b;
 
-	if (pk == NULL || d->nstored == 0)
+	if (d->nstored == 0)
 		return;
-	b = pk_hash(pk) >> (64 - d->dir_bits);
+	b = key >> (64 - d->dir_bits);
 	if (stage == 0)
 		__builtin_prefetch(&d->dir[b]);
 	else
@@ -319,16 +314,16 @@ retl_diff_prefetch(RetlRun *run, const char *pk, int stage)
 }
 
 /*
- * Creates a hash table of 64-bit keys.
+ * Creates a set of 64-bit keys.
  */
 static HTAB *
-fp_table(MemoryContext cxt, const char *name, long size)
+key_set(MemoryContext cxt, const char *name, long size)
 {
 	HASHCTL		ctl;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(uint64);
-	ctl.entrysize = sizeof(FpEntry);
+	ctl.entrysize = sizeof(uint64);
 	ctl.hcxt = cxt;
 	return hash_create(name, size, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
@@ -348,11 +343,11 @@ retl_diff_check(RetlRun *run, const char *pk, int64 fp, int dup)
 
 	if (pk == NULL)
 		return "the primary key is NULL";
-	key = pk_hash(pk);
+	key = retl_diff_key(pk);
 	if (dup < 0)
 	{
 		if (d->seen_hash == NULL)
-			d->seen_hash = fp_table(d->cxt, "retl seen keys", 1024);
+			d->seen_hash = key_set(d->cxt, "retl seen keys", 1024);
 		(void) hash_search(d->seen_hash, &key, HASH_ENTER, &found);
 	}
 	if (found || dup > 0)
@@ -425,7 +420,7 @@ build_delete_event(RetlRun *run, const char *identity, const char *pk,
 static bool
 was_seen(RetlDiff *d, const char *pk)
 {
-	int64		i = find_stored(d, pk_hash(pk));
+	int64		i = find_stored(d, retl_diff_key(pk));
 
 	return i < 0 || d->seen[i];
 }

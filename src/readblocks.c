@@ -123,10 +123,10 @@ retl_blocks_start(RetlRun *run)
 
 		leaf->relid = oids[i];
 		leaf->nblocks = RelationGetNumberOfBlocks(rel);
-		leaf->relname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												   RelationGetRelationName(rel));
-		leaf->query = psprintf("SELECT %s FROM ONLY %s WHERE true%s",
-							   run->query, leaf->relname, run->filter);
+		leaf->query = psprintf("SELECT %s FROM ONLY %s WHERE true%s", run->query,
+							   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+														  RelationGetRelationName(rel)),
+							   run->filter);
 		relation_close(rel, AccessShareLock);
 		if (at_oid != InvalidOid && oids[i] < at_oid)
 			first = i + 1;

@@ -163,15 +163,19 @@ retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc, uint64 n,
 	if (run->diff && n > 0)
 	{
 		/* the keys first: their fingerprint lookups are fetched meanwhile */
+		uint64	   *keys = palloc(n * sizeof(uint64));
+
 		pks = palloc(n * sizeof(char *));
 		for (uint64 i = 0; i < n; i++)
 		{
 			heap_deform_tuple(rows[i], desc, values, nulls);
 			pks[i] = retl_reader_pk(run, values, nulls);
-			retl_diff_prefetch(run, pks[i], 0);
+			keys[i] = pks[i] ? retl_diff_key(pks[i]) : 0;
+			retl_diff_prefetch(run, keys[i], 0);
 		}
 		for (uint64 i = 0; i < n; i++)
-			retl_diff_prefetch(run, pks[i], 1);
+			retl_diff_prefetch(run, keys[i], 1);
+		pfree(keys);
 	}
 	for (uint64 i = 0; i < n; i++)
 	{

@@ -32,7 +32,7 @@ rebuild_failed_row(RetlRun *run, const char *pk, char *message_id)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1] = {CStringGetTextDatum(pk)};
 	char	   *sql = psprintf("SELECT %s FROM %s WHERE %s = $1::text::%s LIMIT 1",
-							   retl_mapping_select_list(map), map->relname,
+							   run->query, map->relname,
 							   quote_identifier(map->colnames[map->pk_column]),
 							   format_type_be(map->coltypes[map->pk_column]));
 	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));

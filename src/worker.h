@@ -30,7 +30,6 @@ typedef enum RetlReadMethod
 typedef struct RetlLeaf
 {
 	Oid			relid;
-	char	   *relname;		/* quoted, schema-qualified */
 	BlockNumber nblocks;		/* read right after the run's snapshot */
 	char	   *query;			/* SELECT list FROM ONLY leaf WHERE true[filter] */
 } RetlLeaf;
@@ -167,7 +166,7 @@ typedef struct RetlRun
 	bool		mirror;
 	bool		on_delete_skip;
 	char	   *on_delete_event;	/* track event name for deletions */
-	struct RetlDiff *diffs;		/* seen keys and page fingerprints */
+	struct RetlDiff *diffs;		/* stored fingerprints, seen marks */
 	bool		deletes_done;
 	int64		rows_deleted;
 	StringInfoData ident_buf;	/* identity of event_buf, for deletions */
@@ -274,7 +273,8 @@ extern void retl_batch_free(RetlBatch *batch);
 /* diff.c */
 extern int64 retl_diff_fingerprint(const char *message_id);
 extern void retl_diff_start(RetlRun *run);
-extern void retl_diff_prefetch(RetlRun *run, const char *pk, int stage);
+extern uint64 retl_diff_key(const char *pk);
+extern void retl_diff_prefetch(RetlRun *run, uint64 key, int stage);
 extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp,
 								   int dup);
 extern void retl_diff_deletes_page(RetlRun *run);
