@@ -572,41 +572,172 @@ retl_diff_deletes_page(RetlRun *run)
 }
 
 /*
+ * Columns of the fingerprints of one acknowledged batch: the keys, their
+ * fingerprints and identities.
+ */
+typedef struct AckedKeys
+{
+	char	  **pks;
+	Datum	   *fps;
+	char	  **idents;
+	int			n;
+} AckedKeys;
+
+/*
+ * Room for n acknowledged keys.
+ */
+static void
+acked_init(AckedKeys *k, int n)
+{
+	k->pks = palloc(Max(n, 1) * sizeof(char *));
+	k->fps = palloc(Max(n, 1) * sizeof(Datum));
+	k->idents = palloc(Max(n, 1) * sizeof(char *));
+	k->n = 0;
+}
+
+/*
+ * The statement's arguments for a set of keys: the sync, then the keys,
+ * fingerprints and identities as arrays.
+ */
+static void
+acked_args(RetlBatch *b, AckedKeys *k, Datum *values)
+{
+	values[0] = Int64GetDatum(b->run->sync_id);
+	values[1] = PointerGetDatum(text_array(k->pks, k->n, false));
+	values[2] = PointerGetDatum(construct_array(k->fps, k->n, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[3] = PointerGetDatum(text_array(k->idents, k->n, true));
+}
+
+/*
+ * Stores fingerprints of keys that may be stored already: an upsert that
+ * keeps the last of a key sent twice and leaves rows that did not change.
+ * The sync is locked against a concurrent drop (whose trigger forgets its
+ * fingerprints) once, not per row.
+ */
+static void
+upsert_keys(RetlBatch *b, AckedKeys *k)
+{
+	Oid			types[4] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
+	Datum		values[4];
+
+	acked_args(b, k, values);
+	if (SPI_execute_plan(saved_plan(&upsert_plan,
+									"WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
+									" INSERT INTO retl.fingerprints AS f (sync_id, pk, fingerprint, identity)"
+									" SELECT DISTINCT ON (u.pk) s.id, u.pk, u.fp, u.ident"
+									" FROM s, ROWS FROM (pg_catalog.unnest($2),"
+									"  pg_catalog.unnest($3), pg_catalog.unnest($4))"
+									"  WITH ORDINALITY AS u (pk, fp, ident, ord)"
+									" ORDER BY u.pk, u.ord DESC"
+									" ON CONFLICT (sync_id, pk) DO UPDATE SET"
+									" fingerprint = EXCLUDED.fingerprint, identity = EXCLUDED.identity"
+									" WHERE (f.fingerprint, f.identity) IS DISTINCT FROM"
+									" (EXCLUDED.fingerprint, EXCLUDED.identity)",
+									4, types),
+						 values, NULL, false, 0) < 0)
+		elog(ERROR, "retl: writing fingerprints failed");
+}
+
+/*
+ * Stores the fingerprints of keys that had none when the run began, with
+ * a plain INSERT: a first run writes every key this way, and the upsert's
+ * conflict check and speculative insertion cost as much as the insert
+ * itself.  The statement scans no fingerprints, so its saved plan can be
+ * generic.  A key stored meanwhile (sent twice in one run) makes it fail
+ * with a unique violation: it is then rolled back, as a subtransaction,
+ * and the keys go through the upsert.
+ */
+static void
+insert_fresh_keys(RetlBatch *b, AckedKeys *k)
+{
+	static SPIPlanPtr insert_plan;
+	Oid			types[4] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
+	Datum		values[4];
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	if (insert_plan == NULL)
+	{
+		insert_plan = SPI_prepare("WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
+								  " INSERT INTO retl.fingerprints (sync_id, pk, fingerprint, identity)"
+								  " SELECT s.id, u.pk, u.fp, u.ident"
+								  " FROM s, ROWS FROM (pg_catalog.unnest($2),"
+								  "  pg_catalog.unnest($3), pg_catalog.unnest($4)) AS u (pk, fp, ident)",
+								  4, types);
+		if (insert_plan == NULL || SPI_keepplan(insert_plan) != 0)
+			elog(ERROR, "retl: preparing a fingerprint statement failed: %s",
+				 SPI_result_code_string(SPI_result));
+	}
+	acked_args(b, k, values);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (SPI_execute_plan(insert_plan, values, NULL, false, 0) < 0)
+			elog(ERROR, "retl: writing fingerprints failed");
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		upsert_keys(b, k);
+	}
+	PG_END_TRY();
+}
+
+/*
  * Stores the fingerprints of the events a destination acknowledged, and
- * forgets the keys whose deletion it acknowledged: one upsert and one
- * delete, in one short transaction.  A key sent twice in the batch keeps
- * its last fingerprint.  The sync is locked against a concurrent drop
- * (whose trigger forgets its fingerprints) once, not per row.
+ * forgets the keys whose deletion it acknowledged, in one short
+ * transaction: keys without a fingerprint when the run began are
+ * inserted, the others upserted.
  */
 void
 retl_diff_acked(RetlBatch *b)
 {
-	Oid			utypes[4] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
-	Datum		uvalues[4];
-	char	  **pks = palloc(Max(b->nevents, 1) * sizeof(char *));
-	char	  **idents = palloc(Max(b->nevents, 1) * sizeof(char *));
-	Datum	   *fps = palloc(Max(b->nevents, 1) * sizeof(Datum));
+	RetlDiff   *d = b->run->diffs;
+	AckedKeys	fresh,
+				known;
 	char	  **dels = palloc(Max(b->nevents, 1) * sizeof(char *));
-	int			nup = 0,
-				ndel = 0;
+	int			ndel = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 
+	acked_init(&fresh, b->nevents);
+	acked_init(&known, b->nevents);
 	for (int i = 0; i < b->nevents; i++)
 	{
+		AckedKeys  *k;
+
 		if (b->ev_pk[i] == NULL)
 			continue;
 		if (b->ev_delete[i])
-			dels[ndel++] = b->ev_pk[i];
-		else if (b->ev_fp[i] != 0)
 		{
-			pks[nup] = b->ev_pk[i];
-			idents[nup] = b->ev_ident[i];
-			fps[nup++] = Int64GetDatum(b->ev_fp[i]);
+			dels[ndel++] = b->ev_pk[i];
+			continue;
 		}
+		if (b->ev_fp[i] == 0)
+			continue;
+		k = d != NULL && find_stored(d, retl_diff_key(b->ev_pk[i])) < 0
+			? &fresh : &known;
+		k->pks[k->n] = b->ev_pk[i];
+		k->idents[k->n] = b->ev_ident[i];
+		k->fps[k->n++] = Int64GetDatum(b->ev_fp[i]);
 	}
-	if (nup == 0 && ndel == 0)
+	if (fresh.n == 0 && known.n == 0 && ndel == 0)
 		return;
 	StartTransactionCommand();
+
 	/*
 	 * A fingerprint lost in a crash only makes the next run send its event
 	 * again, with the same messageId: no need to wait for the WAL flush.
@@ -616,29 +747,10 @@ retl_diff_acked(RetlBatch *b)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "retl: SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (nup > 0)
-	{
-		uvalues[0] = Int64GetDatum(b->run->sync_id);
-		uvalues[1] = PointerGetDatum(text_array(pks, nup, false));
-		uvalues[2] = PointerGetDatum(construct_array(fps, nup, INT8OID, 8,
-													 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		uvalues[3] = PointerGetDatum(text_array(idents, nup, true));
-		if (SPI_execute_plan(saved_plan(&upsert_plan,
-										"WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
-										" INSERT INTO retl.fingerprints AS f (sync_id, pk, fingerprint, identity)"
-										" SELECT DISTINCT ON (u.pk) s.id, u.pk, u.fp, u.ident"
-										" FROM s, ROWS FROM (pg_catalog.unnest($2),"
-										"  pg_catalog.unnest($3), pg_catalog.unnest($4))"
-										"  WITH ORDINALITY AS u (pk, fp, ident, ord)"
-										" ORDER BY u.pk, u.ord DESC"
-										" ON CONFLICT (sync_id, pk) DO UPDATE SET"
-										" fingerprint = EXCLUDED.fingerprint, identity = EXCLUDED.identity"
-										" WHERE (f.fingerprint, f.identity) IS DISTINCT FROM"
-										" (EXCLUDED.fingerprint, EXCLUDED.identity)",
-										4, utypes),
-							 uvalues, NULL, false, 0) < 0)
-			elog(ERROR, "retl: writing fingerprints failed");
-	}
+	if (fresh.n > 0)
+		insert_fresh_keys(b, &fresh);
+	if (known.n > 0)
+		upsert_keys(b, &known);
 	forget_keys(b->run, dels, ndel);
 	PopActiveSnapshot();
 	SPI_finish();

@@ -123,11 +123,10 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 	if (pk == NULL)
 		pk = retl_reader_pk(run, values, nulls);
 	memcpy(run->message_id, message_id, sizeof(run->message_id));
-	if (run->diff)
-	{
-		resetStringInfo(&run->ident_buf);
+	/* only mirror deletions carry the stored identity */
+	resetStringInfo(&run->ident_buf);
+	if (run->diff && run->mirror)
 		retl_event_identity(&run->ident_buf, map, &run->ectx, values, nulls);
-	}
 	retl_run_encode(run);
 	MemoryContextSwitchTo(old);
 	run->rows_read++;

@@ -49,7 +49,8 @@ rebuild_failed_row(RetlRun *run, const char *pk, char *message_id)
 		resetStringInfo(&run->event_buf);
 		retl_event_build(&run->event_buf, map, &run->ectx, values, nulls, message_id);
 		resetStringInfo(&run->ident_buf);
-		retl_event_identity(&run->ident_buf, map, &run->ectx, values, nulls);
+		if (run->mirror)
+			retl_event_identity(&run->ident_buf, map, &run->ectx, values, nulls);
 		retl_run_encode(run);
 	}
 	retl_owner_leave(run);
