@@ -44,6 +44,7 @@ Control endpoints (always answered at once, even while deliveries hang)
                             Content-Length 100, a few bytes, then close
         reject_match        a delivery whose body contains this string is
                             answered 400 {"error":"rejected","match":...}
+        reject_status       the status of those answers instead of 400
         status              status of normal answers (default 200)
         redirect_to         answer deliveries 307 with this Location
         echo_headers        answers with a non-2xx status carry the request's
@@ -502,8 +503,9 @@ class Handler(BaseHandler):
 
         match = cfg.get("reject_match")
         if match and match in body:
-            finish(400)
-            self._send_json(400, {"error": "rejected", "match": match})
+            rstatus = int(cfg.get("reject_status") or 400)
+            finish(rstatus)
+            self._send_json(rstatus, {"error": "rejected", "match": match})
             return
 
         status = int(cfg.get("status") or 200)

@@ -37,10 +37,10 @@ import psycopg2
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROWS = int(os.environ.get("RETL_BENCH_ROWS", "1000000"))
 BIG_ROWS = int(os.environ.get("RETL_BENCH_BIG_ROWS", "10000000"))
-SMALL_ROWS = 100000
+SMALL_ROWS = min(100000, ROWS)
 FAN_SYNCS, FAN_ROWS = 50, 20000
 USERS = 1000                       # rows of the table the view joins
-VIEW_SMALL_ROWS = min(SMALL_ROWS, ROWS)
+VIEW_SMALL_ROWS = SMALL_ROWS
 VIEW_LAT_RUNS = 5
 # test/lib/setup.sh's RETL_PG_BIN may name another PostgreSQL 15 installation
 PG_BIN = os.environ.get("RETL_PG_BIN") or "/usr/lib/postgresql/15/bin"
