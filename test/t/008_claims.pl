@@ -50,8 +50,10 @@ $recv->config({ reject_match => undef, reject_status => undef });
 # ---------------------------------------------------------------------
 $recv->reset;
 $recv->config({ close_mid_response => 1 });
+# (max_attempts: the retries must outlast the cut answers, however slow
+# the machine is between the third and the configuration change)
 create_webhook($node, 'dclose', $recv->url('/close'), batch_size => 10,
-	max_backoff_ms => 200);
+	max_in_flight => 1, max_attempts => 100, max_backoff_ms => 200);
 create_track_sync($node, 'sclose', 'orders', 'dclose');
 my $runc = sql($node, "SELECT retl_sync_now('sclose')");
 $recv->wait_requests(3, 60, 'three deliveries cut mid-response');
