@@ -19,7 +19,9 @@ Deliveries
     By default a delivery is answered 200 with the body "OK".
 
 Control endpoints (always answered at once, even while deliveries hang)
-    GET  /_requests    JSON list of the recorded deliveries
+    GET  /_requests    JSON list of the recorded deliveries; ?brief=1 leaves
+                       out bodies and headers, giving "bytes" (the body's
+                       length) and "authorization" instead
     GET  /_events      events of the deliveries answered 2xx, exactly as sent
     GET  /_all_events  events of every delivery, whatever its answer
                        Both take optional filters: ?path=/hook (request
@@ -42,12 +44,21 @@ Control endpoints (always answered at once, even while deliveries hang)
                             Content-Length 100, a few bytes, then close
         reject_match        a delivery whose body contains this string is
                             answered 400 {"error":"rejected","match":...}
+        reject_status       the status of those answers instead of 400
         status              status of normal answers (default 200)
         redirect_to         answer deliveries 307 with this Location
         echo_headers        answers with a non-2xx status carry the request's
                             headers in their body, as some APIs echo a
                             request in their errors (credentials included)
         down                close the connection at once, without answering
+        basic               "user:password": a delivery without that Basic
+                            Authorization is answered 401
+        max_body_bytes      a delivery whose body is longer is answered 413
+        max_events          a delivery of more events is answered 413
+        max_event_bytes     a delivery with a longer event (compact JSON, as
+                            sent) is answered 413
+                            (the caps of RudderStack and Segment: a test sets
+                            them to the vendor's documented numbers)
     A null value removes a key.
 
 "answered" keys are HTTP status codes as strings, or "down", "hang" (client
@@ -55,6 +66,7 @@ gave up while hanging) and "close_mid_response".
 """
 
 import argparse
+import base64
 import gzip
 import json
 import os
@@ -116,6 +128,15 @@ class State:
 
 
 STATE = State()
+
+
+def brief_request(rec):
+    """A recorded request without its body and headers: its length in
+    bytes ("bytes") and the rest."""
+    out = dict((k, v) for k, v in rec.items() if k not in ("body", "headers"))
+    out["bytes"] = len(rec["body"].encode("utf-8"))
+    out["authorization"] = rec.get("headers", {}).get("authorization")
+    return out
 
 
 def parse_events(body):
@@ -291,8 +312,10 @@ class Handler(BaseHandler):
     def do_GET(self):
         path = urlsplit(self.path).path
         if path == "/_requests":
+            brief = "brief" in parse_qs(urlsplit(self.path).query)
             with STATE.lock:
-                data = json.dumps(STATE.requests)
+                data = json.dumps([brief_request(r) for r in STATE.requests] if brief
+                                  else STATE.requests)
             self._send(200, data, "application/json")
         elif path in ("/_events", "/_all_events"):
             q = parse_qs(urlsplit(self.path).query)
@@ -353,6 +376,24 @@ class Handler(BaseHandler):
             self._send(404, "not found")
 
     # ----- deliveries -----------------------------------------------------
+
+    def _refusal(self, cfg, raw, events):
+        """(status, reason) when the delivery breaks the configured Basic
+        auth or size caps, else None."""
+        if cfg.get("basic") is not None:
+            want = "Basic " + base64.b64encode(cfg["basic"].encode("utf-8")).decode("ascii")
+            if self.headers.get("Authorization", "") != want:
+                return 401, "bad or missing Basic auth"
+        if cfg.get("max_body_bytes") and len(raw) > int(cfg["max_body_bytes"]):
+            return 413, "body of %d bytes, over %d" % (len(raw), int(cfg["max_body_bytes"]))
+        if cfg.get("max_events") and len(events) > int(cfg["max_events"]):
+            return 413, "%d events, over %d" % (len(events), int(cfg["max_events"]))
+        if cfg.get("max_event_bytes"):
+            for e in events:
+                n = len(json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+                if n > int(cfg["max_event_bytes"]):
+                    return 413, "an event of %d bytes, over %d" % (n, int(cfg["max_event_bytes"]))
+        return None
 
     def _delivery(self):
         arrived = time.time()
@@ -454,10 +495,17 @@ class Handler(BaseHandler):
             self._send(307, "moved", headers={"Location": cfg["redirect_to"]})
             return
 
+        refusal = self._refusal(cfg, raw, events)
+        if refusal is not None:
+            finish(refusal[0])
+            self._send_json(refusal[0], {"error": refusal[1]})
+            return
+
         match = cfg.get("reject_match")
         if match and match in body:
-            finish(400)
-            self._send_json(400, {"error": "rejected", "match": match})
+            rstatus = int(cfg.get("reject_status") or 400)
+            finish(rstatus)
+            self._send_json(rstatus, {"error": "rejected", "match": match})
             return
 
         status = int(cfg.get("status") or 200)

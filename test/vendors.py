@@ -11,6 +11,13 @@ including its partial-failure answers; the fixtures below cite the doc they
 follow.  Which records are rejected or throttled is decided by the user id
 in the record (never at random), so tests are deterministic.
 
+Size limits (each vendor's documented cap; a request over it is refused
+whole, as the vendor refuses it): Amplitude /batch 20 MiB and /2/httpapi
+1 MiB, 2,000 events (413); Iterable 4 MB (413); Mixpanel /import 2 MB,
+2,000 events (413); Kinesis 500 records, 1 MiB per record and 5 MiB per
+request, data and partition keys (decoded) counted (400
+InvalidArgumentException).  The caps are SIZE_CAPS.
+
 Endpoints (every one is POST)
     /users/track                         Braze
     /api/events/trackBulk                Iterable (track)
@@ -26,10 +33,13 @@ Endpoints (every one is POST)
 Control endpoints (like test/receiver.py)
     GET  /_requests   every request to a vendor endpoint: {seq, time, vendor,
                       method, path, query, headers (names lowercase), body,
-                      status, response}
+                      status, response}; ?brief=1 leaves out body and
+                      response, giving "bytes", "response_bytes" and the
+                      start of a non-2xx answer as "error"
     GET  /_records    the records each vendor accepted, in order:
                       {seq, vendor, kind, path, user, record}; filter with
-                      ?vendor=braze (and &kind=events)
+                      ?vendor=braze (and &kind=events); ?brief=1 leaves out
+                      "record"
     GET  /_stats      {"requests": n, "records": n}
     GET  /_config, GET /_health
     POST /_reset      forget everything, configuration included
@@ -68,6 +78,13 @@ Control endpoints (like test/receiver.py)
                             length (Content-Length is the cut length)
         pad_answers         the next N vendor answers that are JSON objects
                             carry "padding": pad_bytes (default 200000) x's
+        throttle_calls      {vendor: N}: the next N requests to that vendor
+                            are refused whole with its documented rate-limit
+                            answer (THROTTLE_ANSWERS: Amplitude 429 with
+                            throttled_users, Mixpanel 429, Iterable 429,
+                            Kafka REST 429 error_code 429, Statsig 429),
+                            none of them with Retry-After; Kinesis has
+                            kinesis_call_errors
         omit_last_report    the next N per-record answers (Kinesis Records,
                             Kafka v2 offsets, Kafka v3 reports) lack their
                             last entry
@@ -106,6 +123,7 @@ class State:
         self.kinesis_seq = 0
         self.budget = {}  # BUDGETS key -> answers still to affect
         self.call_errors = []  # kinesis_call_errors still to answer
+        self.throttle_left = {}  # vendor -> throttle_calls answers still to give
 
 
 STATE = State()
@@ -133,6 +151,72 @@ def set_budgets(cfg):
         STATE.budget["bad_number_answers"] = 1 if cfg["bad_number"] is not None else 0
     if "kinesis_call_errors" in cfg:
         STATE.call_errors = list(cfg["kinesis_call_errors"] or [])
+    if "throttle_calls" in cfg:
+        STATE.throttle_left = dict((k, int(v or 0))
+                                   for k, v in (cfg["throttle_calls"] or {}).items())
+
+
+# Each vendor's documented answer to a request throttled whole (without
+# Retry-After: none of these vendors documents one):
+#   - Amplitude, https://amplitude.com/docs/apis/analytics/batch-event-upload
+#     ("429 Too many requests for a device or user"): throttled_users and
+#     throttled_events; a client should pause about 30 s;
+#   - Mixpanel, https://developer.mixpanel.com/reference/import-events
+#     (429 "rate limit exceeded"): back off from 2 s;
+#   - Iterable, https://api.iterable.com/api/docs (429 per-project rate
+#     limits of the bulk endpoints);
+#   - Confluent REST Proxy (its rate limiter: 429, error_code 429);
+#   - Statsig log_event (429).
+THROTTLE_ANSWERS = {
+    "amplitude": lambda users: {
+        "code": 429, "error": "Too many requests for some devices and users",
+        "eps_threshold": 30, "throttled_devices": {},
+        "throttled_users": dict((str(u), 31) for u in users),
+        "throttled_events": list(range(len(users)))},
+    "mixpanel": lambda users: {"code": 429, "error": "rate limit exceeded",
+                               "status": "Too Many Requests"},
+    "iterable": lambda users: {"msg": "Rate limit exceeded for this project",
+                               "code": "RateLimitExceeded", "params": None},
+    "kafka": lambda users: {"error_code": 429, "message": "Request rate limit exceeded"},
+    "statsig": lambda users: {"success": False, "message": "Too many requests"},
+}
+
+
+def throttle_call(c):
+    """Raises the vendor's whole-request 429 while its throttle_calls
+    budget lasts."""
+    with STATE.lock:
+        left = STATE.throttle_left.get(c.vendor, 0)
+        if left <= 0:
+            return
+        STATE.throttle_left[c.vendor] = left - 1
+    users = []
+    doc = json_body(c.raw)
+    if isinstance(doc, dict) and isinstance(doc.get("events"), list):
+        users = [e.get("user_id") for e in doc["events"] if isinstance(e, dict)]
+    raise VendorError(429, THROTTLE_ANSWERS[c.vendor](users))
+
+
+# The documented size caps (see the module doc), in bytes.
+SIZE_CAPS = {
+    "/batch": 20 * 1024 * 1024,
+    "/2/httpapi": 1024 * 1024,
+    "iterable": 4 * 1000 * 1000,
+    "kinesis_record": 1024 * 1024,
+    "kinesis_request": 5 * 1024 * 1024,
+}
+
+
+def brief_request(rec):
+    """A recorded request without its body and response: their lengths in
+    bytes ("bytes", "response_bytes") and the rest."""
+    out = dict((k, v) for k, v in rec.items() if k not in ("body", "response"))
+    out["bytes"] = len(rec["body"].encode("utf-8"))
+    out["response_bytes"] = len((rec["response"] or "").encode("utf-8"))
+    out["error"] = None
+    if rec["status"] is not None and not 200 <= rec["status"] < 300:
+        out["error"] = (rec["response"] or "")[:300]
+    return out
 
 
 def omit_last(body):
@@ -337,6 +421,9 @@ def handle_iterable(c):
     got = c.headers.get("api-key")
     if not got or (key and got != key):
         raise VendorError(401, {"msg": "Invalid API key", "code": "BadApiKey", "params": None})
+    if len(c.raw) > SIZE_CAPS["iterable"]:
+        raise VendorError(413, {"msg": "Request body is over %d bytes" % SIZE_CAPS["iterable"],
+                                "code": "RequestTooLarge", "params": None})
     doc = json_body(c.raw)
     track = c.path.endswith("/trackBulk")
     arr = "events" if track else "users"
@@ -380,10 +467,13 @@ def handle_iterable(c):
 #     {"code": 400, "error", "events_with_invalid_fields": {"user_id": [i]}};
 #     a missing key is {"code": 400, "error": "Request missing required
 #     field", "missing_field": "api_key"}.
-#   - Amplitude's 429 (throttled users) makes a client wait 30 s: not
-#     emulated, retry_users is ignored.
+#   - Amplitude's 429 (throttled users) makes a client wait 30 s: see
+#     throttle_calls; retry_users is ignored.
 # ---------------------------------------------------------------------------
 def handle_amplitude(c):
+    if len(c.raw) > SIZE_CAPS[c.path]:
+        raise VendorError(413, {"code": 413, "error": "Payload too large: over %d bytes"
+                                % SIZE_CAPS[c.path]})
     doc = json_body(c.raw)
     if not isinstance(doc, dict):
         raise VendorError(400, {"code": 400, "error": "Invalid JSON request body"})
@@ -696,6 +786,22 @@ def handle_kinesis(c):
     if not isinstance(records, list) or not 1 <= len(records) <= 500:
         raise VendorError(400, {"__type": "ValidationException",
                                 "message": "Records must have length between 1 and 500"})
+    total = 0
+    for i, rec in enumerate(records):
+        try:
+            size = len(base64.b64decode(rec.get("Data") or "", validate=True)) + \
+                len((rec.get("PartitionKey") or "").encode("utf-8"))
+        except (ValueError, AttributeError):
+            raise VendorError(400, {"__type": "SerializationException",
+                                    "message": "Data of record %d is not base64" % i})
+        if size > SIZE_CAPS["kinesis_record"]:
+            raise VendorError(400, {"__type": "ValidationException",
+                                    "message": "Record %d: data and partition key are %d "
+                                    "bytes, over 1 MiB" % (i, size)})
+        total += size
+    if total > SIZE_CAPS["kinesis_request"]:
+        raise VendorError(400, {"__type": "InvalidArgumentException",
+                                "message": "Records size exceeds 5 MB limit (%d bytes)" % total})
     with STATE.lock:
         call_error = STATE.call_errors.pop(0) if STATE.call_errors else None
     if call_error:
@@ -765,7 +871,8 @@ class Handler(BaseHandler):
         q = parse_qs(parts.query)
         if parts.path == "/_requests":
             with STATE.lock:
-                data = json.dumps(STATE.requests)
+                data = json.dumps([brief_request(r) for r in STATE.requests]
+                                  if "brief" in q else STATE.requests)
             self._send(200, data)
         elif parts.path == "/_records":
             vendor = q.get("vendor", [None])[0]
@@ -774,6 +881,8 @@ class Handler(BaseHandler):
                 recs = [r for r in STATE.records
                         if (vendor is None or r["vendor"] == vendor)
                         and (kind is None or r["kind"] == kind)]
+                if "brief" in q:
+                    recs = [dict((k, v) for k, v in r.items() if k != "record") for r in recs]
                 data = json.dumps(recs)
             self._send(200, data)
         elif parts.path == "/_stats":
@@ -818,6 +927,8 @@ class Handler(BaseHandler):
                          {"error": "injected failure", "code": int(cfg["fail_status"])})
             return
         try:
+            if vendor in THROTTLE_ANSWERS:
+                throttle_call(c)
             status, body = fn(c)
         except VendorError as e:
             # Mixpanel's strict 400 is a partial success: keep what it took

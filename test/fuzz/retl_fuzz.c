@@ -30,10 +30,13 @@
  * table with columns of many types, test/fuzz/setup.sql), the values are
  * read with the column types' input functions and stored in a heap tuple
  * as a table would store them, and the row is built into an event.
- * ERRORs are expected (bad mappings, bad values) and swallowed: each input
- * runs in a subtransaction that is rolled back on error, so that locks and
- * relcache references do not pile up, and in a memory context that is
- * reset after it.  A crash, an abort or a FATAL is a bug, and so is
+ * ERRORs raised while the mapping is compiled or the row is read are
+ * expected (bad mappings, bad values) and swallowed: each input runs in a
+ * subtransaction that is rolled back on error, so that locks and relcache
+ * references do not pile up, and in a memory context that is reset after
+ * it.  An internal error (XX000), an ERROR raised after the row was read
+ * and stored (other than the SQLSTATEs of build_sqlstates), a crash, an
+ * abort or a FATAL is a bug, and so is
  * an event that is not valid JSON, has a duplicated key where retl writes
  * its own keys, or differs between two builds of the same row: those call
  * abort(), which libFuzzer reports like any crash.
@@ -139,6 +142,24 @@ static uint64 fuzz_inputs;
 static uint64 fuzz_rejected;
 static uint64 fuzz_errors;
 static uint64 fuzz_events;
+
+/*
+ * Set once the input's row was read and stored: from then on (encoding
+ * the values, building the events) an ERROR is a bug unless its SQLSTATE
+ * is one of build_sqlstates.
+ */
+static bool fuzz_row_stored;
+
+/*
+ * The SQLSTATEs the builder may raise on a row it was given: a value or
+ * an event over PostgreSQL's 1 GB limits (54000), nesting deeper than the
+ * stack allows (54001), memory that runs out (53200).
+ */
+static const int build_sqlstates[] = {
+	ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+	ERRCODE_STATEMENT_TOO_COMPLEX,
+	ERRCODE_OUT_OF_MEMORY,
+};
 
 /*
  * Reports a bug that is not a crash (an invalid event, say) with the
@@ -739,15 +760,45 @@ run_input(const char *data, size_t size)
 	for (int i = 0; i < map->ncolumns; i++)
 		read_value(&in, map, i, &values[i], &nulls[i]);
 	store_row(map, values, nulls, compress);
+	fuzz_row_stored = true;
 	check_values(map, values, nulls);
 	build_events(map, values, nulls, sync_name);
 }
 
 /*
+ * Decides whether an ERROR that an input raised is a bug: any internal
+ * error (XX000, an elog() that should be unreachable), and any error
+ * raised after the row was read and stored whose SQLSTATE is not in
+ * build_sqlstates.  A bug aborts, with the error, through fuzz_fail().
+ */
+static void
+check_error(ErrorData *edata)
+{
+	const char *what = NULL;
+
+	if (edata->sqlerrcode == ERRCODE_INTERNAL_ERROR)
+		what = "an internal error (XX000)";
+	else if (fuzz_row_stored)
+	{
+		what = "an error while building a stored row";
+		for (int i = 0; i < lengthof(build_sqlstates); i++)
+			if (edata->sqlerrcode == build_sqlstates[i])
+				what = NULL;
+	}
+	if (what != NULL)
+		fuzz_fail(psprintf("%s: SQLSTATE %s: %s", what,
+						   unpack_sql_state(edata->sqlerrcode),
+						   edata->message),
+				  NULL, 0);
+}
+
+/*
  * libFuzzer's callback: runs one input in a subtransaction and a fresh
- * memory context.  An ERROR is an expected outcome (the input was a bad
- * mapping or value): it is flushed and the subtransaction rolled back,
- * releasing whatever the failed code held.  Inputs that are not valid
+ * memory context.  An ERROR raised while the mapping is compiled or the
+ * row is read (a bad mapping or value) is an expected outcome: it is
+ * flushed and the subtransaction rolled back, releasing whatever the
+ * failed code held; check_error() says which ERRORs are bugs.  Inputs
+ * that are not valid
  * UTF-8 are rejected (-1: libFuzzer keeps them out of the corpus), as the
  * server never hands such text to retl.
  */
@@ -765,6 +816,7 @@ fuzz_one(const uint8_t *data, size_t size)
 	}
 	fuzz_data = data;
 	fuzz_size = size;
+	fuzz_row_stored = false;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(fuzz_cxt);
 	PG_TRY();
@@ -774,14 +826,15 @@ fuzz_one(const uint8_t *data, size_t size)
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		MemoryContextSwitchTo(fuzz_cxt);
 		fuzz_errors++;
+		edata = CopyErrorData();
 		if (fuzz_verbose)
-		{
-			ErrorData  *edata = CopyErrorData();
-
-			fprintf(stderr, "retl fuzz: error: %s\n", edata->message);
-		}
+			fprintf(stderr, "retl fuzz: error: %s: %s\n",
+					unpack_sql_state(edata->sqlerrcode), edata->message);
+		check_error(edata);
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 	}

@@ -43,8 +43,14 @@ create_webhook($node, 'd', $recv->url('/hook'),
 create_track_sync($node, 'sq', 'q_orders', 'd');
 
 my $runQ = sql($node, "SELECT retl_sync_now('sq')");
-is(sql($node, "SELECT status FROM retl.runs WHERE id = $runQ"), 'queued',
-	'1: without a free worker slot the run stays queued');
+# Several naptimes (1 s) pass: the launcher rescans, and still nothing
+# may have started the run.
+sleep(4);
+is( sql($node,
+		"SELECT status || ' ' || (started_at IS NULL) FROM retl.runs WHERE id = $runQ"),
+	'queued true',
+	'1: after four naptimes without a free worker slot the run is still queued, never started');
+my $stopped_at = sql($node, "SELECT clock_timestamp()");
 
 $node->stop('immediate');
 $node->adjust_conf('postgresql.conf', 'max_worker_processes', '16');
@@ -53,6 +59,8 @@ $node->start;
 is(wait_run($node, $runQ), 'succeeded', '1: the queued run executed after the restart');
 my $rQ = run_row($node, $runQ);
 is($rQ->{kind}, 'full', '1: it is full');
+is(sql($node, "SELECT started_at > '$stopped_at' FROM retl.runs WHERE id = $runQ"),
+	't', '1: it started after the restart');
 is($rQ->{events_succeeded}, 500, '1: events_succeeded = 500');
 check_ids(event_ids($recv->events(run_id => $runQ)), [ 1 .. 500 ],
 	'1: every row arrived once');

@@ -239,11 +239,14 @@ SELECT jsonb_agg(jsonb_build_object('pk', f.primary_key, 'error', f.error,
 		'2: ... saying the event is over the size limit');
 	cmp_ok($fe->[0]{bytes} // 0, '>', 100 * 1024 * 1024, '2: ... with its payload');
 	ok(!$fe->[0]{retryable}, '2: ... and not retried');
-	my $wpid = run_pid($run, 's_big') // 0;
+	my $wpid = run_pid($run, 's_big');
+	ok(defined $wpid, '2: the log names the pid of the worker that ran it');
+	$wpid //= 0;
 	my ($hwm) = (eval { slurp_file("/proc/$wpid/status") } // '') =~ /^VmHWM:\s+(\d+) kB/m;
+	ok(defined $hwm, "2: the worker (pid $wpid) is still there and its peak memory is read");
 	note('peak memory of the worker: ' . int(($hwm // 0) / 1024) . ' MB');
-	cmp_ok(int($hwm / 1024), '<', 1024, '2: the worker used less than 1 GB for it')
-	  if defined $hwm;
+	cmp_ok(int(($hwm // 1024 * 1024 * 1024) / 1024), '<', 1024,
+		'2: the worker used less than 1 GB for it');
 	still_serving('2', 'postgres', $hrun, $run, 's_big');
 	# free the space: the next cases need no 100 MB rows
 	sql($node, q{DELETE FROM retl.failed_events WHERE primary_key = '2'

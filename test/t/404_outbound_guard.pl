@@ -11,8 +11,9 @@
 # (unshare from util-linux, unprivileged): lo is the only interface and
 # carries 169.254.169.254 and fd00:ec2::254, /etc/hosts (bind-mounted)
 # names them metadata.test and metadata6.test, and a receiver listens on
-# every local address.  Where namespaces are not available, only the
-# checks that send nothing run (RETL_404_NETNS=0 forces that).
+# every local address.  Where namespaces are not available the test fails,
+# unless RETL_404_NETNS=0 says to run only the checks that send nothing
+# (the others are then skipped, and test/check reports them as skipped).
 use strict;
 use warnings;
 
@@ -37,6 +38,7 @@ BEGIN
 			exec(@unshare, $^X, (map { "-I$_" } grep { !ref } @INC), $0, @ARGV);
 		}
 		$ENV{RETL_404_NETNS} = 0;
+		$ENV{RETL_404_NO_NETNS_FOUND} = 1;
 	}
 }
 
@@ -70,6 +72,12 @@ else
 	diag('no user/network namespaces (unshare): the checks that would send '
 		  . 'requests to link-local or metadata addresses are skipped');
 }
+# Only an explicit RETL_404_NETNS=0 may skip them: a machine that cannot
+# make the namespaces fails here.
+ok( $NETNS || !$ENV{RETL_404_NO_NETNS_FOUND},
+	'user/network namespaces are available (or RETL_404_NETNS=0 opts out)')
+  or diag('unshare --map-current-user --net --mount failed; set RETL_404_NETNS=0 '
+	  . 'to run only the checks that send nothing');
 
 my $node = retl_node('guard');
 my $recv = start_receiver();

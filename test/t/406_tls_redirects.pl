@@ -57,6 +57,13 @@ is($status, 'succeeded', 'insecure_skip_verify lets the run through') or diag($e
 my $log = substr(slurp_file($node->logfile), $log_from);
 my @warnings = $log =~ /WARNING:  retl run $run of sync "skip_tls": TLS verification is off/g;
 is(scalar @warnings, 1, 'one WARNING for the run');
+# "each run": the next run of the same sync warns again, once
+$log_from = -s $node->logfile;
+my $run2 = sql($node, "SELECT retl_force_full('skip_tls')");
+is(wait_run($node, $run2, 60), 'succeeded', 'a second insecure_skip_verify run succeeds');
+$log = substr(slurp_file($node->logfile), $log_from);
+@warnings = $log =~ /WARNING:  retl run $run2 of sync "skip_tls": TLS verification is off/g;
+is(scalar @warnings, 1, 'one WARNING for the second run too');
 
 # 4. redirects are not followed, whatever the target
 $recv->config({ redirect_to => $recv->url('/elsewhere') });
