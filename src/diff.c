@@ -58,6 +58,7 @@ typedef struct StoredKey
 {
 	uint64		key;			/* hash of the primary key text */
 	int64		fp;				/* stored fingerprint */
+	int64		previous;		/* the fingerprint before it, or 0 */
 } StoredKey;
 
 typedef struct RetlDiff
@@ -225,7 +226,7 @@ load_stored(RetlRun *run, RetlDiff *d)
 												   SPI_tuptable->tupdesc, 1, &isnull)));
 	}
 	d->stored = MemoryContextAllocHuge(d->cxt, cap * sizeof(StoredKey));
-	portal = SPI_cursor_open_with_args(NULL, "SELECT pk, fingerprint FROM retl.fingerprints"
+	portal = SPI_cursor_open_with_args(NULL, "SELECT pk, fingerprint, previous FROM retl.fingerprints"
 									   " WHERE sync_id = $1",
 									   1, types, values, NULL, true, 0);
 	for (;;)
@@ -247,9 +248,12 @@ load_stored(RetlRun *run, RetlDiff *d)
 			d->stored[d->nstored].key =
 				hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
 									VARSIZE_ANY_EXHDR(pk), 0x5eed);
-			d->stored[d->nstored++].fp =
+			d->stored[d->nstored].fp =
 				DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
 											SPI_tuptable->tupdesc, 2, &isnull));
+			d->stored[d->nstored++].previous =
+				DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											SPI_tuptable->tupdesc, 3, &isnull));
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
@@ -329,18 +333,51 @@ key_set(MemoryContext cxt, const char *name, long size)
 }
 
 /*
+ * The version of a row with fingerprint fp whose stored key is stored[i]
+ * (i < 0: none), which makes its messageId: the fingerprint the
+ * destination had before this content.  An unchanged row keeps the
+ * version it was sent with (stored as previous), a changed one gets the
+ * stored fingerprint, a new key none (0).  So a row that goes A, B, A
+ * gets three ids, and a retry, a resume or a forced full run re-sends the
+ * id the destination saw.
+ */
+static int64
+version_of(RetlDiff *d, int64 i, int64 fp)
+{
+	if (i < 0)
+		return 0;
+	return d->stored[i].fp == fp ? d->stored[i].previous : d->stored[i].fp;
+}
+
+/*
+ * The version of a row of key pk and fingerprint fp (see version_of).
+ */
+uint64
+retl_diff_version(RetlRun *run, const char *pk, int64 fp)
+{
+	RetlDiff   *d = run->diffs;
+
+	if (pk == NULL || d->nstored == 0)
+		return 0;
+	return (uint64) version_of(d, find_stored(d, retl_diff_key(pk)), fp);
+}
+
+/*
  * Decides what to do with one row of a diff run.  Returns NULL to send it,
- * "" to skip it (unchanged), or the reason it is invalid.  dup says whether
- * the reader saw the key on the previous row (1, 0), or does not know (-1).
+ * "" to skip it (unchanged), or the reason it is invalid, and the row's
+ * version in *version.  dup says whether the reader saw the key on the
+ * previous row (1, 0), or does not know (-1).
  */
 const char *
-retl_diff_check(RetlRun *run, const char *pk, int64 fp, int dup)
+retl_diff_check(RetlRun *run, const char *pk, int64 fp, int dup,
+				uint64 *version)
 {
 	RetlDiff   *d = run->diffs;
 	uint64		key;
 	bool		found = false;
 	int64		i;
 
+	*version = 0;
 	if (pk == NULL)
 		return "the primary key is NULL";
 	key = retl_diff_key(pk);
@@ -352,7 +389,8 @@ retl_diff_check(RetlRun *run, const char *pk, int64 fp, int dup)
 	}
 	if (found || dup > 0)
 		return "duplicate primary key";
-	i = find_stored(d, key);
+	i = d->nstored > 0 ? find_stored(d, key) : -1;
+	*version = (uint64) version_of(d, i, fp);
 	if (i >= 0 && !d->seen[i])
 	{
 		d->seen[i] = true;
@@ -579,6 +617,7 @@ typedef struct AckedKeys
 {
 	char	  **pks;
 	Datum	   *fps;
+	Datum	   *prevs;			/* the versions their messageIds had */
 	char	  **idents;
 	int			n;
 } AckedKeys;
@@ -591,13 +630,14 @@ acked_init(AckedKeys *k, int n)
 {
 	k->pks = palloc(Max(n, 1) * sizeof(char *));
 	k->fps = palloc(Max(n, 1) * sizeof(Datum));
+	k->prevs = palloc(Max(n, 1) * sizeof(Datum));
 	k->idents = palloc(Max(n, 1) * sizeof(char *));
 	k->n = 0;
 }
 
 /*
  * The statement's arguments for a set of keys: the sync, then the keys,
- * fingerprints and identities as arrays.
+ * fingerprints, identities and previous fingerprints as arrays.
  */
 static void
 acked_args(RetlBatch *b, AckedKeys *k, Datum *values)
@@ -607,6 +647,8 @@ acked_args(RetlBatch *b, AckedKeys *k, Datum *values)
 	values[2] = PointerGetDatum(construct_array(k->fps, k->n, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[3] = PointerGetDatum(text_array(k->idents, k->n, true));
+	values[4] = PointerGetDatum(construct_array(k->prevs, k->n, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 /*
@@ -618,23 +660,26 @@ acked_args(RetlBatch *b, AckedKeys *k, Datum *values)
 static void
 upsert_keys(RetlBatch *b, AckedKeys *k)
 {
-	Oid			types[4] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
-	Datum		values[4];
+	Oid			types[5] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
+	INT8ARRAYOID};
+	Datum		values[5];
 
 	acked_args(b, k, values);
 	if (SPI_execute_plan(saved_plan(&upsert_plan,
 									"WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
-									" INSERT INTO retl.fingerprints AS f (sync_id, pk, fingerprint, identity)"
-									" SELECT DISTINCT ON (u.pk) s.id, u.pk, u.fp, u.ident"
+									" INSERT INTO retl.fingerprints AS f"
+									"  (sync_id, pk, fingerprint, identity, previous)"
+									" SELECT DISTINCT ON (u.pk) s.id, u.pk, u.fp, u.ident, u.prev"
 									" FROM s, ROWS FROM (pg_catalog.unnest($2),"
-									"  pg_catalog.unnest($3), pg_catalog.unnest($4))"
-									"  WITH ORDINALITY AS u (pk, fp, ident, ord)"
+									"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
+									"  WITH ORDINALITY AS u (pk, fp, ident, prev, ord)"
 									" ORDER BY u.pk, u.ord DESC"
 									" ON CONFLICT (sync_id, pk) DO UPDATE SET"
-									" fingerprint = EXCLUDED.fingerprint, identity = EXCLUDED.identity"
-									" WHERE (f.fingerprint, f.identity) IS DISTINCT FROM"
-									" (EXCLUDED.fingerprint, EXCLUDED.identity)",
-									4, types),
+									" fingerprint = EXCLUDED.fingerprint, identity = EXCLUDED.identity,"
+									" previous = EXCLUDED.previous"
+									" WHERE (f.fingerprint, f.identity, f.previous) IS DISTINCT FROM"
+									" (EXCLUDED.fingerprint, EXCLUDED.identity, EXCLUDED.previous)",
+									5, types),
 						 values, NULL, false, 0) < 0)
 		elog(ERROR, "retl: writing fingerprints failed");
 }
@@ -652,19 +697,20 @@ static void
 insert_fresh_keys(RetlBatch *b, AckedKeys *k)
 {
 	static SPIPlanPtr insert_plan;
-	Oid			types[4] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID};
-	Datum		values[4];
+	Oid			types[5] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
+	INT8ARRAYOID};
+	Datum		values[5];
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 
 	if (insert_plan == NULL)
 	{
 		insert_plan = SPI_prepare("WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
-								  " INSERT INTO retl.fingerprints (sync_id, pk, fingerprint, identity)"
-								  " SELECT s.id, u.pk, u.fp, u.ident"
-								  " FROM s, ROWS FROM (pg_catalog.unnest($2),"
-								  "  pg_catalog.unnest($3), pg_catalog.unnest($4)) AS u (pk, fp, ident)",
-								  4, types);
+								  " INSERT INTO retl.fingerprints (sync_id, pk, fingerprint, identity, previous)"
+								  " SELECT s.id, u.pk, u.fp, u.ident, u.prev"
+								  " FROM s, ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
+								  "  pg_catalog.unnest($4), pg_catalog.unnest($5)) AS u (pk, fp, ident, prev)",
+								  5, types);
 		if (insert_plan == NULL || SPI_keepplan(insert_plan) != 0)
 			elog(ERROR, "retl: preparing a fingerprint statement failed: %s",
 				 SPI_result_code_string(SPI_result));
@@ -718,6 +764,7 @@ retl_diff_acked(RetlBatch *b)
 	for (int i = 0; i < b->nevents; i++)
 	{
 		AckedKeys  *k;
+		int64		si;
 
 		if (b->ev_pk[i] == NULL)
 			continue;
@@ -728,8 +775,9 @@ retl_diff_acked(RetlBatch *b)
 		}
 		if (b->ev_fp[i] == 0)
 			continue;
-		k = d != NULL && find_stored(d, retl_diff_key(b->ev_pk[i])) < 0
-			? &fresh : &known;
+		si = d != NULL ? find_stored(d, retl_diff_key(b->ev_pk[i])) : 0;
+		k = si < 0 ? &fresh : &known;
+		k->prevs[k->n] = Int64GetDatum(d != NULL ? version_of(d, si, b->ev_fp[i]) : 0);
 		k->pks[k->n] = b->ev_pk[i];
 		k->idents[k->n] = b->ev_ident[i];
 		k->fps[k->n++] = Int64GetDatum(b->ev_fp[i]);

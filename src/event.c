@@ -10,11 +10,15 @@
  * into the messageId; the run-specific parts (context.library,
  * context.sources, messageId, originalTimestamp, sentAt and the default
  * timestamp) are appended after the hash.  The same row therefore always
- * gets the same messageId, whatever run sends it.
+ * gets the same content id, whatever run sends it; the reader then makes
+ * it the id of the row version (retl_event_version_id), mixing in the
+ * row's xmin or the fingerprint of the version the destination had.
  *
  *-------------------------------------------------------------------------
  */
 #include "retl.h"
+
+#include "common/hashfn.h"
 
 
 /*
@@ -231,12 +235,36 @@ compute_message_id(StringInfo buf, int start, RetlMapping *map,
 }
 
 /*
- * Appends the event of one row to buf and returns its messageId.
+ * Turns the content messageId of an event into the messageId of one row
+ * version: a version of 0 (the first one a destination sees, or none
+ * known) keeps it, another version hashes it with the content id, so
+ * that a row going back to earlier content gets an id of its own.
  */
 void
+retl_event_version_id(char *message_id, uint64 version)
+{
+	uint64		hi,
+				lo;
+
+	if (version == 0)
+		return;
+	hi = hash_bytes_extended((const unsigned char *) message_id,
+							 RETL_MESSAGE_ID_LEN, version);
+	lo = hash_bytes_extended((const unsigned char *) message_id,
+							 RETL_MESSAGE_ID_LEN, ~version);
+	format_message_id(message_id, hi, lo);
+}
+
+/*
+ * Appends the event of one row to buf and returns the content messageId,
+ * and where in buf it is written (retl_event_version_id may change it in
+ * place once the row's version is known).
+ */
+int
 retl_event_build(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 				 Datum *values, bool *nulls, char *message_id)
 {
+	int			id_at;
 	int			start = buf->len;
 	bool		first = false;
 	bool		ctx_first = true;
@@ -253,6 +281,7 @@ retl_event_build(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 		appendStringInfoChar(buf, ',');
 	appendStringInfoString(buf, ctx->tail);
 	appendStringInfoString(buf, ",\"messageId\":\"");
+	id_at = buf->len;
 	appendBinaryStringInfo(buf, message_id, RETL_MESSAGE_ID_LEN);
 	appendStringInfoString(buf, "\",\"originalTimestamp\":");
 	appendStringInfoString(buf, ctx->now);
@@ -264,6 +293,7 @@ retl_event_build(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 		appendStringInfoString(buf, ctx->now);
 	}
 	appendStringInfoChar(buf, '}');
+	return id_at;
 }
 
 /*

@@ -54,6 +54,44 @@ retl_read_method_name(RetlReadMethod method)
 }
 
 /*
+ * Where the reader finds a row's xmin, which makes its messageId name the
+ * row version (a row that goes back to earlier content gets a new id): a
+ * table's system column, selected after the mapped columns, or a view's
+ * xmin_column option.  Diff runs version by fingerprint instead, and a
+ * foreign table or a view without xmin_column has no versions.
+ */
+static void
+choose_version_column(RetlRun *run)
+{
+	RetlMapping *map = run->map;
+
+	run->version_column = -1;
+	run->next_fxid = ReadNextFullTransactionId();
+	if (run->diff)
+		return;
+	if (map->xmin_column >= 0)
+		run->version_column = map->xmin_column;
+	else if (map->relkind == RELKIND_RELATION || map->relkind == RELKIND_MATVIEW ||
+			 map->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		run->query = psprintf("%s, xmin", run->query);
+		run->version_column = map->ncolumns;
+	}
+}
+
+/*
+ * The version of an xmin sync's row: its xmin, widened to 64 bits, or 0.
+ */
+uint64
+retl_reader_row_version(RetlRun *run, Datum *values, bool *nulls)
+{
+	if (run->version_column < 0 || nulls[run->version_column])
+		return 0;
+	return retl_widen_xid(DatumGetTransactionId(values[run->version_column]),
+						  run->next_fxid);
+}
+
+/*
  * Prepares reading: the select list, the xmin filter of an incremental
  * run, and the leaves of a source with storage.  Runs in the transaction
  * that claims the run, right after the run's snapshot was taken, so the
@@ -80,6 +118,7 @@ retl_reader_start(RetlRun *run)
 	}
 	run->query = retl_mapping_select_list(map);
 	run->filter = f.data;
+	choose_version_column(run);
 	if (map->relkind == RELKIND_RELATION || map->relkind == RELKIND_MATVIEW ||
 		map->relkind == RELKIND_PARTITIONED_TABLE)
 		retl_blocks_start(run);
@@ -117,11 +156,23 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 	int64		fp = 0;
 	const char *verdict = NULL;
 
+	uint64		version;
+	int			id_at;
+
 	resetStringInfo(&run->event_buf);
-	retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
-					 message_id);
+	id_at = retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
+							 message_id);
 	if (pk == NULL)
 		pk = retl_reader_pk(run, values, nulls);
+	if (run->diff)
+	{
+		fp = retl_diff_fingerprint(message_id);
+		verdict = retl_diff_check(run, pk, fp, dup, &version);
+	}
+	else
+		version = retl_reader_row_version(run, values, nulls);
+	retl_event_version_id(message_id, version);
+	memcpy(run->event_buf.data + id_at, message_id, RETL_MESSAGE_ID_LEN);
 	memcpy(run->message_id, message_id, sizeof(run->message_id));
 	/* only mirror deletions carry the stored identity */
 	resetStringInfo(&run->ident_buf);
@@ -130,11 +181,6 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 	retl_run_encode(run);
 	MemoryContextSwitchTo(old);
 	run->rows_read++;
-	if (run->diff)
-	{
-		fp = retl_diff_fingerprint(message_id);
-		verdict = retl_diff_check(run, pk, fp, dup);
-	}
 	if (verdict != NULL && verdict[0] != '\0')
 		retl_catalog_fail_event(run, pk, run->event_buf.data,
 								run->event_buf.len, verdict);
@@ -155,8 +201,9 @@ retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc, uint64 n,
 				   const bool *dups)
 {
 	RetlMapping *map = run->map;
-	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
-	bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
+	/* one more: the xmin that versions an xmin sync's rows */
+	Datum	   *values = palloc((map->ncolumns + 1) * sizeof(Datum));
+	bool	   *nulls = palloc((map->ncolumns + 1) * sizeof(bool));
 	char	  **pks = NULL;
 
 	if (run->diff && n > 0)

@@ -23,10 +23,11 @@
 
 /*
  * Builds the newest version of a row that failed before, found by primary
- * key as the sync's owner.  Returns false when the row is gone.
+ * key as the sync's owner, with its version's messageId, and its content
+ * fingerprint in *fp.  Returns false when the row is gone.
  */
 static bool
-rebuild_failed_row(RetlRun *run, const char *pk, char *message_id)
+rebuild_failed_row(RetlRun *run, const char *pk, char *message_id, int64 *fp)
 {
 	RetlMapping *map = run->map;
 	Oid			argtypes[1] = {TEXTOID};
@@ -35,8 +36,8 @@ rebuild_failed_row(RetlRun *run, const char *pk, char *message_id)
 							   run->query, map->relname,
 							   quote_identifier(map->colnames[map->pk_column]),
 							   format_type_be(map->coltypes[map->pk_column]));
-	Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
-	bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
+	Datum	   *values = palloc((map->ncolumns + 1) * sizeof(Datum));
+	bool	   *nulls = palloc((map->ncolumns + 1) * sizeof(bool));
 	bool		found;
 
 	retl_owner_enter(run);
@@ -45,9 +46,19 @@ rebuild_failed_row(RetlRun *run, const char *pk, char *message_id)
 	found = SPI_processed > 0;
 	if (found)
 	{
+		int			id_at;
+
 		heap_deform_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, values, nulls);
 		resetStringInfo(&run->event_buf);
-		retl_event_build(&run->event_buf, map, &run->ectx, values, nulls, message_id);
+		id_at = retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
+								 message_id);
+		/* the version as the reader gives it, so the id is the one it gets */
+		*fp = retl_diff_fingerprint(message_id);
+		if (run->diff)
+			retl_event_version_id(message_id, retl_diff_version(run, pk, *fp));
+		else
+			retl_event_version_id(message_id, retl_reader_row_version(run, values, nulls));
+		memcpy(run->event_buf.data + id_at, message_id, RETL_MESSAGE_ID_LEN);
 		resetStringInfo(&run->ident_buf);
 		if (run->mirror)
 			retl_event_identity(&run->ident_buf, map, &run->ectx, values, nulls);
@@ -113,8 +124,9 @@ retl_refail_page(RetlRun *run)
 		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
 		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
 		char		message_id[RETL_MESSAGE_ID_LEN + 1];
+		int64		fp = 0;
 		bool		rebuilt = pk != NULL && run->map->pk_column >= 0 &&
-			rebuild_failed_row(run, pk, message_id);
+			rebuild_failed_row(run, pk, message_id, &fp);
 
 		run->retry_after_id = id;
 		if (!rebuilt && run->diff)
@@ -125,8 +137,7 @@ retl_refail_page(RetlRun *run)
 		{
 			memcpy(run->message_id, message_id, sizeof(run->message_id));
 			if (run->diff)
-				retl_run_add_diff_event(run, pk, id,
-										retl_diff_fingerprint(message_id), false);
+				retl_run_add_diff_event(run, pk, id, fp, false);
 			else
 				(void) retl_run_add_event(run, pk, id);
 		}

@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
@@ -112,15 +113,17 @@ extern void retl_event_ctx_init(RetlEventCtx *ctx, int64 sync_id,
 								const char *sync_name, int64 run_id);
 extern void retl_event_ctx_set_now(RetlEventCtx *ctx, TimestampTz now);
 
-extern void retl_event_build(StringInfo buf, RetlMapping *map,
+extern int	retl_event_build(StringInfo buf, RetlMapping *map,
 							 RetlEventCtx *ctx, Datum *values, bool *nulls,
 							 char *message_id);
+extern void retl_event_version_id(char *message_id, uint64 version);
 extern void retl_event_identity(StringInfo buf, RetlMapping *map,
 								RetlEventCtx *ctx, Datum *values, bool *nulls);
 
 /* ---------- snapshots and the xmin cursor (snapshot.c) ---------- */
 extern bytea *retl_snapshot_capture(Oid relid);
 extern const char *retl_snapshot_guard(bytea *blob, Oid relid);
+extern uint64 retl_widen_xid(TransactionId xid, FullTransactionId next);
 
 /* ---------- options helpers (mapping.c) ---------- */
 extern char *retl_jsonb_get_text(Jsonb *jb, const char *key);

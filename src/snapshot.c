@@ -68,8 +68,8 @@ PG_FUNCTION_INFO_V1(retl_snapshot_text);
  * Widens a 32-bit xid to 64 bits against the next full xid, the way
  * xid8funcs.c does.  Special xids (frozen, bootstrap) count as ancient.
  */
-static uint64
-widen_xid(TransactionId xid, FullTransactionId next)
+uint64
+retl_widen_xid(TransactionId xid, FullTransactionId next)
 {
 	uint32		epoch = EpochFromFullTransactionId(next);
 
@@ -115,8 +115,8 @@ retl_snapshot_capture(Oid relid)
 	h->flags = (snap->suboverflowed ? RETL_SNAP_OVERFLOWED : 0) |
 		(snap->takenDuringRecovery ? RETL_SNAP_RECOVERY : 0);
 	h->sysid = GetSystemIdentifier();
-	h->xmin = widen_xid(snap->xmin, next);
-	h->xmax = widen_xid(snap->xmax, next);
+	h->xmin = retl_widen_xid(snap->xmin, next);
+	h->xmax = retl_widen_xid(snap->xmax, next);
 	if (snap->xmax == XidFromFullTransactionId(next))
 		h->xmax = U64FromFullTransactionId(next);
 	h->relid = relid;
@@ -124,9 +124,9 @@ retl_snapshot_capture(Oid relid)
 	h->nxip = snap->xcnt;
 	h->nsubxip = nsub;
 	for (int i = 0; i < snap->xcnt; i++)
-		xids[i] = widen_xid(snap->xip[i], next);
+		xids[i] = retl_widen_xid(snap->xip[i], next);
 	for (int i = 0; i < nsub; i++)
-		xids[snap->xcnt + i] = widen_xid(snap->subxip[i], next);
+		xids[snap->xcnt + i] = retl_widen_xid(snap->subxip[i], next);
 	qsort(xids, nall, sizeof(uint64), cmp_u64);
 	return result;
 }
@@ -163,7 +163,7 @@ snap_parse(bytea *blob, RetlSnap *snap)
 static bool
 snap_xmin_is_new(RetlSnap *snap, TransactionId raw_xmin)
 {
-	uint64		x = widen_xid(raw_xmin, snap->next);
+	uint64		x = retl_widen_xid(raw_xmin, snap->next);
 
 	if (x >= snap->h.xmax)
 		return true;

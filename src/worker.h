@@ -143,6 +143,8 @@ typedef struct RetlRun
 	BlockNumber nblocks;		/* of that leaf */
 	BlockNumber range_blocks;	/* blocks per TID range query */
 	char	   *filter;			/* the xmin filter clause, or "" */
+	int			version_column; /* the row's xmin for its messageId, or -1 */
+	FullTransactionId next_fxid;	/* widens those xmins */
 	bool		tids_tried;		/* tidlist.c: collected, or fell back */
 	bool		use_tids;
 	ItemPointerData *tids;		/* changed rows, sorted */
@@ -209,6 +211,7 @@ extern void retl_reader_close(RetlRun *run);
 extern int64 retl_reader_estimate(Oid relid);
 extern const char *retl_read_method_name(RetlReadMethod method);
 extern char *retl_reader_pk(RetlRun *run, Datum *values, bool *nulls);
+extern uint64 retl_reader_row_version(RetlRun *run, Datum *values, bool *nulls);
 extern void retl_reader_rows(RetlRun *run, SPITupleTable *tt, uint64 n);
 extern void retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc,
 							   uint64 n, const bool *dups);
@@ -276,7 +279,8 @@ extern void retl_diff_start(RetlRun *run);
 extern uint64 retl_diff_key(const char *pk);
 extern void retl_diff_prefetch(RetlRun *run, uint64 key, int stage);
 extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp,
-								   int dup);
+								   int dup, uint64 *version);
+extern uint64 retl_diff_version(RetlRun *run, const char *pk, int64 fp);
 extern void retl_diff_deletes_page(RetlRun *run);
 extern void retl_diff_acked(RetlBatch *b);
 
