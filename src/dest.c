@@ -702,3 +702,52 @@ retl_event_user(Jsonb *event, bool *anonymous)
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
+/*
+ * Is the event a mirror deletion (context.retl.deleted = true, diff.c)?
+ * Kinds whose API removes properties with an operation of its own
+ * (Amplitude, Mixpanel) encode its null traits as that operation.
+ */
+bool
+retl_event_deleted(Jsonb *event)
+{
+	JsonbValue *ctx = retl_json_get(event, "context");
+	JsonbValue *retl;
+	JsonbValue *deleted;
+
+	if (ctx == NULL || ctx->type != jbvBinary)
+		return false;
+	retl = getKeyJsonValueFromContainer(ctx->val.binary.data, "retl", 4, NULL);
+	if (retl == NULL || retl->type != jbvBinary)
+		return false;
+	deleted = getKeyJsonValueFromContainer(retl->val.binary.data, "deleted", 7, NULL);
+	return deleted != NULL && deleted->type == jbvBool && deleted->val.boolean;
+}
+
+/*
+ * Appends the keys of the event's traits as JSON strings, separated by
+ * commas, each followed by after (e.g. ":\"-\""): the properties a
+ * deletion removes.
+ */
+void
+retl_append_trait_keys(StringInfo out, Jsonb *event, const char *after)
+{
+	JsonbValue *traits = retl_json_get(event, "traits");
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		first = true;
+
+	if (traits == NULL || traits->type != jbvBinary)
+		return;
+	it = JsonbIteratorInit(traits->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		if (!first)
+			appendStringInfoChar(out, ',');
+		first = false;
+		retl_json_escape(out, v.val.string.val, v.val.string.len);
+		appendStringInfoString(out, after);
+	}
+}
