@@ -27,6 +27,7 @@
 #include "common/jsonapi.h"
 #include "datatype/timestamp.h"
 #include "mb/pg_wchar.h"
+#include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
@@ -216,12 +217,15 @@ read_offset(const char *s, int *east)
 }
 
 /*
- * Reads an ISO 8601 timestamp with a UTC offset, as retl writes them
- * ("2024-01-01T00:00:00.123Z") and most sources do:
- * YYYY-MM-DD[T ]HH:MM:SS[.fraction](Z|+HH[:MM]|-HH[:MM]).  Returns false,
- * raising nothing, for anything else (timestamptz_in may still read it)
- * and for a date that does not exist.  This is the hot path of
- * retl_event_time_ms: it runs for every event of some kinds.
+ * Reads an ISO 8601 date or timestamp, as retl writes them
+ * ("2024-01-01T00:00:00.123Z", "2024-01-01") and most sources do:
+ * YYYY-MM-DD[[T ]HH:MM:SS[.fraction][Z|+HH[:MM]|-HH[:MM]]].  Without an
+ * offset the time is local to the session's TimeZone, as timestamptz_in
+ * reads it.  Returns false, raising nothing, for anything else
+ * (timestamptz_in may still read it) and for a date that does not exist.
+ * This is the hot path of retl_event_time_ms: it runs for every event of
+ * some kinds, where a subtransaction per event would cost more than the
+ * event.
  */
 bool
 retl_iso_timestamptz(const char *s, TimestampTz *result)
@@ -230,36 +234,49 @@ retl_iso_timestamptz(const char *s, TimestampTz *result)
 	fsec_t		fsec = 0;
 	int			tz;
 	int			east;
+	size_t		len = strlen(s);
 	const char *p = s + 19;
 
 	memset(&tm, 0, sizeof(tm));
-	if (strlen(s) < 20 ||
+	if (len < 10 ||
 		!read_digits(s, 4, &tm.tm_year) || s[4] != '-' ||
 		!read_digits(s + 5, 2, &tm.tm_mon) || s[7] != '-' ||
-		!read_digits(s + 8, 2, &tm.tm_mday) || (s[10] != 'T' && s[10] != ' ') ||
-		!read_digits(s + 11, 2, &tm.tm_hour) || s[13] != ':' ||
-		!read_digits(s + 14, 2, &tm.tm_min) || s[16] != ':' ||
-		!read_digits(s + 17, 2, &tm.tm_sec))
+		!read_digits(s + 8, 2, &tm.tm_mday))
+		return false;
+	if (len == 10)
+		p = s + 10;
+	else if (len < 19 || (s[10] != 'T' && s[10] != ' ') ||
+			 !read_digits(s + 11, 2, &tm.tm_hour) || s[13] != ':' ||
+			 !read_digits(s + 14, 2, &tm.tm_min) || s[16] != ':' ||
+			 !read_digits(s + 17, 2, &tm.tm_sec))
 		return false;
 	if (*p == '.')
 	{
 		int			scale = USECS_PER_SEC;
 
+		/* microseconds, rounded at the seventh digit as ParseFraction does */
 		for (p++; *p >= '0' && *p <= '9'; p++)
+		{
 			if (scale > 1)
+				fsec += (*p - '0') * (scale /= 10);
+			else if (scale == 1)
 			{
-				scale /= 10;
-				fsec += (*p - '0') * scale;
+				fsec += *p >= '5';
+				scale = 0;
 			}
+		}
 	}
-	if (!read_offset(p, &east))
-		return false;
 	if (tm.tm_year < 1 || tm.tm_mon < 1 || tm.tm_mon > MONTHS_PER_YEAR ||
 		tm.tm_mday < 1 ||
 		tm.tm_mday > day_tab[isleap(tm.tm_year)][tm.tm_mon - 1] ||
 		tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59)
 		return false;
-	tz = -east;					/* PostgreSQL counts seconds west */
+	if (*p == '\0')
+		tz = DetermineTimeZoneOffset(&tm, session_timezone);
+	else if (read_offset(p, &east))
+		tz = -east;				/* PostgreSQL counts seconds west */
+	else
+		return false;
 	return tm2timestamp(&tm, fsec, &tz, result) == 0;
 }
 

@@ -416,12 +416,18 @@ setup_easy(RetlBatch *b, const char **failed)
 
 /*
  * Raises the error of an option curl refused: its name and curl's reason,
- * never its value (it may be a credential).  The run fails with it.
+ * never its value (it may be a credential).  The run fails with it.  The
+ * batch is never sent: it stops counting in retl_pending_bytes now (its
+ * memory goes with the run's), and its acknowledgement stays open, so the
+ * checkpoint stops before its events and the next run sends them.
  */
 static void
 setopt_failed(RetlBatch *b, const char *option, CURLcode rc)
 {
 	const char *kind = b->run->dest.kind->name;
+
+	retl_pending_bytes -= b->counted;
+	b->counted = 0;
 
 	if (rc == CURLE_UNKNOWN_OPTION || rc == CURLE_NOT_BUILT_IN)
 		ereport(ERROR,

@@ -76,6 +76,12 @@ Control endpoints (like test/receiver.py)
                             error_code (Kafka) of every rejected record, in
                             the next bad_number_answers answers (default 1)
                             that reject one
+        raw_answers         a list of texts: each of the next vendor answers
+                            is the first one left, sent as it is with the
+                            status the vendor chose (for JSON that only looks
+                            readable: numbers numeric cannot hold, deep
+                            nesting); the records of those requests are not
+                            kept
 """
 
 import base64
@@ -106,6 +112,7 @@ class State:
         self.kinesis_seq = 0
         self.budget = {}  # BUDGETS key -> answers still to affect
         self.call_errors = []  # kinesis_call_errors still to answer
+        self.raw_answers = []  # raw_answers still to send
 
 
 STATE = State()
@@ -133,6 +140,8 @@ def set_budgets(cfg):
         STATE.budget["bad_number_answers"] = 1 if cfg["bad_number"] is not None else 0
     if "kinesis_call_errors" in cfg:
         STATE.call_errors = list(cfg["kinesis_call_errors"] or [])
+    if "raw_answers" in cfg:
+        STATE.raw_answers = list(cfg["raw_answers"] or [])
 
 
 def omit_last(body):
@@ -834,6 +843,10 @@ class Handler(BaseHandler):
         if isinstance(body, dict) and take("pad_answers"):
             body = dict(body, padding="x" * int(self.config_value("pad_bytes", 200000)))
         text = body if isinstance(body, str) else json.dumps(body)
+        with STATE.lock:
+            raw = STATE.raw_answers.pop(0) if STATE.raw_answers else None
+        if raw is not None:
+            text, ctx = raw, None
         if take("truncate_answers"):
             text = text[:len(text) // 2]
         with STATE.lock:
