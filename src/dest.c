@@ -536,27 +536,17 @@ retl_check_event_type(PG_FUNCTION_ARGS)
 
 /*
  * Parses JSON text into jsonb, or returns NULL when it is not JSON.  Used
- * on response bodies, which a destination may fill with anything.
+ * on response bodies, which a destination may fill with anything: the
+ * text is checked first (retl_json_valid), so that jsonb_in never raises.
  */
 Jsonb *
 retl_parse_json(const char *text, int len)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *result = NULL;
 	char	   *copy = pnstrdup(text, len);
 
-	PG_TRY();
-	{
-		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		result = NULL;
-	}
-	PG_END_TRY();
-	return result;
+	if (!retl_json_valid(copy, strlen(copy)))
+		return NULL;
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
 }
 
 /*
@@ -657,7 +647,10 @@ retl_append_jsonb_value(StringInfo out, JsonbValue *v)
 /*
  * The event's time in milliseconds since the Unix epoch: its "timestamp"
  * when that parses as a timestamp, else its "originalTimestamp".  APIs such
- * as Amplitude, Mixpanel and Statsig want epoch milliseconds.
+ * as Amplitude, Mixpanel and Statsig want epoch milliseconds.  ISO 8601
+ * timestamps, which retl writes, are read without timestamptz_in (this
+ * runs for every event); other forms go through it in a subtransaction
+ * (retl_try_input), so that a string it refuses raises nothing.
  */
 int64
 retl_event_time_ms(Jsonb *event)
@@ -667,26 +660,21 @@ retl_event_time_ms(Jsonb *event)
 	for (int k = 0; k < 2; k++)
 	{
 		JsonbValue *v = retl_json_get(event, keys[k]);
-		MemoryContext cxt = CurrentMemoryContext;
+		char	   *str;
 		TimestampTz ts = 0;
-		bool		ok = false;
+		Datum		d;
+		bool		ok;
 
 		if (v == NULL || v->type != jbvString)
 			continue;
-		PG_TRY();
+		str = pnstrdup(v->val.string.val, v->val.string.len);
+		ok = retl_iso_timestamptz(str, &ts);
+		if (!ok && retl_try_input(timestamptz_in, str, &d))
 		{
-			ts = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-														 CStringGetDatum(pnstrdup(v->val.string.val, v->val.string.len)),
-														 ObjectIdGetDatum(InvalidOid),
-														 Int32GetDatum(-1)));
+			ts = DatumGetTimestampTz(d);
 			ok = true;
 		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(cxt);
-			FlushErrorState();
-		}
-		PG_END_TRY();
+		pfree(str);
 		if (ok && !TIMESTAMP_NOT_FINITE(ts))
 			return ts / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
 	}
@@ -712,4 +700,54 @@ retl_event_user(Jsonb *event, bool *anonymous)
 	if (v == NULL || v->type != jbvString)
 		return NULL;
 	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * Is the event a mirror deletion (context.retl.deleted = true, diff.c)?
+ * Kinds whose API removes properties with an operation of its own
+ * (Amplitude, Mixpanel) encode its null traits as that operation.
+ */
+bool
+retl_event_deleted(Jsonb *event)
+{
+	JsonbValue *ctx = retl_json_get(event, "context");
+	JsonbValue *retl;
+	JsonbValue *deleted;
+
+	if (ctx == NULL || ctx->type != jbvBinary)
+		return false;
+	retl = getKeyJsonValueFromContainer(ctx->val.binary.data, "retl", 4, NULL);
+	if (retl == NULL || retl->type != jbvBinary)
+		return false;
+	deleted = getKeyJsonValueFromContainer(retl->val.binary.data, "deleted", 7, NULL);
+	return deleted != NULL && deleted->type == jbvBool && deleted->val.boolean;
+}
+
+/*
+ * Appends the keys of the event's traits as JSON strings, separated by
+ * commas, each followed by after (e.g. ":\"-\""): the properties a
+ * deletion removes.
+ */
+void
+retl_append_trait_keys(StringInfo out, Jsonb *event, const char *after)
+{
+	JsonbValue *traits = retl_json_get(event, "traits");
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		first = true;
+
+	if (traits == NULL || traits->type != jbvBinary)
+		return;
+	it = JsonbIteratorInit(traits->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		if (!first)
+			appendStringInfoChar(out, ',');
+		first = false;
+		retl_json_escape(out, v.val.string.val, v.val.string.len);
+		appendStringInfoString(out, after);
+	}
 }

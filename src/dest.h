@@ -119,6 +119,9 @@ extern bool retl_outcomes_unknown(struct RetlBatch *batch,
 extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
 extern int64 retl_event_time_ms(Jsonb *event);
 extern char *retl_event_user(Jsonb *event, bool *anonymous);
+extern bool retl_event_deleted(Jsonb *event);
+extern void retl_append_trait_keys(StringInfo out, Jsonb *event,
+								   const char *after);
 extern void retl_dest_close(RetlDest *dest);
 
 /* helpers shared by kinds */

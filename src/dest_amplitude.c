@@ -75,13 +75,20 @@ amplitude_open(RetlDest *dest, Jsonb *config)
 }
 
 /*
- * One Amplitude event from a standard event.
+ * One Amplitude event from a standard event.  Whether it is a track event
+ * is the event's own type: a mirror identify sync's deletions may be
+ * track events (on_delete {"event": ...}).  A deletion identify removes
+ * the mapped user properties with "$unset" (Amplitude ignores null
+ * values), each set to "-" as the Identify API asks.
  */
 static void
 amplitude_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	bool		anonymous;
 	char	   *user = retl_event_user(event, &anonymous);
+	JsonbValue *type = retl_json_get(event, "type");
+	bool		track = type != NULL && type->type == jbvString &&
+		type->val.string.len == 5 && strncmp(type->val.string.val, "track", 5) == 0;
 
 	appendStringInfoString(out, anonymous ? "{\"device_id\":" : "{\"user_id\":");
 	if (user != NULL)
@@ -89,17 +96,23 @@ amplitude_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	else
 		appendStringInfoString(out, "null");
 	appendStringInfoString(out, ",\"event_type\":");
-	if (dest->track)
+	if (track)
 		retl_append_jsonb_value(out, retl_json_get(event, "event"));
 	else
 		appendStringInfoString(out, "\"$identify\"");
 	appendStringInfo(out, ",\"time\":" INT64_FORMAT ",\"insert_id\":",
 					 retl_event_time_ms(event));
 	retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
-	if (dest->track)
+	if (track)
 	{
 		appendStringInfoString(out, ",\"event_properties\":");
 		retl_append_jsonb_value(out, retl_json_get(event, "properties"));
+	}
+	else if (retl_event_deleted(event))
+	{
+		appendStringInfoString(out, ",\"user_properties\":{\"$unset\":{");
+		retl_append_trait_keys(out, event, ":\"-\"");
+		appendStringInfoString(out, "}}");
 	}
 	else
 	{

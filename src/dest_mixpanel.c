@@ -112,7 +112,8 @@ append_members(StringInfo out, JsonbValue *obj)
 }
 
 /*
- * An /import event, or an /engage "$set" record.
+ * An /import event, or an /engage "$set" record; a mirror deletion is an
+ * "$unset" of the mapped traits (Mixpanel, "Profile Delete Property").
  */
 static void
 mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
@@ -138,6 +139,14 @@ mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	retl_json_escape(out, priv->token, strlen(priv->token));
 	appendStringInfoString(out, ",\"$distinct_id\":");
 	retl_json_escape(out, user ? user : "", user ? strlen(user) : 0);
+	if (retl_event_deleted(event))
+	{
+		/* a deletion removes the mapped properties ("profile-unset") */
+		appendStringInfoString(out, ",\"$unset\":[");
+		retl_append_trait_keys(out, event, "");
+		appendStringInfoString(out, "]}");
+		return;
+	}
 	appendStringInfoString(out, ",\"$set\":");
 	retl_append_jsonb_value(out, retl_json_get(event, "traits"));
 	appendStringInfoChar(out, '}');

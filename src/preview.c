@@ -4,12 +4,21 @@
  *	  retl_preview(): the events of a sync exactly as they would be sent,
  *	  built by the same code as the worker's, sending nothing.
  *
+ * By default a preview shows the destination kind's records (a Braze
+ * events[] or attributes[] object, a Kinesis record with its base64 data
+ * and partition key ...), encoded by the kind as the worker encodes them;
+ * with format 'standard' it shows the standard (Segment spec) event that
+ * retl builds first.  Kinds without an encoding of their own (webhook,
+ * RudderStack, Segment) send the standard event: both formats agree.  The
+ * destination is opened from its catalog row, where secrets are "***",
+ * so a record can never show one.
+ *
  * The preview reads the source with the caller's privileges; its events
  * carry job_run_id null, as no run exists.
  *
  *-------------------------------------------------------------------------
  */
-#include "retl.h"
+#include "dest.h"
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
@@ -25,7 +34,8 @@ PG_FUNCTION_INFO_V1(retl_preview);
  */
 static void
 load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
-		  Jsonb **mapping, char **pk, Jsonb **options)
+		  Jsonb **mapping, char **pk, Jsonb **options, char **kind,
+		  Jsonb **config)
 {
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(sync_id)};
@@ -33,9 +43,11 @@ load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
 	HeapTuple	tup;
 	TupleDesc	desc;
 
-	if (SPI_execute_with_args("SELECT source::oid, name, event_type = 'track',"
-							  " mapping, primary_key, options"
-							  " FROM retl.syncs WHERE id = $1",
+	if (SPI_execute_with_args("SELECT s.source::oid, s.name, s.event_type = 'track',"
+							  " s.mapping, s.primary_key, s.options, d.kind, d.config"
+							  " FROM retl.syncs s"
+							  " JOIN retl.destinations d ON d.id = s.destination_id"
+							  " WHERE s.id = $1",
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		ereport(ERROR,
@@ -49,54 +61,100 @@ load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
 	*mapping = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
 	*pk = SPI_getvalue(tup, desc, 5);
 	*options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
+	*kind = SPI_getvalue(tup, desc, 7);
+	*config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
 }
 
 /*
- * SQL: retl._preview(sync_id, n).
+ * Opens the sync's destination for encoding, when the preview shows the
+ * kind's records and the kind has an encoding of its own; else NULL.  The
+ * destination lives in the caller's memory, which frees its header list.
+ */
+static RetlDest *
+open_for_records(const char *kind, Jsonb *config, bool track, bool standard)
+{
+	RetlDest   *dest;
+
+	if (standard || retl_dest_kind(kind, false)->encode == NULL)
+		return NULL;
+	dest = palloc(sizeof(RetlDest));
+	retl_dest_open(dest, kind, config, track);
+	return dest;
+}
+
+/*
+ * The jsonb of one previewed event (standard, in buf): the kind's record
+ * when dest is set, encoded as the worker encodes it, else the event.
+ */
+static Datum
+preview_value(StringInfo buf, RetlDest *dest, StringInfo record)
+{
+	Datum		event = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf->data));
+
+	if (dest == NULL)
+		return event;
+	resetStringInfo(record);
+	dest->kind->encode(dest, record, DatumGetJsonbP(event));
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(record->data));
+}
+
+/*
+ * SQL: retl._preview(sync_id, n, standard).  Shows the kind's records, or
+ * the standard events when standard is true.
  */
 Datum
 retl_preview(PG_FUNCTION_ARGS)
 {
 	int64		sync_id = PG_GETARG_INT64(0);
 	int32		n = PG_GETARG_INT32(1);
+	bool		standard = PG_GETARG_BOOL(2);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Oid			relid;
 	char	   *name,
-			   *pk;
+			   *pk,
+			   *kind;
 	bool		track;
 	Jsonb	   *mapping,
-			   *options;
+			   *options,
+			   *config;
+	RetlDest   *dest;
+	StringInfoData record;
 	RetlMapping *map;
 	RetlEventCtx ctx;
 	StringInfoData buf;
 	char		message_id[RETL_MESSAGE_ID_LEN + 1];
 	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext old;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "retl: SPI_connect failed");
-	load_sync(sync_id, &relid, &name, &track, &mapping, &pk, &options);
+	load_sync(sync_id, &relid, &name, &track, &mapping, &pk, &options, &kind,
+			  &config);
 	map = retl_mapping_compile(relid, track, mapping, pk, options);
+	old = MemoryContextSwitchTo(cxt);
+	dest = open_for_records(kind, config, track, standard);
+	MemoryContextSwitchTo(old);
 	retl_event_ctx_init(&ctx, sync_id, name, 0);
 	if (SPI_execute(psprintf("SELECT %s FROM %s LIMIT %d",
 							 retl_mapping_select_list(map), map->relname, n),
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "retl: reading the source failed");
 	initStringInfo(&buf);
+	initStringInfo(&record);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
 		bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
 		Datum		jb;
 		bool		isnull = false;
-		MemoryContext old;
 
 		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 						  values, nulls);
 		resetStringInfo(&buf);
 		retl_event_build(&buf, map, &ctx, values, nulls, message_id);
 		old = MemoryContextSwitchTo(cxt);
-		jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+		jb = preview_value(&buf, dest, &record);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &jb, &isnull);
 		MemoryContextSwitchTo(old);
 	}

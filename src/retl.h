@@ -125,6 +125,13 @@ extern bytea *retl_snapshot_capture(Oid relid);
 extern const char *retl_snapshot_guard(bytea *blob, Oid relid);
 extern uint64 retl_widen_xid(TransactionId xid, FullTransactionId next);
 
+/* ---------- input that raises no error (noerror.c) ---------- */
+extern bool retl_json_valid(char *text, int len);
+extern bool retl_iso_timestamptz(const char *s, TimestampTz *result);
+extern bool retl_try_input(PGFunction input, const char *str, Datum *result);
+extern char *retl_describe_char(const char *s, int len, int at, int encoding);
+extern char *retl_to_utf8(const char *s, int len, StringInfo out);
+
 /* ---------- options helpers (mapping.c) ---------- */
 extern char *retl_jsonb_get_text(Jsonb *jb, const char *key);
 extern bool retl_jsonb_get_int(Jsonb *jb, const char *key, int64 *out);

@@ -27,32 +27,24 @@
 static char *
 invalid_utf8_reason(const char *s, int len, int bad)
 {
-	StringInfoData bytes;
-	int			n = Min(pg_encoding_mblen(PG_UTF8, s + bad), len - bad);
-
-	initStringInfo(&bytes);
-	for (int i = 0; i < n; i++)
-		appendStringInfo(&bytes, "%s0x%02x", i ? " " : "",
-						 (unsigned char) s[bad + i]);
 	return psprintf("event is not valid UTF-8: invalid byte sequence %s at byte %d; "
 					"a SQL_ASCII database stores any bytes, but JSON must be UTF-8",
-					bytes.data, bad);
+					retl_describe_char(s, len, bad, PG_UTF8), bad);
 }
 
 /*
  * Converts the event in run->event_buf from the database encoding to
  * UTF-8, which JSON requires.  Returns NULL, or why it cannot be converted
  * (then the event is left as it was).  A UTF-8 database has nothing to do;
- * a SQL_ASCII one cannot convert, only check.
+ * a SQL_ASCII one cannot convert, only check.  Nothing raises an error: a
+ * character without an equivalent in UTF-8 makes a failed event
+ * (retl_to_utf8 converts with noError), not a caught error.
  */
 static char *
 event_to_utf8(RetlRun *run)
 {
 	StringInfo	ev = &run->event_buf;
 	int			enc = GetDatabaseEncoding();
-	MemoryContext cxt = CurrentMemoryContext;
-	char	   *volatile converted = NULL;
-	char	   *reason = NULL;
 	int			valid;
 
 	if (enc == PG_UTF8)
@@ -63,29 +55,7 @@ event_to_utf8(RetlRun *run)
 		return valid == ev->len ? NULL
 			: invalid_utf8_reason(ev->data, ev->len, valid);
 	}
-	/* conversion functions raise errors: nothing to undo but memory */
-	PG_TRY();
-	{
-		converted = pg_server_to_any(ev->data, ev->len, PG_UTF8);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		reason = psprintf("event cannot be converted to UTF-8: %s",
-						  edata->message);
-	}
-	PG_END_TRY();
-	if (converted != NULL && converted != ev->data)
-	{
-		resetStringInfo(ev);
-		appendStringInfoString(ev, converted);
-		pfree(converted);
-	}
-	return reason;
+	return retl_to_utf8(ev->data, ev->len, ev);
 }
 
 /*

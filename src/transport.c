@@ -100,6 +100,19 @@ timer_cb(CURLM *m, long timeout_ms, void *userp)
 }
 
 /*
+ * Ends the worker when curl refused an option of the multi handle: without
+ * its callbacks no request would ever be driven.
+ */
+static void
+multi_setopt(const char *option, CURLMcode rc)
+{
+	if (rc != CURLM_OK)
+		ereport(FATAL,
+				(errmsg("retl worker could not set libcurl option %s: %s",
+						option, curl_multi_strerror(rc))));
+}
+
+/*
  * Creates the multi handle.  Called once when the worker starts.
  */
 void
@@ -109,10 +122,13 @@ retl_transport_init(void)
 		(multi = curl_multi_init()) == NULL)
 		ereport(FATAL,
 				(errmsg("retl worker could not initialise libcurl")));
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	multi_setopt("CURLMOPT_SOCKETFUNCTION",
+				 curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb));
+	multi_setopt("CURLMOPT_TIMERFUNCTION",
+				 curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb));
 	/* keep-alive for every request in flight, even with many runs at once */
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) MAX_SOCKETS);
+	multi_setopt("CURLMOPT_MAXCONNECTS",
+				 curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) MAX_SOCKETS));
 }
 
 /*
@@ -334,51 +350,98 @@ request_headers(RetlBatch *b)
 }
 
 /*
- * Sets the options of one request.  TLS verification stays on; redirects
- * are not followed; only http and https are allowed.
+ * Sets one option of a request, or returns from setup_easy with the
+ * option's name and curl's code, as PostgreSQL's libpq-oauth checks every
+ * setopt: an option curl refused silently (a CA bundle, the allowed
+ * protocols) would change what the request does.
  */
-static void
-setup_easy(RetlBatch *b)
+#define SETOPT(e, opt, val) \
+	do { \
+		CURLcode	rc_ = curl_easy_setopt((e), (opt), (val)); \
+		if (rc_ != CURLE_OK) \
+		{ \
+			*failed = #opt; \
+			return rc_; \
+		} \
+	} while (0)
+
+/*
+ * Sets the options of one request.  TLS verification stays on; redirects
+ * are not followed; only http and https are allowed.  Returns CURLE_OK,
+ * or the code of the first option curl refused, named in *failed.
+ */
+static CURLcode
+setup_easy(RetlBatch *b, const char **failed)
 {
 	RetlDest   *d = &b->run->dest;
 	CURL	   *e = b->easy;
 
-	curl_easy_setopt(e, CURLOPT_URL, d->url);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, b->body.data);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) b->body.len);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, request_headers(b));
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) d->timeout_ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-					 (long) Min(d->timeout_ms, 10000));
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, b->errbuf);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, b);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, b);
-	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	SETOPT(e, CURLOPT_URL, d->url);
+	SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+	SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	SETOPT(e, CURLOPT_FOLLOWLOCATION, 0L);
+	SETOPT(e, CURLOPT_POST, 1L);
+	SETOPT(e, CURLOPT_POSTFIELDS, b->body.data);
+	SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) b->body.len);
+	SETOPT(e, CURLOPT_HTTPHEADER, request_headers(b));
+	SETOPT(e, CURLOPT_TIMEOUT_MS, (long) d->timeout_ms);
+	SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(d->timeout_ms, 10000));
+	SETOPT(e, CURLOPT_ERRORBUFFER, b->errbuf);
+	SETOPT(e, CURLOPT_WRITEFUNCTION, write_cb);
+	SETOPT(e, CURLOPT_WRITEDATA, b);
+	SETOPT(e, CURLOPT_HEADERFUNCTION, header_cb);
+	SETOPT(e, CURLOPT_HEADERDATA, b);
+	SETOPT(e, CURLOPT_PRIVATE, b);
+	SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	if (d->ca_file != NULL)
-		curl_easy_setopt(e, CURLOPT_CAINFO, d->ca_file);
+		SETOPT(e, CURLOPT_CAINFO, d->ca_file);
 	if (d->insecure)
 	{
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+		SETOPT(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		SETOPT(e, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
 	if (d->aws_sigv4 != NULL)
 	{
 		/* libcurl >= 7.75 signs the request with AWS Signature Version 4 */
-		curl_easy_setopt(e, CURLOPT_AWS_SIGV4, d->aws_sigv4);
-		curl_easy_setopt(e, CURLOPT_USERPWD, d->userpwd);
+		SETOPT(e, CURLOPT_AWS_SIGV4, d->aws_sigv4);
+		SETOPT(e, CURLOPT_USERPWD, d->userpwd);
 	}
 	else if (d->userpwd != NULL)
 	{
-		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
-		curl_easy_setopt(e, CURLOPT_USERPWD, d->userpwd);
+		SETOPT(e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
+		SETOPT(e, CURLOPT_USERPWD, d->userpwd);
 	}
+	return CURLE_OK;
+}
+
+/*
+ * Raises the error of an option curl refused: its name and curl's reason,
+ * never its value (it may be a credential).  The run fails with it.  The
+ * batch is never sent: it stops counting in retl_pending_bytes now (its
+ * memory goes with the run's), and its acknowledgement stays open, so the
+ * checkpoint stops before its events and the next run sends them.
+ */
+static void
+setopt_failed(RetlBatch *b, const char *option, CURLcode rc)
+{
+	const char *kind = b->run->dest.kind->name;
+
+	retl_pending_bytes -= b->counted;
+	b->counted = 0;
+
+	if (rc == CURLE_UNKNOWN_OPTION || rc == CURLE_NOT_BUILT_IN)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("libcurl refused option %s of a request to a %s destination: %s",
+						option, kind, curl_easy_strerror(rc)),
+				 errhint("retl needs libcurl 7.85 or later, built with the features the destination uses (libcurl %s is loaded).",
+						 curl_version_info(CURLVERSION_NOW)->version)));
+	ereport(ERROR,
+			(errcode(rc == CURLE_OUT_OF_MEMORY ? ERRCODE_OUT_OF_MEMORY
+					 : ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("libcurl refused option %s of a request to a %s destination: %s",
+					option, kind, curl_easy_strerror(rc)),
+			 errhint("libcurl refuses strings longer than 8 MB; check the destination's settings.")));
 }
 
 /*
@@ -388,6 +451,9 @@ setup_easy(RetlBatch *b)
 void
 retl_transport_send(RetlBatch *b)
 {
+	const char *option = NULL;
+	CURLcode	rc;
+
 	batch_release(b);
 	b->errbuf[0] = '\0';
 	b->http_status = 0;
@@ -398,7 +464,8 @@ retl_transport_send(RetlBatch *b)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a curl handle")));
-	setup_easy(b);
+	if ((rc = setup_easy(b, &option)) != CURLE_OK)
+		setopt_failed(b, option, rc);
 	retl_guard_request(b, b->easy);
 	b->attempts++;
 	if (curl_multi_add_handle(multi, b->easy) != CURLM_OK)

@@ -93,6 +93,12 @@ Control endpoints (like test/receiver.py)
                             error_code (Kafka) of every rejected record, in
                             the next bad_number_answers answers (default 1)
                             that reject one
+        raw_answers         a list of texts: each of the next vendor answers
+                            is the first one left, sent as it is with the
+                            status the vendor chose (for JSON that only looks
+                            readable: numbers numeric cannot hold, deep
+                            nesting); the records of those requests are not
+                            kept
 """
 
 import base64
@@ -124,6 +130,7 @@ class State:
         self.budget = {}  # BUDGETS key -> answers still to affect
         self.call_errors = []  # kinesis_call_errors still to answer
         self.throttle_left = {}  # vendor -> throttle_calls answers still to give
+        self.raw_answers = []  # raw_answers still to send
 
 
 STATE = State()
@@ -154,6 +161,8 @@ def set_budgets(cfg):
     if "throttle_calls" in cfg:
         STATE.throttle_left = dict((k, int(v or 0))
                                    for k, v in (cfg["throttle_calls"] or {}).items())
+    if "raw_answers" in cfg:
+        STATE.raw_answers = list(cfg["raw_answers"] or [])
 
 
 # Each vendor's documented answer to a request throttled whole (without
@@ -945,6 +954,10 @@ class Handler(BaseHandler):
         if isinstance(body, dict) and take("pad_answers"):
             body = dict(body, padding="x" * int(self.config_value("pad_bytes", 200000)))
         text = body if isinstance(body, str) else json.dumps(body)
+        with STATE.lock:
+            raw = STATE.raw_answers.pop(0) if STATE.raw_answers else None
+        if raw is not None:
+            text, ctx = raw, None
         if take("truncate_answers"):
             text = text[:len(text) // 2]
         with STATE.lock:

@@ -85,7 +85,7 @@ ok(!@why, 'events have userId, eventName, id, createdAt (seconds) and dataFields
 is(scalar(keys %ids), scalar @$recs, 'event ids are distinct');
 
 # The event id is the messageId: compare with what retl_preview builds.
-my $preview = sql_json($node, "SELECT jsonb_agg(e) FROM retl_preview('s', 3) e");
+my $preview = sql_json($node, "SELECT jsonb_agg(e) FROM retl_preview('s', 3, format => 'standard') e");
 my %want = map { ($_->{userId} => $_->{messageId}) } @$preview;
 my %have = map { ($_->{record}{userId} => $_->{record}{id}) } @$recs;
 ok(%want && !grep({ ($have{$_} // '') ne $want{$_} } keys %want),

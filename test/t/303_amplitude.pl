@@ -97,7 +97,7 @@ ok(!@why, 'events have user_id, event_type, time in ms, insert_id and event_prop
   or diag(join("\n", @why[ 0 .. ($#why < 4 ? $#why : 4) ]) . "\n" . json_encode($recs->[0]{record}));
 is(scalar(keys %ins), scalar @$recs, 'insert_ids are distinct');
 
-my $preview = sql_json($node, "SELECT jsonb_agg(e) FROM retl_preview('s', 5) e");
+my $preview = sql_json($node, "SELECT jsonb_agg(e) FROM retl_preview('s', 5, format => 'standard') e");
 my %want = map { ($_->{userId} => $_->{messageId}) }
   grep { !$REJECT{ order_id_of($_->{userId}) // 0 } } @$preview;
 my %have = map { ($_->{record}{user_id} => $_->{record}{insert_id}) } @$recs;

@@ -92,7 +92,7 @@ for my $rec (map { $_->{record} } @$recs)
 ok(!@why, 'events are {event, properties: {time in ms, distinct_id, $insert_id, ...}}')
   or diag(join("\n", @why[ 0 .. ($#why < 4 ? $#why : 4) ]) . "\n" . json_encode($recs->[0]{record}));
 is(scalar(keys %ins), scalar @$recs, '$insert_ids are distinct');
-my $preview = sql_json($node, "SELECT jsonb_agg(e) FROM retl_preview('s', 5) e");
+my $preview = sql_json($node, "SELECT jsonb_agg(e) FROM retl_preview('s', 5, format => 'standard') e");
 my %want = map { ($_->{userId} => $_->{messageId}) }
   grep { !$REJECT{ order_id_of($_->{userId}) // 0 } } @$preview;
 my %have = map { ($_->{record}{properties}{distinct_id} => $_->{record}{properties}{'$insert_id'}) } @$recs;
