@@ -35,7 +35,7 @@ PG_FUNCTION_INFO_V1(retl_preview);
 static void
 load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
 		  Jsonb **mapping, char **pk, Jsonb **options, char **kind,
-		  Jsonb **config)
+		  Jsonb **config, bool *diff)
 {
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(sync_id)};
@@ -44,7 +44,8 @@ load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
 	TupleDesc	desc;
 
 	if (SPI_execute_with_args("SELECT s.source::oid, s.name, s.event_type = 'track',"
-							  " s.mapping, s.primary_key, s.options, d.kind, d.config"
+							  " s.mapping, s.primary_key, s.options, d.kind, d.config,"
+							  " s.detector = 'diff'"
 							  " FROM retl.syncs s"
 							  " JOIN retl.destinations d ON d.id = s.destination_id"
 							  " WHERE s.id = $1",
@@ -63,6 +64,67 @@ load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
 	*options = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
 	*kind = SPI_getvalue(tup, desc, 7);
 	*config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
+	*diff = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+}
+
+/*
+ * The column of an xmin sync's select list that holds the row's xmin, as
+ * the reader chooses it (a table's system column, added to the select
+ * list, or the view's xmin_column), or -1.
+ */
+static int
+version_column(RetlMapping *map, bool diff, char **select_list)
+{
+	*select_list = retl_mapping_select_list(map);
+	if (diff)
+		return -1;
+	if (map->xmin_column >= 0)
+		return map->xmin_column;
+	if (map->relkind == RELKIND_RELATION || map->relkind == RELKIND_MATVIEW ||
+		map->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		*select_list = psprintf("%s, xmin", *select_list);
+		return map->ncolumns;
+	}
+	return -1;
+}
+
+/*
+ * The version that makes a previewed row's messageId the one the worker
+ * would send it with: an xmin sync's row xmin, or what a diff sync's
+ * stored fingerprints of the key give (src/diff.c, version_of).
+ */
+static uint64
+preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
+				Datum *values, bool *nulls, const char *message_id)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		args[2];
+	bool		isnull;
+	int64		fp,
+				stored;
+
+	if (vcol >= 0)
+		return nulls[vcol] ? 0 :
+			retl_widen_xid(DatumGetTransactionId(values[vcol]),
+						   ReadNextFullTransactionId());
+	if (!diff || map->pk_column < 0 || nulls[map->pk_column])
+		return 0;
+	args[0] = Int64GetDatum(sync_id);
+	args[1] = CStringGetTextDatum(OutputFunctionCall(&map->pk_out,
+													 values[map->pk_column]));
+	if (SPI_execute_with_args("SELECT fingerprint, previous FROM retl.fingerprints"
+							  " WHERE sync_id = $1 AND pk = $2",
+							  2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "retl: reading fingerprints failed");
+	if (SPI_processed == 0)
+		return 0;
+	fp = retl_diff_fingerprint(message_id);
+	stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (stored != fp)
+		return (uint64) stored;
+	return (uint64) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 2, &isnull));
 }
 
 /*
@@ -125,34 +187,46 @@ retl_preview(PG_FUNCTION_ARGS)
 	char		message_id[RETL_MESSAGE_ID_LEN + 1];
 	MemoryContext cxt = CurrentMemoryContext;
 	MemoryContext old;
+	bool		diff;
+	int			vcol;
+	char	   *select_list;
+	SPITupleTable *rows;
+	uint64		nrows;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "retl: SPI_connect failed");
 	load_sync(sync_id, &relid, &name, &track, &mapping, &pk, &options, &kind,
-			  &config);
+			  &config, &diff);
 	map = retl_mapping_compile(relid, track, mapping, pk, options);
 	old = MemoryContextSwitchTo(cxt);
 	dest = open_for_records(kind, config, track, standard);
 	MemoryContextSwitchTo(old);
 	retl_event_ctx_init(&ctx, sync_id, name, 0);
-	if (SPI_execute(psprintf("SELECT %s FROM %s LIMIT %d",
-							 retl_mapping_select_list(map), map->relname, n),
+	vcol = version_column(map, diff, &select_list);
+	if (SPI_execute(psprintf("SELECT %s FROM %s LIMIT %d", select_list,
+							 map->relname, n),
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "retl: reading the source failed");
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
 	initStringInfo(&buf);
 	initStringInfo(&record);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (uint64 i = 0; i < nrows; i++)
 	{
-		Datum	   *values = palloc(map->ncolumns * sizeof(Datum));
-		bool	   *nulls = palloc(map->ncolumns * sizeof(bool));
+		Datum	   *values = palloc((map->ncolumns + 1) * sizeof(Datum));
+		bool	   *nulls = palloc((map->ncolumns + 1) * sizeof(bool));
 		Datum		jb;
 		bool		isnull = false;
+		int			id_at;
 
-		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-						  values, nulls);
+		heap_deform_tuple(rows->vals[i], rows->tupdesc, values, nulls);
 		resetStringInfo(&buf);
-		retl_event_build(&buf, map, &ctx, values, nulls, message_id);
+		id_at = retl_event_build(&buf, map, &ctx, values, nulls, message_id);
+		retl_event_version_id(message_id,
+							  preview_version(sync_id, map, vcol, diff, values,
+											  nulls, message_id));
+		memcpy(buf.data + id_at, message_id, RETL_MESSAGE_ID_LEN);
 		old = MemoryContextSwitchTo(cxt);
 		jb = preview_value(&buf, dest, &record);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &jb, &isnull);

@@ -274,7 +274,6 @@ extern void retl_batch_append(RetlBatch *b, const char *ev, int len,
 extern void retl_batch_free(RetlBatch *batch);
 
 /* diff.c */
-extern int64 retl_diff_fingerprint(const char *message_id);
 extern void retl_diff_start(RetlRun *run);
 extern uint64 retl_diff_key(const char *pk);
 extern void retl_diff_prefetch(RetlRun *run, uint64 key, int stage);

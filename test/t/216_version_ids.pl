@@ -99,6 +99,9 @@ for my $name (sort keys %shape)
 	is($full->{'u-1'}, $a2->{'u-1'}, "$name: a forced full run re-sends row 1 with its version's id");
 	is_deeply([ map { $full->{"u-$_"} } 2 .. 4 ], [ map { $first->{"u-$_"} } 2 .. 4 ],
 		"$name: the rows that never changed keep their first ids");
+	my %preview = map { split /\|/ } split /\n/, sql($node,
+		"SELECT e->>'userId', e->>'messageId' FROM retl_preview('$name', 10, format => 'standard') e");
+	is_deeply(\%preview, $full, "$name: retl_preview shows the ids that are sent");
 }
 
 done_testing();
