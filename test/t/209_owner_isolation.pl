@@ -1,8 +1,9 @@
 # One retl worker serves the syncs of every owner of a database in one
 # session: an owner's code (a view's function, a trigger) runs there, in
 # the middle of other owners' runs.  It must neither read nor disturb
-# them.  Owner B has a view sync, a partitioned-table sync and a table
-# sync of 5,000 rows each, slow enough to span many pages.  While they
+# them.  Owner B has syncs of a view with a key, the same view without a
+# key, a partitioned table, a table and a materialized view, of 5,000 rows
+# each, slow enough to span many pages.  While they
 # run, owner A's view and table syncs run again and again; its view (and
 # its table's row-level security policy, forced on the owner) calls A's
 # function, which
@@ -81,7 +82,9 @@ CREATE TABLE b.parts_2 PARTITION OF b.parts FOR VALUES FROM (1251) TO (2501);
 CREATE TABLE b.parts_3 PARTITION OF b.parts FOR VALUES FROM (2501) TO (3751);
 CREATE TABLE b.parts_4 PARTITION OF b.parts FOR VALUES FROM (3751) TO (5001);
 INSERT INTO b.parts SELECT * FROM b.items;
-}, 'owner_b creates its table, view and partitioned table');
+CREATE MATERIALIZED VIEW b.items_mv AS SELECT * FROM b.items;
+CREATE UNIQUE INDEX ON b.items_mv (id);
+}, 'owner_b creates its table, view, partitioned table and materialized view');
 
 # A's function: reads and moves every cursor of the session, changes a
 # setting, and queues a deferred trigger that changes more at commit.  Errors
@@ -156,6 +159,8 @@ SELECT retl_create_destination('dest_b', 'webhook',
 SELECT retl_create_sync('b_view', 'b.items_v', 'dest_b', 'track', $mapping_b, 'id');
 SELECT retl_create_sync('b_parts', 'b.parts', 'dest_b', 'track', $mapping_b, 'id');
 SELECT retl_create_sync('b_table', 'b.items', 'dest_b', 'track', $mapping_b, 'id');
+SELECT retl_create_sync('b_matview', 'b.items_mv', 'dest_b', 'track', $mapping_b, 'id');
+SELECT retl_create_sync('b_nokey', 'b.items_v', 'dest_b', 'track', $mapping_b, NULL);
 }, "owner_b creates B's syncs");
 as_role($node, 'owner_a', qq{
 SELECT retl_create_destination('dest_a', 'webhook', '{"url": "$hook_a", "batch_size": 100}');
@@ -165,7 +170,7 @@ SELECT retl_create_sync('a_view', 'a.src_v', 'dest_a', 'track',
   '{"userId": "user_id", "event": {"value": "A Event"}}', 'id');
 }, "owner_a creates A's sync");
 
-my @B = qw(b_view b_parts b_table);
+my @B = qw(b_view b_parts b_table b_matview b_nokey);
 my @PATHS = qw(properties.id messageId properties.iv properties.ts properties.lts);
 my $SEEN = q{SELECT coalesce(string_agg(DISTINCT settings, E'\n'), '') FROM b.seen
   WHERE app = 'retl worker'};
@@ -254,6 +259,8 @@ is($seen, $ref_settings, "B's function saw the settings of the reference run (no
 read_method_is($node, 'b_view', 'keys', 'b_view: read_method is keys');
 read_method_is($node, 'b_parts', 'blocks', 'b_parts: read_method is blocks');
 read_method_is($node, 'b_table', 'blocks', 'b_table: read_method is blocks');
+read_method_is($node, 'b_matview', 'blocks', 'b_matview: read_method is blocks');
+read_method_is($node, 'b_nokey', 'materialized', 'b_nokey (a view without a key): read_method is materialized');
 
 stop_ok($node);
 
