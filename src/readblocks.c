@@ -26,6 +26,7 @@
 #include "access/relation.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
@@ -62,11 +63,56 @@ retl_blocks_pos(RetlRun *run, BlockNumber block)
 }
 
 /*
+ * Frees the saved range plans of the leaves (one at most: the leaf being
+ * read).  Also the reset callback of the run's context, so that a run
+ * ending in an error frees it too.
+ */
+static void
+free_leaf_plans(void *arg)
+{
+	RetlRun    *run = arg;
+
+	for (int i = 0; i < run->nleaves; i++)
+		if (run->leaves[i].plan != NULL)
+		{
+			SPI_freeplan(run->leaves[i].plan);
+			run->leaves[i].plan = NULL;
+		}
+}
+
+/*
+ * The saved plan that reads a TID range of the current leaf: prepared once
+ * a leaf, not parsed and planned again for every range (a few percent of a
+ * full run).  Generic: a TID range scan whose bounds are parameters.
+ * Prepared in the owner's scope, as it runs.
+ */
+static SPIPlanPtr
+leaf_plan(RetlRun *run)
+{
+	RetlLeaf   *leaf = &run->leaves[run->leaf];
+	Oid			types[2] = {TIDOID, TIDOID};
+
+	if (leaf->plan == NULL)
+	{
+		char	   *sql = psprintf("%s AND ctid >= $1 AND ctid < $2", leaf->query);
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, 2, types, CURSOR_OPT_GENERIC_PLAN);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "retl: preparing the read of \"%s\" failed: %s",
+				 get_rel_name(leaf->relid), SPI_result_code_string(SPI_result));
+		leaf->plan = p;
+		pfree(sql);
+	}
+	return leaf->plan;
+}
+
+/*
  * Moves to leaf i, at block start.
  */
 static void
 enter_leaf(RetlRun *run, int i, BlockNumber start)
 {
+	free_leaf_plans(run);
 	run->leaf = i;
 	if (i < run->nleaves)
 	{
@@ -86,6 +132,7 @@ void
 retl_blocks_start(RetlRun *run)
 {
 	List	   *rels = find_all_inheritors(run->relid, AccessShareLock, NULL);
+	MemoryContextCallback *cb;
 	Oid		   *oids = palloc(list_length(rels) * sizeof(Oid));
 	int			n = 0;
 	uint64		pos = (uint64) run->ckpt.pos;
@@ -132,6 +179,10 @@ retl_blocks_start(RetlRun *run)
 			first = i + 1;
 	}
 	run->nleaves = n;
+	cb = MemoryContextAllocZero(run->cxt, sizeof(MemoryContextCallback));
+	cb->func = free_leaf_plans;
+	cb->arg = run;
+	MemoryContextRegisterResetCallback(run->cxt, cb);
 	/* resume in the checkpoint's leaf, or in the first one after it */
 	if (first < n && oids[first] == at_oid)
 		enter_leaf(run, first, (BlockNumber) (pos & 0xffffffff));
@@ -190,12 +241,15 @@ static uint64
 read_range(RetlRun *run)
 {
 	BlockNumber end = Min(run->nblocks, run->next_block + run->range_blocks);
-	char	   *sql = psprintf("%s AND ctid >= '(%u,0)'::tid AND ctid < '(%u,0)'::tid",
-							   run->leaves[run->leaf].query, run->next_block, end);
+	ItemPointerData from,
+				to;
+	Datum		values[2] = {PointerGetDatum(&from), PointerGetDatum(&to)};
 	SPITupleTable *tt;
 	uint64		n;
 
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+	ItemPointerSet(&from, run->next_block, 0);
+	ItemPointerSet(&to, end, 0);
+	if (SPI_execute_plan(leaf_plan(run), values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "retl: reading the source failed");
 	/* before the rows' processing runs statements of its own */
 	tt = SPI_tuptable;
@@ -204,7 +258,6 @@ read_range(RetlRun *run)
 	retl_ckpt_span(run, retl_blocks_pos(run, end), NULL, (int64) n);
 	adapt_range(run, end - run->next_block, n);
 	SPI_freetuptable(tt);
-	pfree(sql);
 	run->next_block = end;
 	return n;
 }

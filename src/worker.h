@@ -32,6 +32,7 @@ typedef struct RetlLeaf
 	Oid			relid;
 	BlockNumber nblocks;		/* read right after the run's snapshot */
 	char	   *query;			/* SELECT list FROM ONLY leaf WHERE true[filter] */
+	SPIPlanPtr	plan;			/* query AND ctid in [$1, $2), while read */
 } RetlLeaf;
 
 /* The worker's identity, saved while the sync's owner's code runs. */
