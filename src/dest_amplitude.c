@@ -7,7 +7,7 @@
  *
  * Amplitude Batch Event Upload API (https://amplitude.com/docs/apis/
  * analytics/batch-event-upload) and HTTP V2 API (https://amplitude.com/
- * docs/apis/analytics/http-v2), and shared/DESTINATIONS.md:
+ * docs/apis/analytics/http-v2), summarized in src/README ("Destinations"):
  *	 - /batch: 2,000 events and 20 MB per request; /2/httpapi: 1 MB;
  *	 - insert_id deduplicates: it is the event's messageId;
  *	 - user_id or device_id must be at least 5 characters;

@@ -5,7 +5,7 @@
  *	  track events go in "events", identify traits in "attributes".
  *
  * Braze REST API, "Track users" (https://www.braze.com/docs/api/endpoints/
- * user_data/post_user_track/) and shared/DESTINATIONS.md:
+ * user_data/post_user_track/), summarized in src/README ("Destinations"):
  *	 - at most 75 events and 75 attributes per request (some contracts
  *	   allow only 50: batch_size lowers the cap);
  *	 - 201 with {"errors": [{"type", "input_array", "index"}]} rejects

@@ -6,7 +6,7 @@
  *	  the Api-Key header.
  *
  * Iterable API reference (https://api.iterable.com/api/docs, "Bulk track
- * events" and "Bulk update users") and shared/DESTINATIONS.md:
+ * events" and "Bulk update users"), summarized in src/README:
  *	 - requests are capped at 4 MB; bulk endpoints are rate limited per
  *	   project (bulkUpdate: 5 requests/s), so 429s are retried with backoff;
  *	 - the event "id" (at most 512 bytes) deduplicates and updates: it is

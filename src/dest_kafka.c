@@ -5,7 +5,7 @@
  *	  through the Confluent REST Proxy, API v2 or v3.
  *
  * Confluent REST Proxy API reference (https://docs.confluent.io/platform/
- * current/kafka-rest/api.html) and shared/DESTINATIONS.md:
+ * current/kafka-rest/api.html), summarized in src/README:
  *	 - v2: POST /topics/{topic}, Content-Type
  *	   application/vnd.kafka.json.v2+json, {"records": [{"key", "value"}]};
  *	   the answer's offsets[i].error_code is null (ok), 1 (not retriable)

@@ -5,8 +5,8 @@
  *	  signed with AWS Signature Version 4 by libcurl (CURLOPT_AWS_SIGV4).
  *
  * Kinesis API Reference, "PutRecords" (https://docs.aws.amazon.com/
- * kinesis/latest/APIReference/API_PutRecords.html) and
- * shared/DESTINATIONS.md:
+ * kinesis/latest/APIReference/API_PutRecords.html), summarized in
+ * src/README ("Destinations"):
  *	 - POST / with X-Amz-Target: Kinesis_20131202.PutRecords and
  *	   {"StreamName", "Records": [{"Data": base64, "PartitionKey"}]};
  *	 - 500 records and 5 MiB per request, 1 MiB per record;

@@ -6,8 +6,8 @@
  *
  * Mixpanel Ingestion API, "Import Events" (https://developer.mixpanel.com/
  * reference/import-events) and "Profile Batch Update"
- * (https://developer.mixpanel.com/reference/profile-batch-update), and
- * shared/DESTINATIONS.md:
+ * (https://developer.mixpanel.com/reference/profile-batch-update),
+ * summarized in src/README ("Destinations"):
  *	 - 2,000 events and 2 MB (uncompressed) per request; properties.time in ms;
  *	   $insert_id deduplicates (the messageId);
  *	 - strict mode: a 400 is a partial success with failed_records

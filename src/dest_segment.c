@@ -5,7 +5,7 @@
  *	  POST <url>/v1/batch {"batch": [...]} with Basic auth, the write key
  *	  as user name and an empty password.
  *
- * Limits (shared/DESTINATIONS.md; Segment HTTP Tracking API docs,
+ * Limits (src/README, "Destinations"; Segment HTTP Tracking API docs,
  * https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/
  * and RudderStack HTTP API docs,
  * https://www.rudderstack.com/docs/api/http-api/):

@@ -6,7 +6,7 @@
  *	  metadata, time}]}.
  *
  * Statsig HTTP API, "Log Event" (https://docs.statsig.com/http-api) and
- * shared/DESTINATIONS.md: track only (there is no identify call, which
+ * src/README ("Destinations"): track only (there is no identify call, which
  * retl_create_sync reports), whole-request status, no dedupe key.  The
  * request size is not documented as a hard limit: batches default to 500
  * events and 1 MB.

@@ -10,7 +10,7 @@
  * max_batch_bytes, max_in_flight, timeout_ms, max_attempts,
  * max_backoff_ms.
  *
- * Signature (shared/DESTINATIONS.md, webhook row): the header
+ * Signature (src/README, "Destinations"): the header
  *	 X-Retl-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>
  * lets the receiver check both the sender and the body, and reject replays
  * by the timestamp, as Stripe's webhook signatures do.

@@ -13,10 +13,11 @@
  * and Census diff this way).
  *
  * Everything is a set operation.  At the start of a run, the sync's stored
- * fingerprints are read once, through a cursor, into a sorted array of 16
- * bytes a key (the hash of the key and its fingerprint), so that each row
- * costs a binary search, not an index probe: a probe per row cost more
- * than reading the row.  Per acknowledged batch: one upsert and one
+ * fingerprints are read once, through a cursor, into a sorted array of 24
+ * bytes a key (the hash of the key, its fingerprint and the one before),
+ * so that each row costs a bucket lookup, not an index probe: a probe per
+ * row cost more than reading the row.  Per acknowledged batch: one insert
+ * of the keys that had no fingerprint, one upsert of the others, and one
  * delete.  After the source is read, the stored keys are walked in pages
  * along their index; those the run did not see are candidates for
  * deletion.  A candidate is deleted only if the source, read again in a
@@ -203,7 +204,7 @@ build_directory(RetlDiff *d)
 }
 
 /*
- * Reads every fingerprint of the sync into a sorted array of 16 bytes a
+ * Reads every fingerprint of the sync into a sorted array of 24 bytes a
  * key, through a cursor of its own that lives only while this function
  * runs (no owner's code runs meanwhile).  Runs in the transaction that sets
  * the run up, as the worker.

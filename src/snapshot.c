@@ -6,7 +6,7 @@
  *
  * A run stores the snapshot taken when it started: xmin, xmax, xip and
  * subxip, whether subxip overflowed and whether it was taken during
- * recovery (DESIGN.md, "Reading and change detection").  The next run sends
+ * recovery.  The next run sends
  * a row when its raw xmin X, widened against the current next xid, is
  *	 - X >= xmax, or
  *	 - X in xip or subxip, or

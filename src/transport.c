@@ -6,7 +6,7 @@
  *
  * The worker waits on one WaitEventSet holding its latch, postmaster death
  * and curl's sockets, with curl's timer as the timeout, so retl_stop() and
- * SIGTERM interrupt at once (DESIGN.md, "Processes").  Curl callbacks only
+ * SIGTERM interrupt at once (src/README, "Processes").  Curl callbacks only
  * record state in static arrays or malloc'd buffers: they never palloc and
  * never raise an error.
  *
@@ -192,7 +192,7 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 /*
  * Reads X-RateLimit-Reset from the response headers: Braze sends it with a
- * 429 (epoch seconds, shared/DESTINATIONS.md); other APIs send seconds to
+ * 429 (epoch seconds, src/README "Destinations"); other APIs send seconds to
  * wait, so a small value counts from now.  Stored as the delay in seconds.
  * Runs inside curl: no palloc, no ERROR.
  */
