@@ -122,7 +122,7 @@ $sink->config({ delays_ms => [20] });
 my $run3 = sql($node, "SELECT retl_sync_now('s')");
 $sink->wait_events($K / 5, 300, 'C: a fifth of the changed rows delivered', $run3);
 $sink->config({ down => 1 });
-my $r3 = check_failed($run3, 'incremental', $K * 2, 'C');
+my $r3 = check_failed($run3, 'incremental', $K, 'C');
 cmp_ok($r3->{events_succeeded}, '>=', $K / 5, "C: $r3->{events_succeeded} events delivered before");
 my $pos = sql($node, "SELECT (checkpoint->>'pos')::bigint FROM retl.runs WHERE id = $run3");
 cmp_ok($pos, '>', 0, 'C: its checkpoint is past the start');
