@@ -7,11 +7,11 @@
 # events_sent, where resent counts the events sent before the crash past
 # the checkpoint: events_sent counts them twice, as the receiver does).
 #
-# max_in_flight is 16 and the requests are answered after 0.2 s and 3 s in
-# turn, so acknowledgements arrive out of order: the fast batches pass the
-# slow ones, whose acks hold the checkpoint back.  (Before the checkpoint
+# max_in_flight is 16 and the requests are answered after 0.2 s or 3 s,
+# so acknowledgements arrive out of order: the fast batches pass the slow
+# ones, whose acks hold the checkpoint back.  (Before the checkpoint
 # window, the batches acknowledged past a slow one were all sent again
-# after a crash: about 2,400 events here, over the bound of 640.)
+# after a crash: up to 3 s of fast batches, over the bound of 640.)
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -25,10 +25,14 @@ my $N = 6000;
 my $B = 20;                    # batch_size
 my $M = 16;                    # max_in_flight
 my $BOUND = 2 * $M * $B;       # duplicates allowed after a crash
-# Events acknowledged before the crash: more than $BOUND, so that a run
-# that re-sent its whole acknowledged part would exceed the bound.
-my $ACKED = $BOUND + 2 * $B;
-my @DELAYS = (200, 3000);      # ms, per request in turn
+# Events acknowledged before the crash: well over $BOUND, so that a run
+# that re-sent its whole acknowledged part, or the part acknowledged past
+# a slow batch, would exceed the bound.
+my $ACKED = 3 * $BOUND;
+# Per request in turn: one request in 32 is answered after 3 s, the others
+# after 0.2 s, so that about a third of the requests in flight are slow
+# ones and the fast ones overtake them all the time.
+my @DELAYS = (3000, (200) x 31);
 
 # kill -9 of a backend makes the postmaster restart every process;
 # PostgreSQL::Test::Cluster turns that off.
