@@ -603,6 +603,7 @@ write_counters(RetlRun *run)
 	retl_catalog_writing = NULL;
 	run->ckpt_written_seq = run->ckpt.seq;
 	run->acked_since_write = 0;
+	run->window_full = false;	/* dispatch looks again at once */
 	run->ckpt_dirty = false;
 	run->dirty = false;
 	run->last_flush = GetCurrentTimestamp();
