@@ -118,10 +118,20 @@ retl_catalog_version_ok(void)
 }
 
 /*
+ * The run whose counters are being written, if any: an error raised then
+ * is charged to it.
+ */
+RetlRun    *retl_catalog_writing = NULL;
+
+/*
  * Requeues the runs a dead worker left running, and ends those it was
  * stopping.  Nothing is dropped: a requeued run resumes from its
  * checkpoint, with the counters it had there, and re-sends what was not
- * acknowledged.
+ * acknowledged.  Those events were counted as sent before the crash
+ * ("dispatched" at the last write) and are counted again when re-sent, so
+ * events_sent counts what the destination received; their first outcome
+ * is lost, and the checkpoint's "resent" counts them, so that
+ * events_succeeded + events_failed + resent = events_sent.
  */
 void
 retl_catalog_recover(void)
@@ -132,7 +142,14 @@ retl_catalog_recover(void)
 			  " finished_at = CASE WHEN status = 'running' THEN NULL ELSE clock_timestamp() END,"
 			  " started_at = CASE WHEN status = 'running' THEN NULL ELSE started_at END,"
 			  " rows_read = coalesce((checkpoint->>'rows')::bigint, 0),"
-			  " events_sent = coalesce((checkpoint->>'sent')::bigint, 0),"
+			  " events_sent = coalesce((checkpoint->>'dispatched')::bigint,"
+			  "  (checkpoint->>'sent')::bigint, 0),"
+			  " checkpoint = CASE WHEN checkpoint ? 'dispatched' THEN checkpoint"
+			  "  || pg_catalog.jsonb_build_object('resent',"
+			  "   coalesce((checkpoint->>'resent')::bigint, 0)"
+			  "   + (checkpoint->>'dispatched')::bigint - (checkpoint->>'sent')::bigint,"
+			  "   'sent', (checkpoint->>'dispatched')::bigint)"
+			  "  ELSE checkpoint END,"
 			  " events_succeeded = coalesce((checkpoint->>'succeeded')::bigint, 0),"
 			  " events_failed = coalesce((checkpoint->>'failed')::bigint, 0),"
 			  " error = CASE WHEN status = 'running' THEN NULL"
@@ -214,6 +231,7 @@ load_checkpoint(RetlRun *run, Jsonb *jb)
 	retl_jsonb_get_int(jb, "sent", &run->ckpt.sent);
 	retl_jsonb_get_int(jb, "succeeded", &run->ckpt.succeeded);
 	retl_jsonb_get_int(jb, "failed", &run->ckpt.failed);
+	retl_jsonb_get_int(jb, "resent", &run->ckpt.resent);
 	run->rows_read = run->ckpt.rows;
 	run->events_sent = run->ckpt.sent;
 	run->events_succeeded = run->ckpt.succeeded;
@@ -541,9 +559,11 @@ checkpoint_json(RetlRun *run)
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"pos\": " INT64_FORMAT ", \"rows\": " INT64_FORMAT
 					 ", \"sent\": " INT64_FORMAT ", \"succeeded\": " INT64_FORMAT
-					 ", \"failed\": " INT64_FORMAT,
+					 ", \"failed\": " INT64_FORMAT ", \"resent\": " INT64_FORMAT
+					 ", \"dispatched\": " INT64_FORMAT,
 					 run->ckpt.pos, run->ckpt.rows, run->ckpt.sent,
-					 run->ckpt.succeeded, run->ckpt.failed);
+					 run->ckpt.succeeded, run->ckpt.failed, run->ckpt.resent,
+					 run->events_sent);
 	if (run->ckpt.key != NULL)
 	{
 		appendStringInfoString(&buf, ", \"key\": ");
@@ -574,11 +594,16 @@ write_counters(RetlRun *run)
 		run->rows_estimated < 0 ? 'n' : ' ',
 	run->method_chosen ? ' ' : 'n'};
 
+	retl_catalog_writing = run;
 	exec_args("UPDATE retl.runs SET rows_read = $2, events_sent = $3,"
 			  " events_succeeded = $4, events_failed = $5, checkpoint = $6::jsonb,"
 			  " rows_deleted = $7, rows_estimated = $8,"
 			  " read_method = coalesce($9, read_method) WHERE id = $1",
 			  9, types, values, nulls, SPI_OK_UPDATE);
+	retl_catalog_writing = NULL;
+	run->ckpt_written_seq = run->ckpt.seq;
+	run->acked_since_write = 0;
+	run->window_full = false;	/* dispatch looks again at once */
 	run->ckpt_dirty = false;
 	run->dirty = false;
 	run->last_flush = GetCurrentTimestamp();
@@ -586,10 +611,12 @@ write_counters(RetlRun *run)
 
 /*
  * Records the progress of every run whose counters changed more than
- * interval_ms ago, or whose checkpoint advanced more than ckpt_interval_ms
- * ago, in one short transaction: a worker with many runs must not spend
- * its time committing counters, but a checkpoint that lags lets a crash
- * re-send acknowledged batches.
+ * interval_ms ago, or whose checkpoint advanced and either
+ * ckpt_interval_ms passed since the last write, max_in_flight batches
+ * were done since then, or a batch waits for it (retl_ckpt_may_send), in
+ * one short transaction: a worker with many runs must not spend its time
+ * committing counters, but a checkpoint that lags lets a crash re-send
+ * acknowledged batches (src/README, "Checkpoints").
  */
 void
 retl_catalog_flush_due(dlist_head *runs, int interval_ms, int ckpt_interval_ms)
@@ -605,7 +632,9 @@ retl_catalog_flush_due(dlist_head *runs, int interval_ms, int ckpt_interval_ms)
 		if (!((run->dirty &&
 			   TimestampDifferenceExceeds(run->last_flush, now, interval_ms)) ||
 			  (run->ckpt_dirty &&
-			   TimestampDifferenceExceeds(run->last_flush, now, ckpt_interval_ms))))
+			   (run->acked_since_write >= run->dest.max_in_flight ||
+				run->window_full ||
+				TimestampDifferenceExceeds(run->last_flush, now, ckpt_interval_ms)))))
 			continue;
 		if (!started)
 			xact_begin();
@@ -645,10 +674,35 @@ retl_catalog_finish(RetlRun *run)
 				  " full_reason = CASE WHEN r.kind = 'full' THEN NULL ELSE s.full_reason END"
 				  " FROM retl.runs r WHERE r.id = $1 AND s.id = r.sync_id",
 				  4, types, values, nulls, SPI_OK_UPDATE);
+	/* names over the limit exist from before 0.4: cut, they always fit */
 	exec_args("SELECT pg_catalog.pg_notify('retl_runs', pg_catalog.json_build_object("
-			  "'run', $1, 'sync', r.sync_name, 'status', $2)::text)"
+			  "'run', $1, 'sync', pg_catalog.left(r.sync_name, 255), 'status', $2)::text)"
 			  " FROM retl.runs r WHERE r.id = $1",
 			  4, types, values, nulls, SPI_OK_SELECT);
+	xact_end();
+}
+
+/*
+ * Ends a run whose regular end (retl_catalog_finish) raised an error: the
+ * run is failed with that error, whatever it was doing, so that it is
+ * never left active.  The counters keep their last written values.
+ */
+void
+retl_catalog_finish_failed(RetlRun *run, const char *error)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {
+		Int64GetDatum(run->id),
+		PointerGetDatum(retl_scrub(run->secrets,
+								   psprintf("recording the end of the run failed: %s", error),
+								   -1))
+	};
+
+	xact_begin();
+	exec_args("UPDATE retl.runs SET status = 'failed', error = $2,"
+			  " finished_at = clock_timestamp()"
+			  " WHERE id = $1 AND status IN ('running', 'stopping', 'draining')",
+			  2, types, values, NULL, SPI_OK_UPDATE);
 	xact_end();
 }
 

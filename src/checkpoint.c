@@ -18,6 +18,13 @@
  * last key read for sources read in key order: never a count of rows,
  * which rows deleted before a resume would shift.
  *
+ * Crash re-sends are bounded (src/README, "Checkpoints"): the checkpoint
+ * is written once max_in_flight batches were done since the last write,
+ * or 50 ms after it moved, and a new batch is sent only while the events
+ * sent past the stored checkpoint stay within 2 x max_in_flight x
+ * batch_size (or the span there and a batch), so that acknowledgements
+ * out of order cannot stretch it.
+ *
  *-------------------------------------------------------------------------
  */
 #include "worker.h"
@@ -107,10 +114,14 @@ retl_ckpt_advance(RetlRun *run)
 			run->ckpt.key = span->end_key;
 		}
 		run->ckpt.rows += span->rows;
+		run->ckpt.seq = span->last_seq;
 		run->ckpt_dirty = true;
 		dlist_delete(&span->node);
 		pfree(span);
 	}
+	/* re-sent failed events have no position: a resume never reads them */
+	if (!run->retry_done && low > run->ckpt.seq)
+		run->ckpt.seq = low;
 }
 
 /*
@@ -123,5 +134,49 @@ retl_ckpt_ack_done(RetlRun *run, RetlAck *ack, int succeeded, int failed)
 	ack->nsucceeded += succeeded;
 	ack->nfailed += failed;
 	if (--ack->parts == 0)
+	{
+		run->acked_since_write++;
 		retl_ckpt_advance(run);
+	}
+}
+
+/*
+ * May a batch be sent now?  A batch of events not sent before is held
+ * back while it would put more than 2 x max_in_flight x batch_size events
+ * past the stored checkpoint: those are what a crash sends again.  The
+ * position is a span (a block range, a key page), so the window always
+ * covers the span that starts at the stored checkpoint, and one batch
+ * beyond it: with spans larger than the window (batches smaller than a
+ * block's rows), a crash re-sends at most that span and a batch.  A diff
+ * run reads everything again after a crash (its fingerprints skip what
+ * was acknowledged), so no window applies; nor when nothing is
+ * outstanding, so that a run always progresses.
+ */
+bool
+retl_ckpt_may_send(RetlRun *run, RetlBatch *b)
+{
+	int64		limit = run->ckpt_written_seq +
+		2 * (int64) run->dest.max_in_flight * run->dest.batch_size;
+
+	if (run->ckpt_written_seq == run->ckpt.seq && !dlist_is_empty(&run->spans))
+		limit = Max(limit, dlist_head_element(RetlSpan, node, &run->spans)->last_seq +
+					run->dest.batch_size);
+	if (run->diff || b->ack->end_seq <= run->sent_seq ||
+		b->ack->end_seq <= limit ||
+		(run->in_flight == 0 && run->nwaiting == 0))
+	{
+		run->window_full = false;
+		return true;
+	}
+	run->window_full = true;
+	return false;
+}
+
+/*
+ * Notes that a batch was sent: the newest sent event bounds the window.
+ */
+void
+retl_ckpt_sent(RetlRun *run, RetlBatch *b)
+{
+	run->sent_seq = Max(run->sent_seq, b->ack->end_seq);
 }

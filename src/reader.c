@@ -286,12 +286,14 @@ void
 retl_reader_page(RetlRun *run)
 {
 	/*
-	 * A page makes the batches the pipeline lacks, one batch when memory is
-	 * tight, and just the first batch at the start: the first events leave
-	 * after one batch's worth of rows (it closes on the next row).
+	 * A page makes max_in_flight batches, one batch when memory is tight,
+	 * and just the first batch at the start: the first events leave after
+	 * one batch's worth of rows (it closes on the next row).  A page is at
+	 * most one span, and a span plus a batch fits the checkpoint's window
+	 * of 2 x max_in_flight batches (retl_ckpt_may_send).
 	 */
 	int			want = retl_pending_bytes < PENDING_SOFT_CAP && run->seq > 0
-		? run->dest.batch_size * run->dest.max_in_flight * 2
+		? run->dest.batch_size * run->dest.max_in_flight
 		: run->dest.batch_size + 1;
 	MemoryContext caller = CurrentMemoryContext;
 

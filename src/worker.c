@@ -208,7 +208,7 @@ batch_outcomes(RetlBatch *b)
 		again->retry_after_s = b->retry_after_s;
 		again->retry_at = GetCurrentTimestamp() + retry_delay_ms(again) * 1000;
 		b->ack->parts++;
-		if (run->stopping)
+		if (run->stopping || run->failed)
 		{
 			/* not delivered: the next run sends it */
 			run->events_sent -= again->nevents;
@@ -249,8 +249,9 @@ batch_split(RetlBatch *b)
 
 /*
  * Records a batch as failed for good.  A rejection of single events leaves
- * the run going; anything else fails the run, whose remaining events are
- * then recorded as failed without being sent.
+ * the run going; anything else fails the run: it stops reading at once
+ * (stop_reading), and the events it has not sent are left to the next
+ * run, which resumes from the checkpoint.
  */
 static void
 batch_failed(RetlBatch *b, const char *error, bool run_fails)
@@ -297,8 +298,8 @@ batch_done(RetlBatch *b)
 	}
 	else if (b->blocked)
 		batch_failed(b, batch_error(b), true);
-	else if (retryable && run->stopping)
-		batch_discard(b);
+	else if (retryable && (run->stopping || run->failed))
+		batch_discard(b);		/* the next run sends it */
 	else if (retryable && b->attempts < run->dest.max_attempts)
 	{
 		b->retry_at = GetCurrentTimestamp() + retry_delay_ms(b) * 1000;
@@ -314,7 +315,8 @@ batch_done(RetlBatch *b)
 
 /*
  * Sends what can be sent: due retries first, then new batches, up to
- * max_in_flight requests.
+ * max_in_flight requests and within the checkpoint's window
+ * (retl_ckpt_may_send).  A failed run sends nothing more.
  */
 static void
 dispatch(RetlRun *run)
@@ -322,6 +324,8 @@ dispatch(RetlRun *run)
 	TimestampTz now = GetCurrentTimestamp();
 	dlist_mutable_iter iter;
 
+	if (run->failed)
+		return;
 	dlist_foreach_modify(iter, &run->waiting)
 	{
 		RetlBatch  *b = dlist_container(RetlBatch, node, iter.cur);
@@ -336,20 +340,17 @@ dispatch(RetlRun *run)
 		dlist_push_tail(&run->inflight, &b->node);
 		run->in_flight++;
 	}
-	while ((run->failed || run->in_flight < run->dest.max_in_flight) &&
+	while (run->in_flight < run->dest.max_in_flight &&
 		   !dlist_is_empty(&run->ready))
 	{
 		RetlBatch  *b = dlist_container(RetlBatch, node,
-										dlist_pop_head_node(&run->ready));
+										dlist_head_node(&run->ready));
 
+		if (!retl_ckpt_may_send(run, b))
+			break;
+		dlist_delete(&b->node);
 		run->nready--;
-		if (run->failed)
-		{
-			/* the destination failed for good: record, do not send */
-			run->events_sent += b->nevents;
-			batch_failed(b, psprintf("not sent: %s", run->error), true);
-			continue;
-		}
+		retl_ckpt_sent(run, b);
 		retl_transport_send(b);
 		dlist_push_tail(&run->inflight, &b->node);
 		run->in_flight++;
@@ -359,8 +360,10 @@ dispatch(RetlRun *run)
 }
 
 /*
- * Stops reading and drops what is not in flight, for a stopped run: the
- * next run resumes from the checkpoint and sends those events.
+ * Stops reading and drops what is not in flight, for a stopped or failed
+ * run: the next run resumes from the checkpoint and sends those events
+ * (their acks stay open, so the checkpoint stops before them).  Batches
+ * waiting for a retry are dropped too; requests in flight finish.
  */
 static void
 stop_reading(RetlRun *run)
@@ -386,7 +389,8 @@ stop_reading(RetlRun *run)
 		retl_batch_free(b);
 	}
 	run->nready = 0;
-	if (run->stopping)
+	run->window_full = false;
+	if (run->stopping || run->failed)
 	{
 		dlist_foreach_modify(iter, &run->waiting)
 		{
@@ -406,7 +410,7 @@ advance_run(RetlRun *run)
 	TimestampTz start = GetCurrentTimestamp();
 
 	current_run = run;
-	if (run->stopping)
+	if (run->stopping || run->failed)
 		stop_reading(run);
 	/*
 	 * Read while fewer than 2 x max_in_flight batches are pending (memory
@@ -551,7 +555,7 @@ next_timeout(TimestampTz last_poll)
 		if (run->ckpt_dirty)
 			timeout = Min(timeout, CKPT_FLUSH_MS);
 		/* acknowledgements freed a slot: send or read at once */
-		if (run->in_flight < run->dest.max_in_flight &&
+		if (run->in_flight < run->dest.max_in_flight && !run->window_full &&
 			(run->nready > 0 || !run->reading_done))
 			timeout = 0;
 		if (run->stopping)
@@ -646,22 +650,53 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 }
 
 /*
+ * Ends a run whose end could not be recorded (retl_catalog_finish raised
+ * an error, e.g. a trigger or the notification): it is marked failed with
+ * that error, so that it is never left active (and retl_stop or
+ * retl_drop_sync never leave it 'stopping').  If even that fails, the run
+ * stays active in the catalog, and the next worker start requeues it.
+ */
+static void
+finish_failed(RetlRun *run, const char *message)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		retl_catalog_finish_failed(run, message);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("retl run " INT64_FORMAT " of sync \"%s\": its end could not be recorded; it is requeued when the worker starts again",
+						run->id, run->sync_name)));
+	}
+	PG_END_TRY();
+	dlist_delete(&run->node);
+	MemoryContextDelete(run->cxt);
+}
+
+/*
  * Charges an error caught by the main loop to the run that raised it: the
  * run fails, its reading stops, and its requests in flight finish.
  */
 static void
 fail_current_run(ErrorData *edata)
 {
-	RetlRun    *run = current_run;
+	RetlRun    *run = current_run ? current_run : retl_catalog_writing;
 
 	current_run = NULL;
+	retl_catalog_writing = NULL;
 	if (run == NULL)
 		return;
 	if (run->finishing)
 	{
-		/* its end could not be recorded: the next worker start requeues it */
-		dlist_delete(&run->node);
-		MemoryContextDelete(run->cxt);
+		/* its end could not be recorded: it ends failed, with the error */
+		finish_failed(run, edata->message);
 		return;
 	}
 	if (!run->failed)
@@ -757,8 +792,10 @@ retl_worker_main(Datum arg)
 		got_sigusr1 = false;
 		MemoryContextSwitchTo(loop_cxt);
 		collect_done();
+		retl_catalog_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
 		latch_set = retl_transport_wait(next_timeout(last_poll));
 		collect_done();
+		retl_catalog_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
 		maybe_idle_exit(dboid, &idle_since);
 		MemoryContextReset(loop_cxt);
 	}

@@ -73,6 +73,8 @@ typedef struct RetlCheckpoint
 	int64		sent;
 	int64		succeeded;
 	int64		failed;
+	int64		resent;			/* sent before a crash, outcome lost */
+	int64		seq;			/* events up to this one are covered (memory) */
 } RetlCheckpoint;
 
 /*
@@ -197,6 +199,10 @@ typedef struct RetlRun
 	dlist_head	spans;
 	RetlCheckpoint ckpt;
 	bool		ckpt_dirty;
+	int64		ckpt_written_seq;	/* ckpt.seq of the stored checkpoint */
+	int			acked_since_write;	/* batches done since that write */
+	int64		sent_seq;		/* end of the newest batch sent */
+	bool		window_full;	/* a new batch waits for a checkpoint write */
 	/* outcome */
 	bool		stopping;
 	bool		finishing;
@@ -258,6 +264,8 @@ extern void retl_ckpt_span(RetlRun *run, int64 end_pos, const char *end_key,
 extern void retl_ckpt_advance(RetlRun *run);
 extern void retl_ckpt_ack_done(RetlRun *run, RetlAck *ack, int succeeded,
 							   int failed);
+extern bool retl_ckpt_may_send(RetlRun *run, RetlBatch *b);
+extern void retl_ckpt_sent(RetlRun *run, RetlBatch *b);
 
 /* transport.c */
 extern Size retl_pending_bytes;	/* bodies of closed batches, all runs */
@@ -296,6 +304,8 @@ extern void retl_catalog_poll_stops(dlist_head *runs);
 extern void retl_catalog_flush_due(dlist_head *runs, int interval_ms,
 								   int ckpt_interval_ms);
 extern void retl_catalog_finish(RetlRun *run);
+extern void retl_catalog_finish_failed(RetlRun *run, const char *error);
+extern RetlRun *retl_catalog_writing;
 extern void retl_catalog_fail_batch(RetlBatch *batch, const char *error,
 									const RetlOutcome *outcomes,
 									char **reasons);

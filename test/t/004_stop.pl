@@ -1,5 +1,8 @@
 # retl_stop while the receiver is slow: the run drains and ends 'stopped';
-# the next run is of the same kind and every row arrives.
+# the next run is of the same kind, resumes from the stopped run's
+# checkpoint (it reads only the rows after it, and the rows both runs
+# sent are at most 2 x max_in_flight x batch_size), and every row
+# arrives.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -8,14 +11,41 @@ use Test::More;
 use RetlTest;
 
 my $N = 2000;
+my $B = 50;                    # batch_size: a span (a block, 90 rows) and a
+my $M = 2;                     # batch fit the window of 2 x M x B
+my $BOUND = 2 * $M * $B;
+# Rows delivered before the stop: several spans, so the checkpoint moves.
+my $BEFORE = 400;
 
 my $node = retl_node('stop');
 my $recv = start_receiver();
 
 create_orders($node, 'orders', $N);
 create_webhook($node, 'd', $recv->url('/hook'),
-	batch_size => 10, max_in_flight => 2);
+	batch_size => $B, max_in_flight => $M);
 create_track_sync($node, 's', 'orders', 'd');
+
+# Checks that run $next resumed from the stopped run $stopped: every row
+# of @$rows arrived (in either run), $next sent each at most once, and the
+# rows both runs sent (what the resume sent again) are at most $BOUND.
+sub resumed_ok
+{
+	my ($stopped, $next, $rows, $label) = @_;
+	my @first = grep { defined } @{ event_ids($recv->events(run_id => $stopped)) };
+	my @second = grep { defined } @{ event_ids($recv->events(run_id => $next)) };
+	check_ids([ @first, @second ], $rows, "$label: every row arrived, in one run or the other",
+		exact => 0);
+	my %seen;
+	ok(!grep({ $seen{$_}++ } @second), "$label: sent each row at most once");
+	my %in_first = map { $_ => 1 } @first;
+	my $again = grep { $in_first{$_} } @second;
+	cmp_ok($again, '<=', $BOUND,
+		"$label: resumed from the checkpoint: rows sent again <= 2 x max_in_flight x batch_size "
+		  . "($again of " . scalar(@first) . " the stopped run delivered)");
+	cmp_ok(run_row($node, $next)->{rows_read}, '<', scalar @$rows,
+		"$label: read less than every row");
+	return;
+}
 
 # Stops the active run of sync 's'; returns (id returned by retl_stop,
 # run status and next_run_kind seen inside the stopping transaction).
@@ -35,7 +65,9 @@ COMMIT;});
 # ---------------------------------------------------------------------
 $recv->config({ delay_ms => 300 });
 my $runA = sql($node, "SELECT retl_sync_now('s')");
-$recv->wait_events(20, 120, 'the full run to deliver its first batches');
+$recv->wait_events($BEFORE, 120, 'the full run to deliver its first batches');
+wait_for(sub { sql($node, "SELECT (checkpoint->>'pos')::bigint > 0 FROM retl.runs WHERE id = $runA") eq 't' },
+	60, 'run A to record a checkpoint');
 is(run_row($node, $runA)->{status}, 'running', 'run A is running');
 
 my ($stopped, $status_in_tx, $next_kind) = stop_sync();
@@ -61,12 +93,13 @@ is($rA->{events_succeeded}, scalar @{ $recv->events(run_id => $runA) },
 
 is(wait_run($node, $runB), 'succeeded', 'run B succeeded');
 my $rB = run_row($node, $runB);
+note("run A checkpoint: " . sql($node, "SELECT checkpoint FROM retl.runs WHERE id = $runA"));
 is($rB->{kind}, 'full', 'run B, after a stopped full run, is full');
 is(sql($node, "SELECT b.started_at >= a.finished_at FROM retl.runs a, retl.runs b "
 	  . "WHERE a.id = $runA AND b.id = $runB"),
 	't', 'run B started only after run A had drained');
-check_ids(event_ids($recv->events(run_id => $runB)), [ 1 .. $N ],
-	'run B (full) sent every row once');
+# Resumed from run A's checkpoint: only the rows after it.
+resumed_ok($runA, $runB, [ 1 .. $N ], 'run B');
 check_ids_at_least(event_ids($recv->events), [ 1 .. $N ],
 	'every row has been received');
 
@@ -80,7 +113,9 @@ $recv->reset;
 $recv->config({ delay_ms => 300 });
 my $runC = sql($node, "SELECT retl_sync_now('s')");
 is(run_row($node, $runC)->{kind}, 'incremental', 'run C is incremental');
-$recv->wait_events(20, 120, 'the incremental run to deliver its first batches');
+$recv->wait_events($BEFORE / 2, 120, 'the incremental run to deliver its first batches');
+wait_for(sub { sql($node, "SELECT (checkpoint->>'pos')::bigint > 0 FROM retl.runs WHERE id = $runC") eq 't' },
+	60, 'run C to record a checkpoint');
 
 ($stopped, $status_in_tx, $next_kind) = stop_sync();
 is($stopped, $runC, 'retl_stop returns run C');
@@ -107,9 +142,7 @@ my %changed = map { $_ => 1 } @changed;
 my @unchanged = grep { !$changed{ $_ // '' } } @$idsD;
 ok(!@unchanged, 'run D sent only changed rows')
   or diag('unchanged rows sent: ' . join(', ', @unchanged[ 0 .. ($#unchanged < 9 ? $#unchanged : 9) ]));
-my %seenD;
-my @dupD = grep { $seenD{ $_ // '' }++ } @$idsD;
-ok(!@dupD, 'run D sent each row at most once');
+resumed_ok($runC, $runD, \@changed, 'run D');
 check_ids_at_least(event_ids($recv->events), \@changed,
 	'every changed row has been received after run D');
 

@@ -145,7 +145,10 @@ check_ids(event_ids($recv->events(run_id => $runC)), [ 1 .. $NB ],
 
 # ---------------------------------------------------------------------
 # D. max_attempts: a destination that always answers 503 gets each batch
-#    exactly max_attempts times, then the run fails with a readable error.
+#    at most max_attempts times; the first batch whose attempts run out
+#    fails the run, with a readable error, and the run stops at once:
+#    only the events of the batches that ran out of attempts are recorded
+#    as failed, the others are left to the next run.
 # ---------------------------------------------------------------------
 my $ND = 40;
 create_orders($node, 'orders_d', $ND);
@@ -163,21 +166,19 @@ like($rD->{error} // '', qr/503/, 'D: the error names the status 503');
 like($rD->{error} // '', qr/3 attempt/, 'D: the error says how many attempts were made');
 is($rD->{events_succeeded} + $rD->{events_failed}, $rD->{events_sent},
 	'D: events_succeeded + events_failed = events_sent');
-is($rD->{events_failed}, $ND, "D: events_failed = $ND");
+cmp_ok($rD->{events_failed}, '<', $ND, "D: events_failed ($rD->{events_failed}) < $ND: the run stopped");
+my $feD = failed_events($node, 'sd');
+is(scalar @$feD, $rD->{events_failed}, 'D: retl.failed_events holds the failed events');
 {
 	my $reqs = $recv->requests;
 	my $per_body = count_by($reqs, sub { $_[0]{body} });
-	my @wrong = grep { $per_body->{$_} != 3 } keys %$per_body;
-	ok(@$reqs && !@wrong, 'D: every batch sent was attempted exactly max_attempts (3) times')
+	my @wrong = grep { $per_body->{$_} > 3 } keys %$per_body;
+	ok(@$reqs && !@wrong, 'D: no batch was attempted more than max_attempts (3) times')
 	  or diag('attempts per batch: ' . join(', ', map { $per_body->{$_} } keys %$per_body));
 	is(scalar @{ $recv->events }, 0, 'D: nothing was answered 2xx');
 }
-my $feD = failed_events($node, 'sd');
-check_ids([ map { $_->{primary_key} } @$feD ], [ 1 .. $ND ],
-	'D: every event of the run is in retl.failed_events');
-my @sentD = grep { ($_->{http_status} // 0) == 503 } @$feD;
-ok(@sentD && !grep({ $_->{attempts} != 3 } @sentD),
-	'D: the failed events that were sent record status 503 and 3 attempts')
+ok(@$feD && !grep({ ($_->{http_status} // 0) != 503 || $_->{attempts} != 3 } @$feD),
+	'D: the failed events record status 503 and 3 attempts')
   or diag(explain([ map { { pk => $_->{primary_key}, st => $_->{http_status}, att => $_->{attempts} } } @$feD ]));
 $recv->config({ status => undef });
 
