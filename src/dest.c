@@ -11,6 +11,7 @@
 #include "fmgr.h"
 #include "common/base64.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
@@ -150,6 +151,36 @@ retl_dest_read_common(RetlDest *dest, Jsonb *config, int batch_default,
 	dest->max_attempts = read_bounded(config, "max_attempts", 8, 1, 100);
 	dest->max_backoff_ms = read_bounded(config, "max_backoff_ms", 30000, 10,
 										3600000);
+}
+
+/*
+ * Refuses a configured header that libcurl or retl sets itself: Host,
+ * Content-Length and Transfer-Encoding frame the request (a second copy
+ * makes servers read it differently), Connection, Expect and the other
+ * hop-by-hop headers belong to the connection, and Content-Type and
+ * X-Retl-Signature come from the format and the secret.
+ */
+void
+retl_dest_check_header_name(const char *name)
+{
+	static const char *const owned[] = {
+		"host", "content-length", "transfer-encoding", "connection",
+		"expect", "keep-alive", "te", "trailer", "upgrade",
+		"proxy-connection", "content-type", "x-retl-signature"
+	};
+
+	/* "Host " must not slip through: a name is a token, without blanks */
+	if (name[0] == '\0' || strpbrk(name, " \t") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("header name \"%s\" is empty or contains blanks", name),
+				 errhint("Write the header name alone, such as \"Authorization\".")));
+	for (int i = 0; i < lengthof(owned); i++)
+		if (pg_strcasecmp(name, owned[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("header \"%s\" cannot be configured", name),
+					 errhint("libcurl sets Host, Content-Length, Transfer-Encoding and the connection headers itself, and retl sets Content-Type (from \"format\") and X-Retl-Signature (from \"secret\").")));
 }
 
 /*
@@ -370,6 +401,8 @@ redact_container(JsonbParseState **state, JsonbContainer *c)
 	JsonbValue *res = NULL;
 	bool		redact_next = false;
 
+	/* a config nests as deep as jsonb lets it */
+	check_stack_depth();
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)
@@ -422,6 +455,7 @@ collect_secrets(JsonbContainer *c, bool all, List **out)
 	JsonbIteratorToken tok;
 	bool		secret = all;
 
+	check_stack_depth();
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)

@@ -130,6 +130,7 @@ extern char *retl_dest_require_secret(Jsonb *config, const char *key,
 extern void retl_dest_read_common(RetlDest *dest, Jsonb *config,
 								  int batch_default, int batch_max,
 								  int64 bytes_max, int64 event_max);
+extern void retl_dest_check_header_name(const char *name);
 extern void retl_dest_add_header(RetlDest *dest, const char *name,
 								 const char *value);
 extern void retl_dest_check_keys(Jsonb *config, const char *kind,
