@@ -349,6 +349,7 @@ void
 _PG_init(void)
 {
 	define_gucs();
+	retl_privileges_init();
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	prev_shmem_request_hook = shmem_request_hook;

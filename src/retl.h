@@ -32,6 +32,9 @@ extern void retl_worker_attach(Oid dboid);
 extern void retl_worker_detach(Oid dboid);
 extern void retl_request_db(Oid dboid);
 
+/* ---------- privileges (privileges.c) ---------- */
+extern void retl_privileges_init(void);
+
 /* ---------- launcher and worker entry points ---------- */
 extern PGDLLEXPORT void retl_launcher_main(Datum arg);
 extern PGDLLEXPORT void retl_worker_main(Datum arg);
