@@ -230,3 +230,13 @@ BEGIN
 		END IF;
 	END LOOP;
 END $$;
+
+/* ---------------------------------------------------------------------
+ * Issue 12, item 3: credentials in URLs are redacted.  retl._redact now
+ * shows a URL's userinfo as "***" (and, with "url_is_secret": true, only
+ * its scheme and host): redact the stored copies again from the full
+ * configs.
+ * ------------------------------------------------------------------- */
+UPDATE retl.destinations d SET config = retl._redact(s.config)
+  FROM retl.destination_secrets s
+ WHERE s.destination_id OPERATOR(pg_catalog.=) d.id;

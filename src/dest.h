@@ -136,6 +136,7 @@ extern void retl_dest_add_header(RetlDest *dest, const char *name,
 extern void retl_dest_check_keys(Jsonb *config, const char *kind,
 								 const char *const *allowed);
 extern bool retl_is_secret_key(const char *key);
+extern char *retl_redact_url(const char *url, bool whole);
 extern List *retl_secret_values(RetlDest *dest, Jsonb *config);
 extern text *retl_scrub(List *secrets, const char *s, int len);
 
