@@ -240,3 +240,25 @@ END $$;
 UPDATE retl.destinations d SET config = retl._redact(s.config)
   FROM retl.destination_secrets s
  WHERE s.destination_id OPERATOR(pg_catalog.=) d.id;
+
+/* ---------------------------------------------------------------------
+ * Issue 12, items 4 and 6: database slots are freed, idle workers make
+ * room, and databases waiting for a worker show in retl.workers.
+ * ------------------------------------------------------------------- */
+CREATE FUNCTION retl._workers(OUT dboid oid, OUT pid integer, OUT state text,
+	OUT waiting_since timestamptz)
+RETURNS SETOF record LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'retl_workers';
+REVOKE ALL ON FUNCTION retl._workers() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION retl._workers() TO retl_user, retl_admin;
+
+/*
+ * One row per database that has a retl worker or wants one: state
+ * 'running', 'idle', 'leaving' (asked to make room), 'starting', or
+ * 'waiting' for a background worker slot since waiting_since.
+ */
+CREATE VIEW retl.workers AS
+SELECT w.dboid, d.datname AS database, w.pid, w.state, w.waiting_since
+  FROM retl._workers() w
+  LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) w.dboid;
+REVOKE ALL ON retl.workers FROM PUBLIC;
+GRANT SELECT ON retl.workers TO retl_user, retl_admin;
