@@ -144,9 +144,12 @@ BEGIN
 	RETURN retl._run_control('stop', sync_id);
 END $$ SET search_path = pg_catalog, pg_temp;
 
-/* The catalog: members of retl_user and retl_admin, no longer PUBLIC. */
-REVOKE ALL ON SCHEMA retl FROM PUBLIC;
-GRANT USAGE ON SCHEMA retl TO retl_user, retl_admin;
+/*
+ * The catalog: members of retl_user and retl_admin, no longer PUBLIC.  The
+ * schema stays usable by PUBLIC: a sync's runs read its source as its
+ * owner, with a filter that calls retl._xmin_is_new, and keep working
+ * for an owner whose grant was revoked (the grant is for using the API).
+ */
 REVOKE ALL ON retl.destinations, retl.destination_secrets, retl.syncs, retl.runs,
 	retl.failed_events, retl.fingerprints, retl.sync_status FROM PUBLIC;
 GRANT SELECT, DELETE ON retl.destinations TO retl_user, retl_admin;

@@ -17,6 +17,7 @@ SELECT p.oid::regprocedure AS public_function
 SELECT c.oid::regclass AS public_relation FROM pg_class c
  WHERE c.relnamespace = 'retl'::regnamespace
    AND EXISTS (SELECT 1 FROM aclexplode(c.relacl) a WHERE a.grantee = 0);
+-- the schema stays usable: a run's filter calls retl._xmin_is_new as the owner
 SELECT has_schema_privilege('public', 'retl', 'USAGE') AS public_schema_usage;
 -- nobody but the catalog's owner writes a run's cursor, counters or status
 SELECT r AS role, c AS column_name,
@@ -47,18 +48,20 @@ SELECT retl_preview('super_orders');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM retl.syncs;
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM retl.runs;
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 -- a member of retl_user uses the API on what it owns
 SET ROLE retl_member;
 SELECT retl_create_destination('hook', 'webhook',
-  '{"url": "http://127.0.0.1:9/hook"}') > 0 AS created;
+  '{"url": "http://127.0.0.1:9/hook", "max_attempts": 100, "max_backoff_ms": 60000}') > 0 AS created;
 SELECT retl_create_sync('orders', 'priv_orders', 'hook', 'track',
   '{"userId": "user_id", "event": {"value": "Order"}}', primary_key => 'id') > 0 AS created;
 SELECT retl_preview('orders', 1) ->> 'userId' AS previewed;
 SELECT retl_sync_now('orders') AS run \gset
 SELECT retl_sync_now('orders') = :run AS same_run;
 SELECT retl_force_full('orders') > 0 AS queued;
-SELECT kind, status, snapshot IS NULL AS no_snapshot FROM retl.runs WHERE id = :run;
+SELECT kind, status IN ('queued', 'running') AS active FROM retl.runs WHERE id = :run;
 -- ... but writes no run itself: not its cursor, counters or status
 UPDATE retl.runs SET snapshot = '\x00', checkpoint = '{"pos": 9, "sent": 9}' WHERE id = :run;
 \echo :LAST_ERROR_SQLSTATE

@@ -13,6 +13,10 @@ use RetlTest;
 my $node = retl_node('runprivs');
 my $recv = start_receiver();
 create_orders($node, 'orders', 30);
+# retl_user exists since 0.4 (CREATE EXTENSION creates it); created here
+# if missing, so that the test also runs, and fails, on older builds
+sql($node, q{DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'retl_user')
+  THEN CREATE ROLE retl_user; END IF; END $$});
 sql($node, q{
 CREATE ROLE nobody LOGIN;
 CREATE ROLE member LOGIN IN ROLE retl_user;
@@ -24,12 +28,14 @@ my $url = $recv->url('/member');
 # Without the grant: 42501 and a hint naming it
 # ---------------------------------------------------------------------
 for my $call (qq{SELECT retl_create_destination('d', 'webhook', '{"url": "$url"}')},
-	q{SELECT retl_sync_now('s')}, q{SELECT * FROM retl.runs})
+	q{SELECT retl_sync_now('s')}, q{SELECT retl_preview('s')})
 {
 	my $err = fails_as($node, 'nobody', $call, '42501', "without retl_user: $call");
 	like($err, qr/HINT:\s+.*GRANT retl_user TO/, '... with a hint to GRANT retl_user')
 	  or diag($err);
 }
+fails_as($node, 'nobody', q{SELECT * FROM retl.runs}, '42501',
+	'without retl_user: reading the catalog');
 
 # ---------------------------------------------------------------------
 # A member uses the API; the worker runs its syncs

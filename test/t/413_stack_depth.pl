@@ -1,8 +1,10 @@
 # The recursive walks over nested values check the stack (issue 12, item
-# 5): the JSON writer over composites and arrays (append_datum) and the
-# redaction of configs (redact_container).  With max_stack_depth lowered,
-# deep values raise "stack depth limit exceeded" (54001) instead of
-# recursing past the limit; at the default they work.
+# 5): the JSON writer over composites and arrays (append_datum and the
+# setup of its encoders) and the redaction of configs (redact_container).
+# With max_stack_depth lowered, a run of a row nested 2,000 levels deep
+# fails with "stack depth limit exceeded" instead of recursing past the
+# limit; at the default it is sent.  (The redaction is checked too, though
+# PostgreSQL's own jsonb code after it checks the stack as well.)
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -11,6 +13,8 @@ use Test::More;
 use RetlTest;
 
 my $node = retl_node('stackdepth');
+my $recv = start_receiver();
+my $url = $recv->url('/deep');
 
 # 2,000 nested composite types, and a row whose value nests through all
 # of them (built from JSON by PostgreSQL, with room on the stack)
@@ -29,18 +33,27 @@ INSERT INTO deep SELECT 1, 'u1',
   jsonb_populate_record(NULL::t$N, (repeat('{"x":', $N + 1) || '1' || repeat('}', $N + 1))::jsonb);
 });
 is(sql($node, 'SELECT count(*) FROM deep WHERE v IS NOT NULL'), '1', "a $N-level value");
-sql($node, q{
-SELECT retl_create_destination('d', 'webhook', '{"url": "http://127.0.0.1:9/hook"}');
+sql($node, qq{
+SELECT retl_create_destination('d', 'webhook', '{"url": "$url"}');
 SELECT retl_create_sync('deep', 'deep', 'd', 'track',
   '{"userId": "user_id", "event": {"value": "E"}, "properties.v": "v"}', 'id');});
 
 my ($rc, $out, $err) = psql_as($node, undef,
 	qq{SET max_stack_depth = '7MB'; SELECT length(retl_preview('deep', 1)::text) > $N * 6});
 is($out, 't', "with room on the stack the preview writes all $N levels") or diag($err);
-$err = fails_as($node, undef,
-	q{SET max_stack_depth = '200kB'; SELECT retl_preview('deep', 1)}, '54001',
-	'with max_stack_depth 200kB, the JSON writer');
-like($err, qr/stack depth limit exceeded/, '... stops at the stack limit') or diag($err);
+
+# the worker writes events as text (nothing of PostgreSQL's recursion
+# follows): with max_stack_depth 200kB its JSON writer stops the run
+set_system($node, 'max_stack_depth', '200kB');
+my $run = sql($node, q{SELECT retl_sync_now('deep')});
+is(wait_run($node, $run), 'failed', 'with max_stack_depth 200kB, the run of the deep row fails');
+like(run_row($node, $run)->{error} // '', qr/stack depth limit exceeded/,
+	'... at the stack limit') or diag(explain(run_row($node, $run)));
+is(scalar @{ $recv->events(path => '/deep') }, 0, 'nothing was sent');
+set_system($node, 'max_stack_depth', '7MB');
+$run = sql($node, q{SELECT retl_force_full('deep')});
+is(wait_run($node, $run), 'succeeded', 'with room on the stack, the worker sends the deep row');
+is(scalar @{ $recv->events(path => '/deep') }, 1, 'its event arrives');
 
 # a config nested 5,000 levels, parsed at the default, redacted at 200kB
 sql($node, q{
@@ -54,5 +67,6 @@ $err = fails_as($node, undef,
 	'with max_stack_depth 200kB, the redaction');
 like($err, qr/stack depth limit exceeded/, '... stops at the stack limit') or diag($err);
 
+set_system($node, 'max_stack_depth', undef);
 is(sql($node, 'SELECT 1'), '1', 'the server is still up');
 done_testing();
