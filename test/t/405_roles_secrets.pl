@@ -34,6 +34,9 @@ sub ok_as
 	return $out;
 }
 
+# retl_user exists since 0.4; created here if missing (older builds)
+sql($node, q{DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'retl_user')
+  THEN CREATE ROLE retl_user; END IF; END $$});
 sql($node, q{
 CREATE ROLE alice IN ROLE retl_user; CREATE ROLE bob IN ROLE retl_user; CREATE ROLE carol IN ROLE retl_admin;
 CREATE TABLE orders_a (id int PRIMARY KEY, user_id text, amount numeric);

@@ -1,7 +1,7 @@
 # The recursive walks over nested values check the stack (issue 12, item
 # 5): the JSON writer over composites and arrays (append_datum and the
 # setup of its encoders) and the redaction of configs (redact_container).
-# With max_stack_depth lowered, a run of a row nested 2,000 levels deep
+# With max_stack_depth lowered, a run of a row nested 700 levels deep
 # fails with "stack depth limit exceeded" instead of recursing past the
 # limit; at the default it is sent.  (The redaction is checked too, though
 # PostgreSQL's own jsonb code after it checks the stack as well.)
@@ -16,9 +16,10 @@ my $node = retl_node('stackdepth');
 my $recv = start_receiver();
 my $url = $recv->url('/deep');
 
-# 2,000 nested composite types, and a row whose value nests through all
-# of them (built from JSON by PostgreSQL, with room on the stack)
-my $N = 2000;
+# 700 nested composite types, and a row whose value nests through all of
+# them (built from JSON by PostgreSQL, with room on the stack; the
+# receiver's JSON parser takes up to 1,000 levels)
+my $N = 700;
 sql($node, qq{
 CREATE TYPE t0 AS (x int);
 DO \$\$
@@ -43,17 +44,18 @@ my ($rc, $out, $err) = psql_as($node, undef,
 is($out, 't', "with room on the stack the preview writes all $N levels") or diag($err);
 
 # the worker writes events as text (nothing of PostgreSQL's recursion
-# follows): with max_stack_depth 200kB its JSON writer stops the run
-set_system($node, 'max_stack_depth', '200kB');
+# follows): with max_stack_depth 100kB its JSON writer stops the run
+set_system($node, 'max_stack_depth', '100kB');
 my $run = sql($node, q{SELECT retl_sync_now('deep')});
-is(wait_run($node, $run), 'failed', 'with max_stack_depth 200kB, the run of the deep row fails');
+is(wait_run($node, $run), 'failed', 'with max_stack_depth 100kB, the run of the deep row fails');
 like(run_row($node, $run)->{error} // '', qr/stack depth limit exceeded/,
 	'... at the stack limit') or diag(explain(run_row($node, $run)));
-is(scalar @{ $recv->events(path => '/deep') }, 0, 'nothing was sent');
+is($recv->stats->{events} // 0, 0, 'nothing was sent');
 set_system($node, 'max_stack_depth', '7MB');
 $run = sql($node, q{SELECT retl_force_full('deep')});
 is(wait_run($node, $run), 'succeeded', 'with room on the stack, the worker sends the deep row');
-is(scalar @{ $recv->events(path => '/deep') }, 1, 'its event arrives');
+# (counted, not decoded: Perl's JSON parser stops at 512 levels)
+is($recv->stats->{events}, 1, 'its event arrives');
 
 # a config nested 5,000 levels, parsed at the default, redacted at 200kB
 sql($node, q{
@@ -67,6 +69,6 @@ $err = fails_as($node, undef,
 	'with max_stack_depth 200kB, the redaction');
 like($err, qr/stack depth limit exceeded/, '... stops at the stack limit') or diag($err);
 
-set_system($node, 'max_stack_depth', undef);
+sql($node, 'ALTER SYSTEM RESET max_stack_depth; SELECT pg_reload_conf()');
 is(sql($node, 'SELECT 1'), '1', 'the server is still up');
 done_testing();

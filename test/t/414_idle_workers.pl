@@ -32,6 +32,14 @@ SELECT retl_create_sync('s', 't', 'd', 'track',
   '{"userId": "user_id", "event": {"value": "E"}}', 'id');});
 }
 
+# a query of retl.workers; '' when it fails (before 0.4 there is no view)
+sub workers
+{
+	my ($query) = @_;
+	my ($rc, $out) = $node->psql('postgres', $query);
+	return $rc == 0 ? $out // '' : '';
+}
+
 sub queue
 {
 	my ($db, $call) = @_;
@@ -57,12 +65,12 @@ for my $db (@dbs[0 .. 2])
 $run{ $dbs[3] } = queue($dbs[3], 'retl_sync_now');
 wait_for(
 	sub {
-		sql($node, "SELECT state || ' ' || (waiting_since IS NOT NULL) FROM retl.workers"
+		workers("SELECT state || ' ' || (waiting_since IS NOT NULL) FROM retl.workers"
 			  . " WHERE database = '$dbs[3]'") eq 'waiting true';
 	},
 	60, "retl.workers to show $dbs[3] waiting")
-  or diag(sql($node, 'SELECT * FROM retl.workers'));
-is(sql($node, "SELECT count(*) FROM retl.workers WHERE state = 'running'"), '3',
+  or diag(workers('SELECT * FROM retl.workers'));
+is(workers("SELECT count(*) FROM retl.workers WHERE state = 'running'"), '3',
 	'three workers are running');
 wait_for(sub { slurp_file($node->logfile) =~ /could not start a worker for database \d+: no free background worker slot/ },
 	60, 'the launcher to log the wait');
@@ -77,7 +85,7 @@ is(wait_run_db($node, $dbs[3], $run{ $dbs[3] }, 40), 'succeeded',
 	"the waiting database's run succeeds well before idle workers would time out (60 s)");
 ok(slurp_file($node->logfile) =~ /retl worker exiting while idle: another database waits/,
 	'an idle worker left to make room');
-is(sql($node, "SELECT count(*) FROM retl.workers WHERE state = 'waiting'"), '0',
+is(workers("SELECT count(*) FROM retl.workers WHERE state = 'waiting'"), '0',
 	'no database waits any more');
 
 # the wait is logged at a limited rate: once here
