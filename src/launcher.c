@@ -283,6 +283,9 @@ retl_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		reap_workers();
+		/* a request that found no slot: look at every database again */
+		if (startup_pending == NIL && retl_take_overflow())
+			request_all_databases();
 		start_requested_workers();
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -55,6 +55,7 @@ typedef struct RetlShared
 	slock_t		mutex;
 	Latch	   *launcher_latch;
 	TimestampTz last_full_log;	/* rate limit of "no free database slot" */
+	bool		overflow;		/* a request found no free slot */
 	RetlDbSlot	dbs[RETL_MAX_DATABASES];
 } RetlShared;
 
@@ -147,11 +148,16 @@ retl_request_db(Oid dboid)
 	{
 		if (slot != NULL)
 			slot->requested = true;
-		else if (TimestampDifferenceExceeds(retl_shared->last_full_log,
-											GetCurrentTimestamp(), 60000))
+		else
 		{
-			retl_shared->last_full_log = GetCurrentTimestamp();
-			log_full = true;
+			/* the launcher rescans every database once slots free */
+			retl_shared->overflow = true;
+			if (TimestampDifferenceExceeds(retl_shared->last_full_log,
+										   GetCurrentTimestamp(), 60000))
+			{
+				retl_shared->last_full_log = GetCurrentTimestamp();
+				log_full = true;
+			}
 		}
 		latch = retl_shared->launcher_latch;
 	}
@@ -163,7 +169,24 @@ retl_request_db(Oid dboid)
 		ereport(LOG,
 				(errmsg("retl: no free database slot for database %u: %d databases have a worker or want one",
 						dboid, RETL_MAX_DATABASES),
-				 errdetail("The run stays queued; the launcher starts its worker when a slot frees, at the latest when the workers of idle databases exit.")));
+				 errdetail("The run stays queued; once slots free, the launcher starts a worker in every database, which finds it.")));
+}
+
+/*
+ * Did a request find no free slot since the last call?  The launcher then
+ * rescans every database, as at start-up, since the request itself could
+ * not be recorded.
+ */
+bool
+retl_take_overflow(void)
+{
+	bool		overflow;
+
+	SpinLockAcquire(&retl_shared->mutex);
+	overflow = retl_shared->overflow;
+	retl_shared->overflow = false;
+	SpinLockRelease(&retl_shared->mutex);
+	return overflow;
 }
 
 /*
