@@ -17,10 +17,11 @@ SELECT retl_create_sync('orders', 'orders', 'seg', 'track',
   '{"userId": "user_id", "event": {"value": "Order"}}', primary_key => 'id') > 0 AS created;
 -- a destination of an ordinary role (0.1 had no grants: written directly)
 INSERT INTO retl.destinations (name, kind, config, owner)
-  VALUES ('old_hook', 'webhook', '{"url": "http://127.0.0.1:9/old"}', 'retl_old_owner');
+  VALUES ('old_hook', 'webhook', '{"url": "http://svc:planted-pw@127.0.0.1:9/old"}', 'retl_old_owner');
 ALTER EXTENSION retl UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'retl';
--- the secret moved to retl.destination_secrets; the catalog shows "***"
+-- the secrets moved to retl.destination_secrets; the catalog shows "***"
+-- (a URL's password too)
 SELECT name, config FROM retl.destinations ORDER BY id;
 SELECT d.name, s.owner = d.owner AS same_owner, s.config->>'write_key' AS write_key
   FROM retl.destinations d JOIN retl.destination_secrets s ON s.destination_id = d.id
