@@ -85,7 +85,8 @@ retry_delay_ms(RetlBatch *b)
 static char *
 batch_error(RetlBatch *b)
 {
-	if (b->blocked && b->blocked_by && strcmp(b->blocked_by, "retl.deny_networks") == 0)
+	if (b->blocked && b->blocked_by &&
+		strcmp(b->blocked_by, "retl.deny_networks") == 0)
 		return psprintf("the destination resolved to %s, in a network that retl.deny_networks refuses",
 						b->blocked_addr[0] ? b->blocked_addr : "an address");
 	if (b->blocked)
