@@ -38,25 +38,58 @@ BEGIN
 	END IF;
 	RETURN QUERY SELECT * FROM retl._preview(s.id, n, format = 'standard');
 END $$ SET search_path = pg_catalog, pg_temp;
+
 /* ---------------------------------------------------------------------
  * Issue 14, item 9: the next run of a failed run resumes from its
  * checkpoint, as after a stop, when it is of the same kind: a failed run
  * stops reading at once, so the rows it never reached are read then.
  * The resumed run starts after the checkpoint's key as well as at its
- * block position (sources read by key resume too).
+ * block position (sources read by key resume too).  (In
+ * retl._enqueue_run, below.)
  * ------------------------------------------------------------------- */
-CREATE OR REPLACE FUNCTION retl._enqueue(sync_name text, want_full boolean, retry boolean DEFAULT false)
+
+/* ---------------------------------------------------------------------
+ * Issue 12, items 1 and 2: a grant to use retl, and runs written only by
+ * retl.
+ *
+ * Using retl takes a grant, as pg_cron and pg_net do: EXECUTE on the API
+ * and access to the catalog go to retl_user and retl_admin, not PUBLIC.
+ * Members still see only what they own (row-level security, 0.2).
+ * Nobody but retl writes a run: a queued run's snapshot becomes its
+ * sync's cursor and its checkpoint its counters.  The API queues and
+ * stops runs through retl._run_control (C), which checks, with the
+ * caller's row-level security, that the caller manages the sync, and
+ * then runs retl._enqueue_run or retl._stop_run as the owner of the
+ * catalog; those two are executable by that owner only.
+ * ------------------------------------------------------------------- */
+
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles
+					WHERE rolname OPERATOR(pg_catalog.=) 'retl_user') THEN
+		CREATE ROLE retl_user NOLOGIN;
+	END IF;
+END $$;
+COMMENT ON ROLE retl_user IS 'retl: members create and manage their own syncs and destinations';
+
+/* Queues a run of a sync the caller manages (retl._run_control checked it). */
+CREATE FUNCTION retl._enqueue_run(sync_id bigint, want_full boolean, retry boolean)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-	s retl.syncs := retl._sync(sync_name, true);
+	s retl.syncs;
 	r retl.runs;
 	last retl.runs;
 	new_kind text;
 	new_id bigint;
 	resume jsonb;
 BEGIN
+	SELECT * INTO s FROM retl.syncs x WHERE x.id OPERATOR(pg_catalog.=) _enqueue_run.sync_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'sync % does not exist', sync_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
 	IF NOT s.enabled THEN
-		RAISE EXCEPTION 'sync "%" is disabled', sync_name
+		RAISE EXCEPTION 'sync "%" is disabled', s.name
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  HINT = 'Enable it with retl_enable_sync().';
 	END IF;
@@ -95,6 +128,8 @@ BEGIN
 	 WHERE x.sync_id OPERATOR(pg_catalog.=) s.id
 	   AND x.status IN ('succeeded', 'failed', 'stopped', 'stopping', 'draining')
 	 ORDER BY x.id DESC LIMIT 1;
+	-- a stopped or failed run of the same kind is resumed from its checkpoint
+	-- (issue 14, item 9: a failed run stops reading at once)
 	IF NOT FOUND OR last.status OPERATOR(pg_catalog.=) 'succeeded'
 	   OR last.kind OPERATOR(pg_catalog.<>) new_kind
 	   OR want_full THEN
@@ -115,6 +150,178 @@ BEGIN
 	RETURN new_id;
 END $$ SET search_path = pg_catalog, pg_temp;
 
+/* Stops the active run of a sync the caller manages; returns its id. */
+CREATE FUNCTION retl._stop_run(sync_id bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+	r retl.runs;
+BEGIN
+	SELECT * INTO r FROM retl.runs x
+	 WHERE x.sync_id OPERATOR(pg_catalog.=) _stop_run.sync_id
+	   AND x.status IN ('queued', 'running', 'stopping', 'draining')
+	 ORDER BY x.id FOR UPDATE LIMIT 1;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	IF r.status OPERATOR(pg_catalog.=) 'queued' THEN
+		UPDATE retl.runs SET status = 'stopped', finished_at = clock_timestamp()
+		 WHERE id OPERATOR(pg_catalog.=) r.id;
+	ELSIF r.status OPERATOR(pg_catalog.=) 'running' THEN
+		UPDATE retl.runs SET status = 'stopping' WHERE id OPERATOR(pg_catalog.=) r.id;
+		PERFORM retl._wake();
+	END IF;
+	-- a queued run behind the stopped one is stopped too: nothing runs after a stop
+	UPDATE retl.runs SET status = 'stopped', finished_at = clock_timestamp()
+	 WHERE retl.runs.sync_id OPERATOR(pg_catalog.=) _stop_run.sync_id
+	   AND status OPERATOR(pg_catalog.=) 'queued';
+	RETURN r.id;
+END $$ SET search_path = pg_catalog, pg_temp;
+
+/* action 'enqueue' or 'stop'; want_full and retry only for 'enqueue' */
+CREATE FUNCTION retl._run_control(action text, sync_id bigint,
+	want_full boolean DEFAULT false, retry boolean DEFAULT false)
+RETURNS bigint LANGUAGE C AS 'MODULE_PATHNAME', 'retl_run_control';
+
+/* The callers' side: look the sync up as the caller, then go through the gate. */
+CREATE OR REPLACE FUNCTION retl._enqueue(sync_name text, want_full boolean, retry boolean DEFAULT false)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+	s retl.syncs := retl._sync(sync_name, true);
+BEGIN
+	RETURN retl._run_control('enqueue', s.id, want_full, retry);
+END $$ SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION retl._stop_active(sync_id bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN retl._run_control('stop', sync_id);
+END $$ SET search_path = pg_catalog, pg_temp;
+
+/*
+ * The catalog: members of retl_user and retl_admin, no longer PUBLIC.  The
+ * schema stays usable by PUBLIC: a sync's runs read its source as its
+ * owner, with a filter that calls retl._xmin_is_new, and keep working
+ * for an owner whose grant was revoked (the grant is for using the API).
+ */
+REVOKE ALL ON retl.destinations, retl.destination_secrets, retl.syncs, retl.runs,
+	retl.failed_events, retl.fingerprints, retl.sync_status FROM PUBLIC;
+GRANT SELECT, DELETE ON retl.destinations TO retl_user, retl_admin;
+GRANT INSERT (name, kind, config), UPDATE (config) ON retl.destinations TO retl_user, retl_admin;
+GRANT SELECT ON retl.destination_secrets TO retl_user, retl_admin;
+GRANT INSERT (destination_id, config) ON retl.destination_secrets TO retl_user, retl_admin;
+GRANT SELECT, DELETE ON retl.syncs TO retl_user, retl_admin;
+GRANT INSERT (name, source, destination_id, event_type, mapping, primary_key, mode,
+			  options, detector) ON retl.syncs TO retl_user, retl_admin;
+GRANT UPDATE (mapping, options, detector, needs_full, full_reason, enabled)
+	ON retl.syncs TO retl_user, retl_admin;
+-- runs: read only; retl._enqueue_run and retl._stop_run write them
+GRANT SELECT ON retl.runs TO retl_user, retl_admin;
+GRANT SELECT ON retl.failed_events TO retl_user, retl_admin;
+GRANT SELECT ON retl.sync_status TO retl_user, retl_admin;
+-- fingerprints: read only (retl_preview computes the messageId of a diff
+-- sync's row from them); row-level security shows a role its own syncs'
+GRANT SELECT ON retl.fingerprints TO retl_user, retl_admin;
+
+/*
+ * Functions: nothing to PUBLIC.  The API and the helpers it calls with
+ * the caller's privileges (or that row-level security and the status view
+ * call) go to retl_user and retl_admin.  retl._xmin_is_new stays PUBLIC:
+ * a run's filter calls it as the sync's owner, which may have lost its
+ * grant since (a pure function of its arguments).
+ */
+DO $$
+DECLARE
+	f regprocedure;
+BEGIN
+	FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+			   JOIN pg_catalog.pg_depend d ON d.objid OPERATOR(pg_catalog.=) p.oid
+			  WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+				AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+				AND d.deptype OPERATOR(pg_catalog.=) 'e'
+				AND d.refobjid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_extension
+													   WHERE extname OPERATOR(pg_catalog.=) 'retl')
+	LOOP
+		EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+	END LOOP;
+END $$;
+GRANT EXECUTE ON FUNCTION
+	@extschema@.retl_create_destination(text, text, jsonb),
+	@extschema@.retl_drop_destination(text, boolean),
+	@extschema@.retl_create_sync(text, regclass, text, text, jsonb, text, text, jsonb),
+	@extschema@.retl_alter_sync(text, jsonb, jsonb),
+	@extschema@.retl_drop_sync(text),
+	@extschema@.retl_enable_sync(text),
+	@extschema@.retl_disable_sync(text),
+	@extschema@.retl_sync_now(text),
+	@extschema@.retl_force_full(text),
+	@extschema@.retl_retry_failed(text),
+	@extschema@.retl_stop(text),
+	@extschema@.retl_preview(text, integer, text),
+	retl._validate_destination(text, jsonb),
+	retl._validate_sync(regclass, text, jsonb, text, jsonb),
+	retl._check_event_type(text, text),
+	retl._redact(jsonb),
+	retl._detector(regclass, text, text, text, jsonb),
+	retl._sync(text, boolean),
+	retl._enqueue(text, boolean, boolean),
+	retl._stop_active(bigint),
+	retl._run_control(text, bigint, boolean, boolean),
+	retl._preview(bigint, integer, boolean),
+	retl._manages(regrole),
+	retl._exists(text, text),
+	retl._deny_if_hidden(text, text),
+	retl.snapshot_text(bytea)
+	TO retl_user, retl_admin;
+GRANT EXECUTE ON FUNCTION retl._xmin_is_new(xid, bytea) TO PUBLIC;
+
+/* Roles that own syncs or destinations keep working after the update. */
+DO $$
+DECLARE
+	r regrole;
+BEGIN
+	-- owners still in pg_roles (a dropped owner's syncs only fail their runs)
+	FOR r IN SELECT o.owner FROM (SELECT owner FROM retl.syncs
+								  UNION SELECT owner FROM retl.destinations) o
+			   JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) o.owner::oid
+	LOOP
+		IF NOT pg_catalog.pg_has_role(r::oid, 'retl_user', 'MEMBER') THEN
+			EXECUTE pg_catalog.format('GRANT retl_user TO %s', r);
+		END IF;
+	END LOOP;
+END $$;
+
+/* ---------------------------------------------------------------------
+ * Issue 12, item 3: credentials in URLs are redacted.  retl._redact now
+ * shows a URL's userinfo as "***" (and, with "url_is_secret": true, only
+ * its scheme and host): redact the stored copies again from the full
+ * configs.
+ * ------------------------------------------------------------------- */
+UPDATE retl.destinations d SET config = retl._redact(s.config)
+  FROM retl.destination_secrets s
+ WHERE s.destination_id OPERATOR(pg_catalog.=) d.id;
+
+/* ---------------------------------------------------------------------
+ * Issue 12, items 4 and 6: database slots are freed, idle workers make
+ * room, and databases waiting for a worker show in retl.workers.
+ * ------------------------------------------------------------------- */
+CREATE FUNCTION retl._workers(OUT dboid oid, OUT pid integer, OUT state text,
+	OUT waiting_since timestamptz)
+RETURNS SETOF record LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'retl_workers';
+REVOKE ALL ON FUNCTION retl._workers() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION retl._workers() TO retl_user, retl_admin;
+
+/*
+ * One row per database that has a retl worker or wants one: state
+ * 'running', 'idle', 'leaving' (asked to make room), 'starting', or
+ * 'waiting' for a background worker slot since waiting_since.
+ */
+CREATE VIEW retl.workers AS
+SELECT w.dboid, d.datname AS database, w.pid, w.state, w.waiting_since
+  FROM retl._workers() w
+  LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) w.dboid;
+REVOKE ALL ON retl.workers FROM PUBLIC;
+GRANT SELECT ON retl.workers TO retl_user, retl_admin;
+
 /* ---------------------------------------------------------------------
  * Issue 14, item 10: sync names are at most 255 bytes, so that every
  * notification (NOTIFY retl_runs carries the name) stays far under
@@ -134,3 +341,4 @@ BEGIN
 END $$ SET search_path = pg_catalog, pg_temp;
 CREATE TRIGGER check_sync_name BEFORE INSERT ON retl.syncs
 	FOR EACH ROW EXECUTE FUNCTION retl._check_sync_name();
+REVOKE ALL ON FUNCTION retl._check_sync_name() FROM PUBLIC;

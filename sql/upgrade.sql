@@ -1,7 +1,12 @@
--- ALTER EXTENSION retl UPDATE from every released version (0.1), with data
--- in the catalog; the result is the schema a fresh install has.
+-- ALTER EXTENSION retl UPDATE from every released version (0.1, 0.2), with
+-- data in the catalog; the result is the schema a fresh install has,
+-- privileges included, and the roles that own syncs or destinations are
+-- members of retl_user.
 CREATE DATABASE retl_upgrade;
+CREATE DATABASE retl_upgrade_02;
 CREATE DATABASE retl_fresh;
+CREATE ROLE retl_old_owner;
+CREATE ROLE retl_old_owner_02;
 \c retl_upgrade
 CREATE EXTENSION retl VERSION '0.1';
 SELECT extversion FROM pg_extension WHERE extname = 'retl';
@@ -10,35 +15,85 @@ SELECT retl_create_destination('seg', 'segment',
   '{"url": "http://127.0.0.1:9", "write_key": "planted-write-key"}') > 0 AS created;
 SELECT retl_create_sync('orders', 'orders', 'seg', 'track',
   '{"userId": "user_id", "event": {"value": "Order"}}', primary_key => 'id') > 0 AS created;
+-- a destination of an ordinary role (0.1 had no grants: written directly)
+INSERT INTO retl.destinations (name, kind, config, owner)
+  VALUES ('old_hook', 'webhook', '{"url": "http://svc:planted-pw@127.0.0.1:9/old"}', 'retl_old_owner');
 ALTER EXTENSION retl UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'retl';
--- the secret moved to retl.destination_secrets; the catalog shows "***"
-SELECT name, config FROM retl.destinations;
+-- the secrets moved to retl.destination_secrets; the catalog shows "***"
+-- (a URL's password too)
+SELECT name, config FROM retl.destinations ORDER BY id;
 SELECT d.name, s.owner = d.owner AS same_owner, s.config->>'write_key' AS write_key
-  FROM retl.destinations d JOIN retl.destination_secrets s ON s.destination_id = d.id;
+  FROM retl.destinations d JOIN retl.destination_secrets s ON s.destination_id = d.id
+ ORDER BY d.id;
 -- the sync survived and still works with the new API
 SELECT name, source, detector FROM retl.syncs;
 SELECT retl_create_destination('hook', 'webhook',
   '{"url": "http://127.0.0.1:9/hook", "secret": "planted-hmac"}') > 0 AS created;
 SELECT name, config FROM retl.destinations ORDER BY id;
 SELECT count(*) FROM retl.destination_secrets;
-SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = 'retl_admin';
+SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN ('retl_admin', 'retl_user') ORDER BY 1;
+-- the owner of a destination is now a member of retl_user, and uses the API
+SELECT m.roleid::regrole AS granted, m.member::regrole AS member
+  FROM pg_auth_members m WHERE m.member = 'retl_old_owner'::regrole;
+SET ROLE retl_old_owner;
+SELECT name FROM retl.destinations;
+SELECT retl_drop_destination('old_hook');
+RESET ROLE;
 SELECT relname, relrowsecurity FROM pg_class
  WHERE relnamespace = 'retl'::regnamespace AND relkind = 'r' ORDER BY relname;
 -- the same objects as a fresh install of the default version: members,
--- function bodies, table columns and privileges, policies
+-- function bodies, table columns and privileges, policies, function and
+-- schema grants
 \i sql/retl_schema.psql
-SELECT string_agg(x, E'\x1e' ORDER BY x) AS upgraded FROM pg_temp.retl_schema() x \gset
+SELECT string_agg(x, E'\x1e' ORDER BY x) AS upgraded
+  FROM (SELECT * FROM pg_temp.retl_schema() UNION ALL
+        SELECT * FROM pg_temp.retl_privileges()) s(x) \gset
+-- from 0.2: the owner created its destination and sync through the API
+\c retl_upgrade_02
+CREATE EXTENSION retl VERSION '0.2';
+SELECT extversion FROM pg_extension WHERE extname = 'retl';
+CREATE TABLE orders (id int PRIMARY KEY, user_id text);
+GRANT SELECT ON orders TO retl_old_owner_02;
+SET ROLE retl_old_owner_02;
+SELECT retl_create_destination('hook02', 'webhook',
+  '{"url": "http://127.0.0.1:9/hook"}') > 0 AS created;
+SELECT retl_create_sync('orders02', 'orders', 'hook02', 'track',
+  '{"userId": "user_id", "event": {"value": "Order"}}', primary_key => 'id') > 0 AS created;
+RESET ROLE;
+ALTER EXTENSION retl UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'retl';
+SELECT m.roleid::regrole AS granted, m.member::regrole AS member
+  FROM pg_auth_members m WHERE m.member = 'retl_old_owner_02'::regrole;
+SET ROLE retl_old_owner_02;
+SELECT retl_preview('orders02', 1);
+SELECT retl_drop_sync('orders02');
+RESET ROLE;
+\i sql/retl_schema.psql
+SELECT string_agg(x, E'\x1e' ORDER BY x) AS upgraded_02
+  FROM (SELECT * FROM pg_temp.retl_schema() UNION ALL
+        SELECT * FROM pg_temp.retl_privileges()) s(x) \gset
 \c retl_fresh
 CREATE EXTENSION retl;
 SELECT extversion FROM pg_extension WHERE extname = 'retl';
 \i sql/retl_schema.psql
-SELECT count(*) > 50 AS compared FROM pg_temp.retl_schema();
+CREATE TEMP TABLE fresh (x text);
+INSERT INTO fresh
+  SELECT * FROM pg_temp.retl_schema() UNION ALL SELECT * FROM pg_temp.retl_privileges();
+SELECT count(*) > 50 AS compared, count(*) FILTER (WHERE x LIKE 'function acl %') > 20 AS with_grants
+  FROM fresh;
 SELECT x AS only_after_upgrade
   FROM unnest(string_to_array(:'upgraded', E'\x1e')) x
-EXCEPT SELECT * FROM pg_temp.retl_schema();
-SELECT x AS only_in_fresh_install FROM pg_temp.retl_schema() x
+EXCEPT SELECT * FROM fresh;
+SELECT x AS only_in_fresh_install FROM fresh
 EXCEPT SELECT unnest(string_to_array(:'upgraded', E'\x1e'));
+SELECT x AS only_after_upgrade_from_02
+  FROM unnest(string_to_array(:'upgraded_02', E'\x1e')) x
+EXCEPT SELECT * FROM fresh;
+SELECT x AS only_in_fresh_install_not_02 FROM fresh
+EXCEPT SELECT unnest(string_to_array(:'upgraded_02', E'\x1e'));
 \c contrib_regression
 DROP DATABASE retl_upgrade WITH (FORCE);
+DROP DATABASE retl_upgrade_02 WITH (FORCE);
 DROP DATABASE retl_fresh WITH (FORCE);
+DROP ROLE retl_old_owner, retl_old_owner_02;

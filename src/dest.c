@@ -11,6 +11,7 @@
 #include "fmgr.h"
 #include "common/base64.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
@@ -153,6 +154,36 @@ retl_dest_read_common(RetlDest *dest, Jsonb *config, int batch_default,
 }
 
 /*
+ * Refuses a configured header that libcurl or retl sets itself: Host,
+ * Content-Length and Transfer-Encoding frame the request (a second copy
+ * makes servers read it differently), Connection, Expect and the other
+ * hop-by-hop headers belong to the connection, and Content-Type and
+ * X-Retl-Signature come from the format and the secret.
+ */
+void
+retl_dest_check_header_name(const char *name)
+{
+	static const char *const owned[] = {
+		"host", "content-length", "transfer-encoding", "connection",
+		"expect", "keep-alive", "te", "trailer", "upgrade",
+		"proxy-connection", "content-type", "x-retl-signature"
+	};
+
+	/* "Host " must not slip through: a name is a token, without blanks */
+	if (name[0] == '\0' || strpbrk(name, " \t") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("header name \"%s\" is empty or contains blanks", name),
+				 errhint("Write the header name alone, such as \"Authorization\".")));
+	for (int i = 0; i < lengthof(owned); i++)
+		if (pg_strcasecmp(name, owned[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("header \"%s\" cannot be configured", name),
+					 errhint("libcurl sets Host, Content-Length, Transfer-Encoding and the connection headers itself, and retl sets Content-Type (from \"format\") and X-Retl-Signature (from \"secret\").")));
+}
+
+/*
  * Adds a request header.  The list is allocated by curl, not palloc.
  */
 void
@@ -196,7 +227,8 @@ retl_dest_check_keys(Jsonb *config, const char *kind,
 		for (i = 0; allowed[i] && strcmp(allowed[i], key) != 0; i++)
 			;
 		if (allowed[i] == NULL && strcmp(key, "ca_file") != 0 &&
-			strcmp(key, "insecure_skip_verify") != 0)
+			strcmp(key, "insecure_skip_verify") != 0 &&
+			strcmp(key, "url_is_secret") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown setting \"%s\" for a %s destination",
@@ -262,6 +294,7 @@ void
 retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config, bool track)
 {
 	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
+	bool		url_secret;
 
 	memset(dest, 0, sizeof(RetlDest));
 	dest->kind = retl_dest_kind(kind, false);
@@ -276,6 +309,7 @@ retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config, bool track)
 	dest->kind->open(dest, config);
 	dest->ca_file = retl_jsonb_get_text(config, "ca_file");
 	(void) retl_jsonb_get_bool(config, "insecure_skip_verify", &dest->insecure);
+	(void) retl_jsonb_get_bool(config, "url_is_secret", &url_secret);
 	check_url_syntax(dest->url);
 	retl_check_url_allowed(dest->url);
 	retl_dest_add_header(dest, "Content-Type",
@@ -357,34 +391,127 @@ retl_is_secret_key(const char *key)
 }
 
 /*
+ * Is this config key a URL (of any kind: "url", Kinesis' "endpoint")?
+ */
+static bool
+is_url_key(const char *key, int len)
+{
+	return (len == 3 && strncmp(key, "url", 3) == 0) ||
+		(len == 8 && strncmp(key, "endpoint", 8) == 0);
+}
+
+/*
+ * Does the config say {"url_is_secret": true}?  Never raises an error:
+ * redaction runs on any config (validation reports a wrong type).
+ */
+static bool
+config_url_is_secret(Jsonb *config)
+{
+	JsonbValue *v = retl_json_get(config, "url_is_secret");
+
+	return v != NULL && v->type == jbvBool && v->val.boolean;
+}
+
+/*
+ * A URL as it may be shown.  The credentials of its userinfo are always
+ * "***" (the password, or a user name that has none: a token used as
+ * one); when the whole URL is a secret (token-in-path URLs), only its
+ * scheme, host and port are left, then a path of "***".  A
+ * URL curl cannot parse is shown as "***" when it could hold either.
+ */
+char *
+retl_redact_url(const char *url, bool whole)
+{
+	CURLU	   *u = curl_url();
+	char	   *part = NULL;
+	char	   *result = NULL;
+
+	if (u == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+		result = pstrdup((whole || strchr(url, '@') != NULL) ? "***" : url);
+	else if (whole)
+	{
+		char	   *scheme = NULL;
+		char	   *port = NULL;
+
+		(void) curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+		(void) curl_url_get(u, CURLUPART_HOST, &part, 0);
+		(void) curl_url_get(u, CURLUPART_PORT, &port, 0);
+		result = psprintf("%s://%s%s%s/***", scheme ? scheme : "http",
+						  part ? part : "", port ? ":" : "", port ? port : "");
+		curl_free(scheme);
+		curl_free(port);
+	}
+	else
+	{
+		char	   *user = NULL;
+
+		if (curl_url_get(u, CURLUPART_PASSWORD, &part, 0) == CURLUE_OK)
+			(void) curl_url_set(u, CURLUPART_PASSWORD, "***", 0);
+		else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK &&
+				 user[0] != '\0')
+			(void) curl_url_set(u, CURLUPART_USER, "***", 0);
+		curl_free(user);
+		curl_free(part);
+		part = NULL;
+		/* without userinfo the URL is shown exactly as written */
+		if (strchr(url, '@') == NULL ||
+			curl_url_get(u, CURLUPART_URL, &part, 0) != CURLUE_OK)
+			result = pstrdup(strchr(url, '@') == NULL ? url : "***");
+		else
+			result = pstrdup(part);
+	}
+	curl_free(part);
+	curl_url_cleanup(u);
+	return result;
+}
+
+/*
  * Pushes container c into state with every secret shown as "***", at any
  * depth: a webhook's headers object holds credentials too.  The value of
- * a secret key is replaced whole, even when it is an object or an array.
+ * a secret key is replaced whole, even when it is an object or an array;
+ * a URL loses its credentials (or all but its host, with url_secret).
  */
 static JsonbValue *
-redact_container(JsonbParseState **state, JsonbContainer *c)
+redact_container(JsonbParseState **state, JsonbContainer *c, bool url_secret)
 {
 	JsonbIterator *it = JsonbIteratorInit(c);
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 	JsonbValue *res = NULL;
 	bool		redact_next = false;
+	bool		url_next = false;
 
+	/* a config nests as deep as jsonb lets it */
+	check_stack_depth();
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)
+		{
 			redact_next = retl_is_secret_key(pnstrdup(v.val.string.val,
 													  v.val.string.len));
+			url_next = is_url_key(v.val.string.val, v.val.string.len);
+		}
 		if (tok == WJB_VALUE && redact_next)
 		{
 			v.type = jbvString;
 			v.val.string.val = "***";
 			v.val.string.len = 3;
 		}
+		else if (tok == WJB_VALUE && url_next && v.type == jbvString)
+		{
+			v.val.string.val = retl_redact_url(pnstrdup(v.val.string.val,
+														v.val.string.len),
+											   url_secret);
+			v.val.string.len = strlen(v.val.string.val);
+		}
 		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvBinary)
 		{
 			/* a nested object or array: its tokens go into the same state */
-			res = redact_container(state, v.val.binary.data);
+			res = redact_container(state, v.val.binary.data, url_secret);
 			continue;
 		}
 		res = pushJsonbValue(state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
@@ -422,6 +549,7 @@ collect_secrets(JsonbContainer *c, bool all, List **out)
 	JsonbIteratorToken tok;
 	bool		secret = all;
 
+	check_stack_depth();
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)
@@ -445,13 +573,78 @@ collect_secrets(JsonbContainer *c, bool all, List **out)
  * reach retl.runs, retl.failed_events or the server log, even when a
  * vendor echoes a credential back in its response.
  */
+/*
+ * Adds the secrets of a URL: its userinfo's password (or a user name that
+ * has none), those credentials as Basic auth sends them (base64 of
+ * "user:password"), and, when the whole URL is a secret, the URL and its
+ * path and query (the token of a Slack- or Zapier-style hook).
+ */
+static void
+add_url_secrets(List **out, const char *url, bool whole)
+{
+	CURLU	   *u = curl_url();
+	char	   *user = NULL;
+	char	   *password = NULL;
+	char	   *path = NULL;
+
+	if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+	{
+		curl_url_cleanup(u);
+		if (whole || strchr(url, '@') != NULL)
+			add_secret(out, url, strlen(url));
+		return;
+	}
+	(void) curl_url_get(u, CURLUPART_USER, &user, CURLU_URLDECODE);
+	(void) curl_url_get(u, CURLUPART_PASSWORD, &password, CURLU_URLDECODE);
+	if (password != NULL)
+		add_secret(out, password, strlen(password));
+	else if (user != NULL)
+		add_secret(out, user, strlen(user));
+	if (user != NULL)
+	{
+		char	   *pair = psprintf("%s:%s", user, password ? password : "");
+		int			len = strlen(pair);
+		char	   *b64 = palloc(pg_b64_enc_len(len) + 1);
+		int			n = pg_b64_encode(pair, len, b64, pg_b64_enc_len(len));
+
+		if (n > 0)
+			add_secret(out, b64, n);
+	}
+	if (whole)
+	{
+		add_secret(out, url, strlen(url));
+		if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK &&
+			strlen(path) > 1)
+			add_secret(out, path, strlen(path));
+	}
+	curl_free(user);
+	curl_free(password);
+	curl_free(path);
+	curl_url_cleanup(u);
+}
+
 List *
 retl_secret_values(RetlDest *dest, Jsonb *config)
 {
 	List	   *out = NIL;
+	bool		whole = config != NULL && config_url_is_secret(config);
 
 	if (config != NULL && !JB_ROOT_IS_SCALAR(config))
+	{
+		const char *keys[2] = {"url", "endpoint"};
+
 		collect_secrets(&config->root, false, &out);
+		for (int i = 0; i < 2; i++)
+		{
+			JsonbValue *v = retl_json_get(config, keys[i]);
+
+			if (v != NULL && v->type == jbvString)
+				add_url_secrets(&out, pnstrdup(v->val.string.val,
+											   v->val.string.len), whole);
+		}
+	}
+	if (dest->url != NULL)
+		add_url_secrets(&out, dest->url, whole);
 	if (dest->userpwd != NULL)
 	{
 		int			len = strlen(dest->userpwd);
@@ -512,7 +705,8 @@ retl_redact_config(PG_FUNCTION_ARGS)
 
 	if (JB_ROOT_IS_SCALAR(config))
 		PG_RETURN_JSONB_P(config);
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(redact_container(&state, &config->root)));
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(redact_container(&state, &config->root,
+														 config_url_is_secret(config))));
 }
 
 /*

@@ -133,11 +133,13 @@ extern char *retl_dest_require_secret(Jsonb *config, const char *key,
 extern void retl_dest_read_common(RetlDest *dest, Jsonb *config,
 								  int batch_default, int batch_max,
 								  int64 bytes_max, int64 event_max);
+extern void retl_dest_check_header_name(const char *name);
 extern void retl_dest_add_header(RetlDest *dest, const char *name,
 								 const char *value);
 extern void retl_dest_check_keys(Jsonb *config, const char *kind,
 								 const char *const *allowed);
 extern bool retl_is_secret_key(const char *key);
+extern char *retl_redact_url(const char *url, bool whole);
 extern List *retl_secret_values(RetlDest *dest, Jsonb *config);
 extern text *retl_scrub(List *secrets, const char *s, int len);
 

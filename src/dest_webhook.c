@@ -63,6 +63,7 @@ add_config_headers(RetlDest *dest, Jsonb *config)
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("webhook header \"%s\" must have a string value and a name without ':' or line breaks",
 								name)));
+			retl_dest_check_header_name(name);
 			retl_dest_add_header(dest, name,
 								 pnstrdup(v.val.string.val, v.val.string.len));
 		}

@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "common/base64.h"
 #include "common/shortest_dec.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
@@ -165,6 +166,7 @@ setup_composite(RetlJsonType *t, TupleDesc src, MemoryContext cxt)
 	int			natts = src->natts;
 	int			i;
 
+	check_stack_depth();
 	t->kind = RJ_COMPOSITE;
 	t->tupdesc = CreateTupleDescCopy(src);
 	t->attrs = palloc0(natts * sizeof(RetlJsonType *));
@@ -652,13 +654,17 @@ append_array_dim(StringInfo buf, RetlJsonType *t, int dim, int ndim,
 static void
 append_array(StringInfo buf, Datum value, RetlJsonType *t)
 {
-	ArrayType  *arr = DatumGetArrayTypeP(value);
-	int			ndim = ARR_NDIM(arr);
+	ArrayType  *arr;
+	int			ndim;
 	Datum	   *elems;
 	bool	   *nulls;
 	int			nelems;
 	int			pos = 0;
 
+	/* arrays of composites of arrays ...: the recursion is the data's */
+	check_stack_depth();
+	arr = DatumGetArrayTypeP(value);
+	ndim = ARR_NDIM(arr);
 	if (ndim <= 0)
 		appendBinaryStringInfo(buf, "[]", 2);
 	else
@@ -751,9 +757,12 @@ record_encoder(RetlJsonType *t, Oid typid, int32 typmod)
 static void
 append_composite(StringInfo buf, Datum value, RetlJsonType *t)
 {
-	HeapTupleHeader td = DatumGetHeapTupleHeader(value);
+	HeapTupleHeader td;
 	RetlJsonType *comp = t;
 
+	/* a record may hold records (anonymous ones without a limit) */
+	check_stack_depth();
+	td = DatumGetHeapTupleHeader(value);
 	if (t->kind == RJ_RECORD)
 		comp = record_encoder(t, HeapTupleHeaderGetTypeId(td),
 							  HeapTupleHeaderGetTypMod(td));

@@ -22,6 +22,7 @@
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -43,6 +44,10 @@ typedef struct LauncherDb
 
 static LauncherDb dbs[RETL_MAX_DATABASES];
 static TimestampTz last_no_slot_log = 0;
+static TimestampTz last_full_log = 0;
+
+/* databases of the start-up scan that found no free record yet */
+static List *startup_pending = NIL;
 
 /*
  * Returns the launcher's record of a database, creating it if needed.
@@ -63,8 +68,28 @@ launcher_db(Oid dboid)
 }
 
 /*
- * Marks every database that accepts connections for a worker start.  Reads
- * the shared catalog pg_database, which needs no database connection.
+ * Marks the databases of the start-up scan for a worker start, as many as
+ * there are free records; the others wait in startup_pending for records
+ * that workers exiting with no work free (reap_workers).
+ */
+static void
+start_pending_databases(void)
+{
+	while (startup_pending != NIL)
+	{
+		LauncherDb *ldb = launcher_db(linitial_oid(startup_pending));
+
+		if (ldb == NULL)
+			break;
+		ldb->restart = true;
+		startup_pending = list_delete_first(startup_pending);
+	}
+}
+
+/*
+ * Lists every database that accepts connections for a worker start, so
+ * that runs queued before a restart resume.  Reads the shared catalog
+ * pg_database, which needs no database connection.
  */
 static void
 request_all_databases(void)
@@ -72,6 +97,7 @@ request_all_databases(void)
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
+	MemoryContext old;
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -80,18 +106,18 @@ request_all_databases(void)
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-		LauncherDb *ldb;
 
 		if (!db->datallowconn || db->datistemplate)
 			continue;
-		ldb = launcher_db(db->oid);
-		if (ldb != NULL)
-			ldb->restart = true;
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		startup_pending = lappend_oid(startup_pending, db->oid);
+		MemoryContextSwitchTo(old);
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	start_pending_databases();
 }
 
 /*
@@ -116,13 +142,20 @@ start_worker(LauncherDb *ldb)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "retl worker");
 	if (!RegisterDynamicBackgroundWorker(&worker, &ldb->handle))
 	{
+		int			asked;
+
 		ldb->handle = NULL;
+		/* idle workers of other databases make room at once */
+		retl_set_db_waiting(ldb->dboid, true);
+		asked = retl_ask_idle_to_leave();
 		if (TimestampDifferenceExceeds(last_no_slot_log,
 									   GetCurrentTimestamp(), 60000))
 		{
 			ereport(LOG,
 					(errmsg("retl launcher could not start a worker for database %u: no free background worker slot",
 							ldb->dboid),
+					 errdetail("Asked %d idle retl worker(s) to exit; databases waiting show in retl.workers.",
+							   asked),
 					 errhint("Raise max_worker_processes.")));
 			last_no_slot_log = GetCurrentTimestamp();
 		}
@@ -134,7 +167,8 @@ start_worker(LauncherDb *ldb)
 /*
  * Forgets workers that have exited.  A worker that exited with an error is
  * restarted; one that exited cleanly (idle, or no extension) is started
- * again only on request.
+ * again only on request, and its database's slot and record are freed for
+ * other databases.
  */
 static void
 reap_workers(void)
@@ -152,7 +186,10 @@ reap_workers(void)
 			continue;
 		pfree(ldb->handle);
 		ldb->handle = NULL;
+		if (!ldb->restart && retl_release_db(ldb->dboid))
+			memset(ldb, 0, sizeof(LauncherDb));
 	}
+	start_pending_databases();
 }
 
 /*
@@ -188,6 +225,14 @@ start_requested_workers(void)
 			ldb->restart = true;
 			ldb->crashed = crashed;
 		}
+		else if (TimestampDifferenceExceeds(last_full_log,
+											GetCurrentTimestamp(), 60000))
+		{
+			/* cannot happen while records match slots; say so if it does */
+			ereport(LOG,
+					(errmsg("retl launcher has no free record for database %u", dboid)));
+			last_full_log = GetCurrentTimestamp();
+		}
 	}
 	for (int i = 0; i < RETL_MAX_DATABASES; i++)
 	{
@@ -203,8 +248,9 @@ start_requested_workers(void)
 		ldb->last_start = GetCurrentTimestamp();
 		if (!database_exists(ldb->dboid))
 		{
-			ldb->dboid = InvalidOid;
-			ldb->restart = false;
+			/* dropped: its slot and record go to other databases */
+			(void) retl_release_db(ldb->dboid);
+			memset(ldb, 0, sizeof(LauncherDb));
 			continue;
 		}
 		if (start_worker(ldb))
@@ -237,6 +283,9 @@ retl_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		reap_workers();
+		/* a request that found no slot: look at every database again */
+		if (startup_pending == NIL && retl_take_overflow())
+			request_all_databases();
 		start_requested_workers();
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

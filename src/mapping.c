@@ -24,6 +24,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/numeric.h"
 #include "utils/rel.h"
 
 PG_FUNCTION_INFO_V1(retl_validate_sync);
@@ -77,11 +78,25 @@ bool
 retl_jsonb_get_int(Jsonb *jb, const char *key, int64 *out)
 {
 	JsonbValue *v = option_value(jb, key, jbvNumeric, "a number");
+	char	   *digits;
+	char	   *end;
 
 	if (v == NULL)
 		return false;
-	*out = DatumGetInt64(DirectFunctionCall1(numeric_int8,
-											 NumericGetDatum(v->val.numeric)));
+
+	/*
+	 * A count is a whole number: 1.5 is refused, not rounded (2.0 and 2e2
+	 * are whole).  numeric_normalize writes plain digits without trailing
+	 * zeros, so strtoi64 reads all of it exactly when it is an int64.
+	 */
+	digits = numeric_normalize(v->val.numeric);
+	errno = 0;
+	*out = strtoi64(digits, &end, 10);
+	if (digits[0] == '\0' || *end != '\0' || errno != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" must be an integer, not %s", key, digits),
+				 errhint("Write a whole number, such as {\"%s\": 100}.", key)));
 	return true;
 }
 
@@ -174,6 +189,39 @@ check_key_levels(const char *key)
 						RETL_MAX_KEY_LEVELS),
 				 errhint("Nest event fields at most %d levels deep.",
 						 RETL_MAX_KEY_LEVELS)));
+}
+
+/*
+ * Refuses a constant that nests deeper than RETL_MAX_KEY_LEVELS, the limit
+ * of keys: the event would nest that deep either way.  The depth is
+ * counted by an iterator walk, which does not recurse.
+ */
+static void
+check_constant_levels(const char *key, JsonbValue *c)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			depth = 0;
+
+	if (c->type != jbvBinary)
+		return;
+	it = JsonbIteratorInit(c->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (tok == WJB_BEGIN_ARRAY || tok == WJB_BEGIN_OBJECT)
+			depth++;
+		else if (tok == WJB_END_ARRAY || tok == WJB_END_OBJECT)
+			depth--;
+		if (depth > RETL_MAX_KEY_LEVELS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the constant of mapping key \"%.*s\" nests over the limit of %d levels",
+							pg_mbcliplen(key, strlen(key), 60), key,
+							RETL_MAX_KEY_LEVELS),
+					 errhint("Nest constant values at most %d levels deep, as keys.",
+							 RETL_MAX_KEY_LEVELS)));
+	}
 }
 
 /*
@@ -310,6 +358,7 @@ compile_entry(RetlMapping *map, Relation rel, const char *key, JsonbValue *v,
 
 		if (c != NULL && JsonContainerSize(v->val.binary.data) == 1)
 		{
+			check_constant_levels(key, c);
 			leaf->constant = JsonbToCString(NULL, &JsonbValueToJsonb(c)->root, 0);
 			return;
 		}

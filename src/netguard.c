@@ -1,13 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * netguard.c
- *	  Limits where retl may send data: retl.allowed_hosts (host patterns)
- *	  and retl.deny_private_networks (link-local and cloud metadata
- *	  addresses), checked when a destination is created and again for
- *	  every request, after DNS resolution.
+ *	  Limits where retl may send data: retl.allowed_hosts (host patterns),
+ *	  retl.deny_private_networks (link-local and cloud metadata addresses)
+ *	  and retl.deny_networks (a CIDR list), checked when a destination is
+ *	  created and again for every request, after DNS resolution.
  *
  * Redirects are never followed (transport.c), so a server cannot send a
- * request on to another host.  retl.deny_private_networks is checked three
+ * request on to another host.  The two address settings are checked three
  * times: on the URL, when its host is an address literal (at create time
  * and before every request, with an error that names the address, and
  * whatever proxy curl uses); in curl's open-socket callback, on every
@@ -25,10 +25,30 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inet.h"
 
 char	   *retl_allowed_hosts = NULL;
 bool		retl_deny_private_networks = false;
+char	   *retl_deny_networks = NULL;
+
+/* One network of retl.deny_networks: an address and its prefix length. */
+typedef struct DenyNet
+{
+	bool		v6;
+	int			bits;
+	uint8		addr[16];		/* network byte order */
+} DenyNet;
+
+/* retl.deny_networks parsed by its check hook (malloc'd, as GUC extras). */
+typedef struct DenyList
+{
+	int			n;
+	DenyNet		nets[FLEXIBLE_ARRAY_MEMBER];
+} DenyList;
+
+static DenyList *deny_list = NULL;
 
 /*
  * Returns the host of a URL, lower-cased, or NULL when it has none.
@@ -92,22 +112,63 @@ host_allowed(const char *host)
 }
 
 /*
- * Is an IPv4 address (in host byte order) link-local, 169.254.0.0/16?
- * The cloud metadata services answer at 169.254.169.254.
+ * Is addr (network byte order) inside net?  Compares the whole bytes of
+ * the prefix, then the bits of the last, partial one.
  */
 static bool
-ipv4_denied(uint32 a)
+net_contains(const DenyNet *net, const uint8 *addr)
 {
-	return (a & 0xffff0000) == 0xa9fe0000;
+	int			whole = net->bits / 8;
+	int			rest = net->bits % 8;
+
+	if (memcmp(net->addr, addr, whole) != 0)
+		return false;
+	return rest == 0 ||
+		((net->addr[whole] ^ addr[whole]) & (uint8) (0xff << (8 - rest))) == 0;
 }
 
 /*
- * Is an IPv6 address link-local (fe80::/10), the EC2 metadata address
- * fd00:ec2::254, or an IPv4 address that ipv4_denied refuses written as
- * IPv4-mapped (::ffff:0:0/96), IPv4-compatible (::/96) or NAT64
- * (64:ff9b::/96)?
+ * Is an address (network byte order, 4 or 16 bytes) in retl.deny_networks?
+ * No palloc and no error: curl's callbacks use it.
  */
 static bool
+listed(const uint8 *addr, bool v6)
+{
+	if (deny_list == NULL)
+		return false;
+	for (int i = 0; i < deny_list->n; i++)
+		if (deny_list->nets[i].v6 == v6 &&
+			net_contains(&deny_list->nets[i], addr))
+			return true;
+	return false;
+}
+
+/*
+ * Which setting refuses an IPv4 address (in host byte order), or NULL:
+ * retl.deny_private_networks refuses link-local, 169.254.0.0/16, where the
+ * cloud metadata services answer (169.254.169.254); retl.deny_networks
+ * the networks it lists.
+ */
+static const char *
+ipv4_denied(uint32 a)
+{
+	uint8		b[4] = {a >> 24, (a >> 16) & 0xff, (a >> 8) & 0xff, a & 0xff};
+
+	if (retl_deny_private_networks && (a & 0xffff0000) == 0xa9fe0000)
+		return "retl.deny_private_networks";
+	if (listed(b, false))
+		return "retl.deny_networks";
+	return NULL;
+}
+
+/*
+ * Which setting refuses an IPv6 address, or NULL: link-local (fe80::/10)
+ * and the EC2 metadata address fd00:ec2::254 (deny_private_networks), the
+ * networks of retl.deny_networks, and an IPv4 address that ipv4_denied
+ * refuses written as IPv4-mapped (::ffff:0:0/96), IPv4-compatible (::/96)
+ * or NAT64 (64:ff9b::/96).
+ */
+static const char *
 ipv6_denied(const uint8 *b)
 {
 	static const uint8 ec2[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
@@ -117,38 +178,48 @@ ipv6_denied(const uint8 *b)
 	static const uint8 nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0,
 	0, 0, 0, 0};
 
-	if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
-		return true;
-	if (memcmp(b, ec2, 16) == 0)
-		return true;
+	if (retl_deny_private_networks &&
+		((b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || memcmp(b, ec2, 16) == 0))
+		return "retl.deny_private_networks";
+	if (listed(b, true))
+		return "retl.deny_networks";
 	if (memcmp(b, mapped, 12) == 0 || memcmp(b, compat, 12) == 0 ||
 		memcmp(b, nat64, 12) == 0)
 		return ipv4_denied(((uint32) b[12] << 24) | ((uint32) b[13] << 16) |
 						   ((uint32) b[14] << 8) | (uint32) b[15]);
-	return false;
+	return NULL;
 }
 
 /*
- * Is a socket address one that retl.deny_private_networks refuses?
+ * Is any address refused at all?  Both settings off: nothing to check.
  */
 static bool
+guard_active(void)
+{
+	return retl_deny_private_networks || (deny_list != NULL && deny_list->n > 0);
+}
+
+/*
+ * Which setting refuses a socket address, or NULL.
+ */
+static const char *
 address_denied(const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET)
 		return ipv4_denied(ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr));
 	if (sa->sa_family == AF_INET6)
 		return ipv6_denied(((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr);
-	return false;
+	return NULL;
 }
 
 /*
- * Is a textual address one that retl.deny_private_networks refuses?  It
- * takes what inet_aton (any numeric IPv4 form the resolver takes) or
+ * Which setting refuses a textual address, or NULL?  It takes what
+ * inet_aton (any numeric IPv4 form the resolver takes) or
  * inet_pton(AF_INET6) does, with or without brackets, an IPv6 zone or one
  * trailing dot; anything else (a host name) is not refused here.  No
  * palloc and no error: curl's callbacks use it.
  */
-static bool
+static const char *
 address_text_denied(const char *text)
 {
 	char		buf[64];
@@ -163,7 +234,7 @@ address_text_denied(const char *text)
 		len -= 2;
 	}
 	if (len == 0 || len >= sizeof(buf))
-		return false;
+		return NULL;
 	memcpy(buf, text, len);
 	buf[len] = '\0';
 	if (buf[len - 1] == '.')
@@ -171,8 +242,8 @@ address_text_denied(const char *text)
 	if ((zone = strchr(buf, '%')) != NULL)
 		*zone = '\0';
 	if (strchr(buf, ':') != NULL)
-		return inet_pton(AF_INET6, buf, &a6) == 1 && ipv6_denied(a6.s6_addr);
-	return inet_aton(buf, &a4) != 0 && ipv4_denied(ntohl(a4.s_addr));
+		return inet_pton(AF_INET6, buf, &a6) == 1 ? ipv6_denied(a6.s6_addr) : NULL;
+	return inet_aton(buf, &a4) != 0 ? ipv4_denied(ntohl(a4.s_addr)) : NULL;
 }
 
 /*
@@ -185,6 +256,7 @@ void
 retl_check_url_allowed(const char *url)
 {
 	char	   *host = url_host(url);
+	const char *by;
 
 	if (host == NULL)
 		ereport(ERROR,
@@ -195,12 +267,21 @@ retl_check_url_allowed(const char *url)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("destination host \"%s\" is not in retl.allowed_hosts", host),
 				 errhint("A superuser can add it to retl.allowed_hosts.")));
-	if (retl_deny_private_networks && address_text_denied(host))
+	if (guard_active() && (by = address_text_denied(host)) != NULL)
+	{
+		if (strcmp(by, "retl.deny_networks") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("destination address \"%s\" is in a network that retl.deny_networks refuses",
+							host),
+					 errdetail("retl.deny_networks is \"%s\".", retl_deny_networks),
+					 errhint("A superuser can change retl.deny_networks.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("destination address \"%s\" is link-local or a cloud metadata address, which retl.deny_private_networks refuses",
 						host),
 				 errdetail("retl.deny_private_networks refuses 169.254.0.0/16, fe80::/10 and fd00:ec2::254, also as IPv4-mapped, IPv4-compatible or NAT64 IPv6 addresses.")));
+	}
 }
 
 /*
@@ -211,12 +292,14 @@ static curl_socket_t
 open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
 	RetlBatch  *b = (RetlBatch *) clientp;
+	const char *by;
 
-	if (retl_deny_private_networks && address_denied(&addr->addr))
+	if (guard_active() && (by = address_denied(&addr->addr)) != NULL)
 	{
 		const struct sockaddr *sa = &addr->addr;
 
 		b->blocked = true;
+		b->blocked_by = by;
 		if (inet_ntop(sa->sa_family, sa->sa_family == AF_INET ?
 					  (const void *) &((const struct sockaddr_in *) sa)->sin_addr :
 					  (const void *) &((const struct sockaddr_in6 *) sa)->sin6_addr,
@@ -239,11 +322,13 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 		  int conn_primary_port, int conn_local_port)
 {
 	RetlBatch  *b = (RetlBatch *) clientp;
+	const char *by;
 
-	if (retl_deny_private_networks && conn_primary_ip != NULL &&
-		address_text_denied(conn_primary_ip))
+	if (guard_active() && conn_primary_ip != NULL &&
+		(by = address_text_denied(conn_primary_ip)) != NULL)
 	{
 		b->blocked = true;
+		b->blocked_by = by;
 		strlcpy(b->blocked_addr, conn_primary_ip, sizeof(b->blocked_addr));
 		return CURL_PREREQFUNC_ABORT;
 	}
@@ -261,6 +346,7 @@ retl_guard_request(RetlBatch *b, CURL *easy)
 {
 	retl_check_url_allowed(b->run->dest.url);
 	b->blocked = false;
+	b->blocked_by = NULL;
 	b->blocked_addr[0] = '\0';
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, b);
@@ -268,6 +354,89 @@ retl_guard_request(RetlBatch *b, CURL *easy)
 	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, prereq_cb);
 	curl_easy_setopt(easy, CURLOPT_PREREQDATA, b);
 #endif
+}
+
+/*
+ * Parses one network of retl.deny_networks ("10.0.0.0/8", "::1",
+ * "fc00::/7"; an address alone is one host) with PostgreSQL's inet parser.
+ * Returns false, with the reason as the GUC error detail, when it is not
+ * a network or has bits set right of its prefix.
+ */
+static bool
+parse_net(const char *tok, DenyNet *net)
+{
+	int			nbytes;
+
+	memset(net, 0, sizeof(DenyNet));
+	net->v6 = strchr(tok, ':') != NULL;
+	nbytes = net->v6 ? 16 : 4;
+	net->bits = pg_inet_net_pton(net->v6 ? PGSQL_AF_INET6 : PGSQL_AF_INET,
+								 tok, net->addr, -1);
+	if (net->bits < 0 || net->bits > nbytes * 8)
+	{
+		GUC_check_errdetail("\"%s\" is not a network in CIDR notation, such as 10.0.0.0/8 or fc00::/7.",
+							tok);
+		return false;
+	}
+	for (int i = 0; i < nbytes; i++)
+	{
+		int			keep = Max(0, Min(8, net->bits - 8 * i));
+
+		if ((net->addr[i] & (uint8) (0xff >> keep)) != 0 && keep < 8)
+		{
+			GUC_check_errdetail("\"%s\" has bits set to the right of its prefix length.",
+								tok);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Check hook of retl.deny_networks: parses the comma-separated list once,
+ * into a malloc'd DenyList that the assign hook installs, so that curl's
+ * callbacks only compare bytes.
+ */
+static bool
+check_deny_networks(char **newval, void **extra, GucSource source)
+{
+	char	   *list = pstrdup(*newval ? *newval : "");
+	char	   *save = NULL;
+	int			max = 1;
+	DenyList   *dl;
+
+	for (const char *p = list; *p; p++)
+		max += (*p == ',' || *p == ' ' || *p == '\t');
+	dl = malloc(offsetof(DenyList, nets) + max * sizeof(DenyNet));
+	if (dl == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		return false;
+	}
+	dl->n = 0;
+	for (char *tok = strtok_r(list, ", \t", &save); tok != NULL;
+		 tok = strtok_r(NULL, ", \t", &save))
+	{
+		if (!parse_net(tok, &dl->nets[dl->n]))
+		{
+			free(dl);
+			pfree(list);
+			return false;
+		}
+		dl->n++;
+	}
+	pfree(list);
+	*extra = dl;
+	return true;
+}
+
+/*
+ * Assign hook of retl.deny_networks: installs the parsed list.
+ */
+static void
+assign_deny_networks(const char *newval, void *extra)
+{
+	deny_list = (DenyList *) extra;
 }
 
 /*
@@ -285,4 +454,10 @@ retl_define_guard_gucs(void)
 							 "Refuses link-local and cloud metadata addresses (169.254.0.0/16, fd00:ec2::254).",
 							 NULL, &retl_deny_private_networks, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("retl.deny_networks",
+							   "Networks that retl may not send data to (comma-separated, CIDR notation).",
+							   "Checked as retl.deny_private_networks is: address literals in the URL, resolved addresses, kept-alive connections.",
+							   &retl_deny_networks, "",
+							   PGC_SUSET, 0, check_deny_networks,
+							   assign_deny_networks, NULL);
 }

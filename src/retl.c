@@ -14,6 +14,7 @@
 
 #include "access/xact.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
@@ -21,6 +22,7 @@
 #include "storage/latch.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
@@ -31,6 +33,11 @@ int			retl_naptime_ms = 10000;
 int			retl_drain_timeout_ms = 30000;
 char	   *retl_history_retention = NULL;
 
+/*
+ * A database's slot: claimed when a backend asks for its worker, freed when
+ * its worker exits with no work or the database is gone, so that more
+ * databases than slots can take turns (src/README, "Processes").
+ */
 typedef struct RetlDbSlot
 {
 	Oid			dboid;			/* InvalidOid: free slot */
@@ -38,12 +45,17 @@ typedef struct RetlDbSlot
 	bool		crashed;		/* ... or its worker died of an error */
 	pid_t		worker_pid;		/* 0 when no worker is attached */
 	Latch	   *worker_latch;
+	bool		idle;			/* the worker has no run */
+	bool		leave;			/* the launcher asked the idle worker to exit */
+	TimestampTz waiting_since;	/* no background worker slot since, or 0 */
 } RetlDbSlot;
 
 typedef struct RetlShared
 {
 	slock_t		mutex;
 	Latch	   *launcher_latch;
+	TimestampTz last_full_log;	/* rate limit of "no free database slot" */
+	bool		overflow;		/* a request found no free slot */
 	RetlDbSlot	dbs[RETL_MAX_DATABASES];
 } RetlShared;
 
@@ -55,6 +67,7 @@ static bool xact_callback_registered = false;
 
 void		_PG_init(void);
 PG_FUNCTION_INFO_V1(retl_wake);
+PG_FUNCTION_INFO_V1(retl_workers);
 
 /*
  * Reserves the shared memory segment.  Runs in the postmaster only when the
@@ -123,6 +136,7 @@ retl_request_db(Oid dboid)
 {
 	Latch	   *latch = NULL;
 	RetlDbSlot *slot;
+	bool		log_full = false;
 
 	if (retl_shared == NULL)
 		return;
@@ -134,11 +148,154 @@ retl_request_db(Oid dboid)
 	{
 		if (slot != NULL)
 			slot->requested = true;
+		else
+		{
+			/* the launcher rescans every database once slots free */
+			retl_shared->overflow = true;
+			if (TimestampDifferenceExceeds(retl_shared->last_full_log,
+										   GetCurrentTimestamp(), 60000))
+			{
+				retl_shared->last_full_log = GetCurrentTimestamp();
+				log_full = true;
+			}
+		}
 		latch = retl_shared->launcher_latch;
 	}
 	SpinLockRelease(&retl_shared->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
+	/* LOG, not an error: this runs in the commit callback */
+	if (log_full)
+		ereport(LOG,
+				(errmsg("retl: no free database slot for database %u: %d databases have a worker or want one",
+						dboid, RETL_MAX_DATABASES),
+				 errdetail("The run stays queued; once slots free, the launcher starts a worker in every database, which finds it.")));
+}
+
+/*
+ * Did a request find no free slot since the last call?  The launcher then
+ * rescans every database, as at start-up, since the request itself could
+ * not be recorded.
+ */
+bool
+retl_take_overflow(void)
+{
+	bool		overflow;
+
+	SpinLockAcquire(&retl_shared->mutex);
+	overflow = retl_shared->overflow;
+	retl_shared->overflow = false;
+	SpinLockRelease(&retl_shared->mutex);
+	return overflow;
+}
+
+/*
+ * Frees the slot of a database that has neither a worker nor a request:
+ * its worker exited with no work, or the database is gone.  Called by the
+ * launcher once it has seen the worker stop.  Returns false when the slot
+ * is kept (a request came in meanwhile, or the worker crashed).
+ */
+bool
+retl_release_db(Oid dboid)
+{
+	RetlDbSlot *slot;
+	bool		released = false;
+
+	SpinLockAcquire(&retl_shared->mutex);
+	slot = find_slot(dboid, false);
+	if (slot == NULL)
+		released = true;
+	else if (slot->worker_pid == 0 && !slot->requested)
+	{
+		slot->dboid = InvalidOid;
+		released = true;
+	}
+	SpinLockRelease(&retl_shared->mutex);
+	return released;
+}
+
+/*
+ * Records whether a database waits for a background worker slot (the
+ * launcher could not start its worker): shown by retl.workers.
+ */
+void
+retl_set_db_waiting(Oid dboid, bool waiting)
+{
+	RetlDbSlot *slot;
+
+	SpinLockAcquire(&retl_shared->mutex);
+	slot = find_slot(dboid, false);
+	if (slot != NULL)
+	{
+		if (!waiting)
+			slot->waiting_since = 0;
+		else if (slot->waiting_since == 0)
+			slot->waiting_since = GetCurrentTimestamp();
+	}
+	SpinLockRelease(&retl_shared->mutex);
+}
+
+/*
+ * Asks idle workers to exit at once, so that databases waiting for a
+ * background worker slot get theirs: one idle worker per waiting database
+ * that no leaving worker makes room for yet.  Returns how many were asked.
+ */
+int
+retl_ask_idle_to_leave(void)
+{
+	Latch	   *latches[RETL_MAX_DATABASES];
+	int			nlatches = 0;
+	int			waiting = 0;
+	int			leaving = 0;
+
+	SpinLockAcquire(&retl_shared->mutex);
+	for (int i = 0; i < RETL_MAX_DATABASES; i++)
+	{
+		RetlDbSlot *slot = &retl_shared->dbs[i];
+
+		if (slot->dboid == InvalidOid)
+			continue;
+		waiting += slot->waiting_since != 0 && slot->worker_pid == 0;
+		leaving += slot->leave && slot->worker_pid != 0;
+	}
+	for (int i = 0; i < RETL_MAX_DATABASES && leaving < waiting; i++)
+	{
+		RetlDbSlot *slot = &retl_shared->dbs[i];
+
+		if (slot->dboid == InvalidOid || slot->worker_pid == 0 ||
+			!slot->idle || slot->leave || slot->worker_latch == NULL)
+			continue;
+		slot->leave = true;
+		latches[nlatches++] = slot->worker_latch;
+		leaving++;
+	}
+	SpinLockRelease(&retl_shared->mutex);
+	for (int i = 0; i < nlatches; i++)
+		SetLatch(latches[i]);
+	return nlatches;
+}
+
+/*
+ * Publishes whether this worker is idle (has no run), and returns whether
+ * the launcher asked it to leave.  A worker with runs is never asked.
+ */
+bool
+retl_worker_idle(Oid dboid, bool idle)
+{
+	RetlDbSlot *slot;
+	bool		leave = false;
+
+	SpinLockAcquire(&retl_shared->mutex);
+	slot = find_slot(dboid, false);
+	if (slot != NULL && slot->worker_pid == MyProcPid)
+	{
+		slot->idle = idle;
+		if (!idle)
+			slot->leave = false;
+		leave = slot->leave;
+	}
+	SpinLockRelease(&retl_shared->mutex);
+	return leave;
 }
 
 /*
@@ -197,6 +354,7 @@ worker_detach(int code, Datum arg)
 	{
 		slot->worker_pid = 0;
 		slot->worker_latch = NULL;
+		slot->idle = slot->leave = false;
 		/* a worker that died of an error is restarted by the launcher */
 		if (code != 0)
 			slot->requested = slot->crashed = true;
@@ -234,8 +392,14 @@ retl_worker_attach(Oid dboid)
 		slot->worker_pid = MyProcPid;
 		slot->worker_latch = MyLatch;
 		slot->requested = false;
+		slot->idle = slot->leave = false;
+		slot->waiting_since = 0;
 	}
 	SpinLockRelease(&retl_shared->mutex);
+	if (slot == NULL)
+		ereport(LOG,
+				(errmsg("retl worker: no free database slot; wake-ups for this database go to the launcher"),
+				 errdetail("%d databases have a worker or want one.", RETL_MAX_DATABASES)));
 	if (!exit_hook)
 		on_shmem_exit(worker_detach, ObjectIdGetDatum(dboid));
 	exit_hook = true;
@@ -272,6 +436,47 @@ retl_wake(PG_FUNCTION_ARGS)
 		xact_callback_registered = true;
 	}
 	wake_pending = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * SQL: retl._workers().  One row per database slot in use: the database,
+ * its worker's pid, its state ('running', 'idle', 'leaving', 'starting'
+ * or 'waiting' for a background worker slot) and since when it waits.
+ * The slots are copied under the spinlock, then read without it.
+ */
+Datum
+retl_workers(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	RetlDbSlot	copy[RETL_MAX_DATABASES];
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (retl_shared == NULL)
+		PG_RETURN_VOID();
+	SpinLockAcquire(&retl_shared->mutex);
+	memcpy(copy, retl_shared->dbs, sizeof(copy));
+	SpinLockRelease(&retl_shared->mutex);
+	for (int i = 0; i < RETL_MAX_DATABASES; i++)
+	{
+		RetlDbSlot *slot = &copy[i];
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		const char *state;
+
+		if (slot->dboid == InvalidOid)
+			continue;
+		state = slot->worker_pid == 0
+			? (slot->waiting_since != 0 ? "waiting" : "starting")
+			: slot->leave ? "leaving" : slot->idle ? "idle" : "running";
+		values[0] = ObjectIdGetDatum(slot->dboid);
+		values[1] = Int32GetDatum(slot->worker_pid);
+		nulls[1] = slot->worker_pid == 0;
+		values[2] = CStringGetTextDatum(state);
+		values[3] = TimestampTzGetDatum(slot->waiting_since);
+		nulls[3] = slot->waiting_since == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
 	PG_RETURN_VOID();
 }
 
@@ -349,6 +554,7 @@ void
 _PG_init(void)
 {
 	define_gucs();
+	retl_privileges_init();
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	prev_shmem_request_hook = shmem_request_hook;

@@ -32,6 +32,14 @@ extern Oid	retl_next_requested_db(bool *crashed);
 extern void retl_worker_attach(Oid dboid);
 extern void retl_worker_detach(Oid dboid);
 extern void retl_request_db(Oid dboid);
+extern bool retl_release_db(Oid dboid);
+extern bool retl_take_overflow(void);
+extern void retl_set_db_waiting(Oid dboid, bool waiting);
+extern int	retl_ask_idle_to_leave(void);
+extern bool retl_worker_idle(Oid dboid, bool idle);
+
+/* ---------- privileges (privileges.c) ---------- */
+extern void retl_privileges_init(void);
 
 /* ---------- launcher and worker entry points ---------- */
 extern PGDLLEXPORT void retl_launcher_main(Datum arg);

@@ -85,6 +85,10 @@ retry_delay_ms(RetlBatch *b)
 static char *
 batch_error(RetlBatch *b)
 {
+	if (b->blocked && b->blocked_by &&
+		strcmp(b->blocked_by, "retl.deny_networks") == 0)
+		return psprintf("the destination resolved to %s, in a network that retl.deny_networks refuses",
+						b->blocked_addr[0] ? b->blocked_addr : "an address");
 	if (b->blocked)
 		return psprintf("the destination resolved to %s, a link-local or metadata address, which retl.deny_private_networks refuses",
 						b->blocked_addr[0] ? b->blocked_addr : "an address");
@@ -572,13 +576,17 @@ next_timeout(TimestampTz last_poll)
 
 /*
  * Exits when the worker has had nothing to do for a while, so that it does
- * not hold a connection (which blocks DROP DATABASE).  The latch is
- * withdrawn first and the queue checked once more, so a run queued
- * meanwhile is either claimed here or starts a new worker.
+ * not hold a connection (which blocks DROP DATABASE), or at once when the
+ * launcher asks idle workers to make room for a database that waits for a
+ * background worker slot.  The latch is withdrawn first and the queue
+ * checked once more, so a run queued meanwhile is either claimed here or
+ * starts a new worker.
  */
 static void
 maybe_idle_exit(Oid dboid, TimestampTz *idle_since)
 {
+	bool		leave = retl_worker_idle(dboid, dlist_is_empty(&runs));
+
 	if (!dlist_is_empty(&runs))
 	{
 		*idle_since = 0;
@@ -586,9 +594,13 @@ maybe_idle_exit(Oid dboid, TimestampTz *idle_since)
 	}
 	if (*idle_since == 0)
 		*idle_since = GetCurrentTimestamp();
-	if (!TimestampDifferenceExceeds(*idle_since, GetCurrentTimestamp(),
+	if (!leave &&
+		!TimestampDifferenceExceeds(*idle_since, GetCurrentTimestamp(),
 									IDLE_EXIT_MS))
 		return;
+	if (leave)
+		ereport(LOG,
+				(errmsg("retl worker exiting while idle: another database waits for a background worker slot")));
 	retl_worker_detach(dboid);
 	poll_control();
 	if (dlist_is_empty(&runs))

@@ -114,6 +114,7 @@ typedef struct RetlBatch
 	long		ratelimit_reset_s;	/* X-RateLimit-Reset, as seconds to wait */
 	char		redirect[256];	/* Location of a 3xx answer (not followed) */
 	bool		blocked;		/* netguard refused the address */
+	const char *blocked_by;		/* the setting that refused it */
 	char		blocked_addr[64];	/* the address it refused */
 	Size		counted;		/* bytes counted in retl_pending_bytes */
 } RetlBatch;

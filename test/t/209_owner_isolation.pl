@@ -46,8 +46,8 @@ my $recv = start_receiver();
 # the view, and such a view would be read once (read_method
 # 'materialized') instead of page by page between the other owner's.
 sql($node, q{
-CREATE ROLE owner_a LOGIN;
-CREATE ROLE owner_b LOGIN;
+CREATE ROLE owner_a LOGIN IN ROLE retl_user;
+CREATE ROLE owner_b LOGIN IN ROLE retl_user;
 CREATE SCHEMA a AUTHORIZATION owner_a;
 CREATE SCHEMA b AUTHORIZATION owner_b;
 });

@@ -18,7 +18,7 @@ my $node = retl_node('ownerfailed');
 my $recv = start_receiver();
 
 sql($node, q{
-CREATE ROLE owner_c LOGIN;
+CREATE ROLE owner_c LOGIN IN ROLE retl_user;
 CREATE SCHEMA c AUTHORIZATION owner_c;
 });
 my $hook = $recv->url('/c');

@@ -21,6 +21,9 @@ my $SECRET = 'PLANTED-s3cr3t-7f1c9a';          # webhook HMAC secret
 my $BEARER = 'PLANTED-bearer-b81e44d0';         # Authorization header
 my $RS_KEY = 'PLANTED-writekey-0c3e91';         # RudderStack write key
 my $RS_B64 = MIME::Base64::encode_base64("$RS_KEY:", '');   # as Basic auth
+my $URL_PW = 'PLANTED-urlpw-3b9d27';           # password in a URL's userinfo
+my $URL_B64 = MIME::Base64::encode_base64("svc:$URL_PW", '');   # as Basic auth
+my $PATH_TOKEN = 'PLANTED-T000-B000-9e4f';      # token in a URL's path
 
 # $query as $role must succeed; returns its output.
 sub ok_as
@@ -31,8 +34,11 @@ sub ok_as
 	return $out;
 }
 
+# retl_user exists since 0.4; created here if missing (older builds)
+sql($node, q{DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'retl_user')
+  THEN CREATE ROLE retl_user; END IF; END $$});
 sql($node, q{
-CREATE ROLE alice; CREATE ROLE bob; CREATE ROLE carol IN ROLE retl_admin;
+CREATE ROLE alice IN ROLE retl_user; CREATE ROLE bob IN ROLE retl_user; CREATE ROLE carol IN ROLE retl_admin;
 CREATE TABLE orders_a (id int PRIMARY KEY, user_id text, amount numeric);
 CREATE TABLE orders_b (id int PRIMARY KEY, user_id text, amount numeric);
 INSERT INTO orders_a SELECT g, 'a' || g, g FROM generate_series(1, 20) g;
@@ -160,8 +166,21 @@ is(sql($node, q{SELECT config->>'write_key' FROM retl.destinations WHERE name = 
 ok_as('alice', qq{
 SELECT retl_create_sync('sync_rs', 'orders_a', 'rs_a', 'identify',
   '{"userId": "user_id", "traits.amount": "amount"}', 'id')}, 'alice: a rudderstack sync');
+# URLs with credentials: a password in the userinfo, a token in the path
+(my $url_pw = $recv->url('/userinfo')) =~ s{^http://}{http://svc:$URL_PW\@};
+my $url_tok = $recv->url("/hooks/$PATH_TOKEN");
+ok_as('alice', qq{
+SELECT retl_create_destination('url_a', 'webhook', '{"url": "$url_pw"}');
+SELECT retl_create_destination('tok_a', 'webhook', '{"url": "$url_tok", "url_is_secret": true}');
+SELECT retl_create_sync('sync_url', 'orders_a', 'url_a', 'track', $mapping, 'id');
+SELECT retl_create_sync('sync_tok', 'orders_a', 'tok_a', 'track', $mapping, 'id')},
+	'alice: destinations with credentials in their URLs');
+like(sql($node, q{SELECT config->>'url' FROM retl.destinations WHERE name = 'url_a'}),
+	qr{^http://svc:\*\*\*\@127\.0\.0\.1:\d+/userinfo$}, 'a URL shows its password as "***"');
+like(sql($node, q{SELECT config->>'url' FROM retl.destinations WHERE name = 'tok_a'}),
+	qr{^http://127\.0\.0\.1:\d+/\*\*\*$}, 'a secret URL shows only its scheme and host');
 $recv->config({ status => 401, echo_headers => JSON::PP::true });
-for my $sync ('sync_a', 'sync_rs')
+for my $sync ('sync_a', 'sync_rs', 'sync_url', 'sync_tok')
 {
 	my $run = ok_as('alice', "SELECT retl_force_full('$sync')", "queue $sync against 401s");
 	my $status = wait_run($node, $run);
@@ -185,7 +204,7 @@ my $found = '';
 for my $t (sort keys %tables)
 {
 	my $text = sql($node, "SELECT coalesce(string_agg(t::text, ' '), '') FROM retl.$t t");
-	for my $s ($SECRET, $BEARER, $RS_KEY, $RS_B64)
+	for my $s ($SECRET, $BEARER, $RS_KEY, $RS_B64, $URL_PW, $URL_B64, $PATH_TOKEN)
 	{
 		$found .= "retl.$t holds $s\n" if index($text, $s) >= 0;
 	}
@@ -193,7 +212,7 @@ for my $t (sort keys %tables)
 my $preview = ok_as('alice', "SELECT retl_preview('sync_a', 20)::text", 'preview as alice')
   . ok_as('alice', "SELECT retl_preview('sync_rs', 20)::text", 'preview of sync_rs');
 my $log = slurp_file($node->logfile);
-for my $s ($SECRET, $BEARER, $RS_KEY, $RS_B64)
+for my $s ($SECRET, $BEARER, $RS_KEY, $RS_B64, $URL_PW, $URL_B64, $PATH_TOKEN)
 {
 	$found .= "retl_preview shows $s\n" if index($preview, $s) >= 0;
 	$found .= "the server log holds $s\n" if index($log, $s) >= 0;
@@ -263,7 +282,7 @@ is(sql($node, 'SELECT count(*) FROM retl.destination_secrets s WHERE NOT EXISTS 
 # A dropped owner: PostgreSQL does not know retl's rows, so DROP ROLE
 # succeeds; the sync's next run says what happened.
 # ---------------------------------------------------------------------
-sql($node, 'CREATE ROLE dave; GRANT SELECT ON orders_a TO dave');
+sql($node, 'CREATE ROLE dave IN ROLE retl_user; GRANT SELECT ON orders_a TO dave');
 my $hook_d = $recv->url('/dave');
 ok_as('dave', qq{SELECT retl_create_destination('dest_d', 'webhook', '{"url": "$hook_d"}');
 SELECT retl_create_sync('sync_d', 'orders_a', 'dest_d', 'track', $mapping, 'id')},
