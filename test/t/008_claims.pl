@@ -70,7 +70,7 @@ cmp_ok($recv->stats->{answered}{close_mid_response}, '>=', 3,
 # ---------------------------------------------------------------------
 # 3. An owner cannot change a cursor or a checkpoint by hand.
 # ---------------------------------------------------------------------
-sql($node, q{CREATE ROLE alice LOGIN; GRANT SELECT ON orders TO alice;});
+sql($node, q{CREATE ROLE alice LOGIN; GRANT SELECT ON orders TO alice; GRANT retl_user TO alice;});
 my ($rc, $out, $err) = psql_as($node, 'alice', qq{
 SELECT retl_create_destination('da', 'webhook', '{"url": "@{[ $recv->url('/a') ]}"}');
 SELECT retl_create_sync('sa', 'orders', 'da', 'track',
@@ -83,25 +83,19 @@ my $before = sql($node, q{SELECT md5(s.cursor_snapshot::text) || ' ' || md5(r.sn
  WHERE s.name = 'sa'});
 fails_as($node, 'alice', q{UPDATE retl.syncs SET cursor_snapshot = NULL WHERE name = 'sa'},
 	'42501', "alice's direct UPDATE of retl.syncs.cursor_snapshot");
-TODO:
+# only retl writes retl.runs (issue 12, item 1): a run's snapshot becomes
+# its sync's cursor and its checkpoint where the next run resumes
+for my $col ('snapshot = NULL', q{checkpoint = '{"pos": 999999}'})
 {
-	# PUBLIC has UPDATE (snapshot, checkpoint) ON retl.runs (retl--0.1--0.2.sql),
-	# which the API functions use with the caller's privileges: an owner can
-	# rewrite a run's snapshot (the cursor it will store) and its checkpoint
-	# (where it resumes).  The fix is in the SQL privileges.
-	local $TODO = 'defect: owners can UPDATE retl.runs.snapshot and checkpoint directly';
-	for my $col ('snapshot = NULL', q{checkpoint = '{"pos": 999999}'})
-	{
-		my ($name) = $col =~ /^(\w+)/;
-		my ($urc, $uout, $uerr) = psql_as($node, 'alice',
-			"UPDATE retl.runs SET $col WHERE sync_name = 'sa'");
-		like($uerr, qr/ERROR:\s+42501:/,
-			"alice's direct UPDATE of retl.runs.$name fails with 42501");
-	}
-	is(sql($node, q{SELECT md5(s.cursor_snapshot::text) || ' ' || md5(r.snapshot::text)
-	  || ' ' || r.checkpoint::text FROM retl.syncs s JOIN retl.runs r ON r.sync_id = s.id
-	 WHERE s.name = 'sa'}), $before, 'the cursor and the checkpoint are unchanged');
+	my ($name) = $col =~ /^(\w+)/;
+	my ($urc, $uout, $uerr) = psql_as($node, 'alice',
+		"UPDATE retl.runs SET $col WHERE sync_name = 'sa'");
+	like($uerr, qr/ERROR:\s+42501:/,
+		"alice's direct UPDATE of retl.runs.$name fails with 42501");
 }
+is(sql($node, q{SELECT md5(s.cursor_snapshot::text) || ' ' || md5(r.snapshot::text)
+  || ' ' || r.checkpoint::text FROM retl.syncs s JOIN retl.runs r ON r.sync_id = s.id
+ WHERE s.name = 'sa'}), $before, 'the cursor and the checkpoint are unchanged');
 
 # ---------------------------------------------------------------------
 # 4. Two sessions call retl_sync_now in open transactions: the same run.

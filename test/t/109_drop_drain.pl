@@ -19,6 +19,7 @@ my $recv = start_receiver();
 create_orders($node, 'orders', $N);
 sql($node, q{
 CREATE ROLE alice;
+GRANT retl_user TO alice;
 CREATE ROLE ops;
 GRANT retl_admin TO ops;
 GRANT SELECT ON orders TO alice;});
