@@ -342,3 +342,34 @@ END $$ SET search_path = pg_catalog, pg_temp;
 CREATE TRIGGER check_sync_name BEFORE INSERT ON retl.syncs
 	FOR EACH ROW EXECUTE FUNCTION retl._check_sync_name();
 REVOKE ALL ON FUNCTION retl._check_sync_name() FROM PUBLIC;
+
+/* ---------------------------------------------------------------------
+ * Issue 14, item 5: Braze, Iterable and Mixpanel requests carry one event
+ * type (an identify sync's batches go to their user endpoints), so a
+ * mirror sync's deletions cannot be track events there: on_delete
+ * {"event": ...} is refused when the sync is created or altered, rather
+ * than sending records that delete nothing.  Runs as the caller, who sees
+ * its own destination.
+ * ------------------------------------------------------------------- */
+CREATE FUNCTION retl._check_on_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+	dest_kind text;
+BEGIN
+	IF NEW.mode OPERATOR(pg_catalog.<>) 'mirror'
+	   OR pg_catalog.jsonb_typeof(NEW.options->'on_delete') IS DISTINCT FROM 'object' THEN
+		RETURN NEW;
+	END IF;
+	SELECT d.kind INTO dest_kind FROM retl.destinations d
+	 WHERE d.id OPERATOR(pg_catalog.=) NEW.destination_id;
+	IF dest_kind IN ('braze', 'iterable', 'mixpanel') THEN
+		RAISE EXCEPTION 'option "on_delete" {"event": ...} is not supported by % destinations', dest_kind
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'A ' || dest_kind || ' request carries one event type: the deletions of an identify sync go to its user endpoint.',
+				  HINT = 'Leave on_delete out (deleted keys get their mapped traits set to null) or use "skip".';
+	END IF;
+	RETURN NEW;
+END $$ SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION retl._check_on_delete() FROM PUBLIC;
+CREATE TRIGGER check_on_delete BEFORE INSERT OR UPDATE OF options, mode ON retl.syncs
+	FOR EACH ROW EXECUTE FUNCTION retl._check_on_delete();

@@ -79,6 +79,18 @@ create_sync($node, name => 'amplitude_e', source => 'people', destination => 'am
 	mapping => { userId => 'user_id', 'traits.email' => 'email', 'traits.plan' => 'plan' });
 push @syncs, 'amplitude_e';
 
+# Braze, Iterable and Mixpanel requests carry one event type: a track
+# deletion event is refused when the sync is created or altered.
+for my $kind (qw(braze iterable mixpanel))
+{
+	fails_as($node, undef, qq{SELECT retl_create_sync('${kind}_e', 'people', '$kind', 'identify',
+	  '{"userId": "user_id"}', 'id', 'mirror', '{"on_delete": {"event": "User Deleted"}}')},
+		'0A000', "$kind: a mirror sync with on_delete {\"event\"} is refused");
+	fails_as($node, undef, qq{SELECT retl_alter_sync('${kind}_u',
+	  options => '{"unmapped": "drop", "on_delete": {"event": "User Deleted"}}')},
+		'0A000', "$kind: ... and so is altering a mirror sync to it");
+}
+
 sync_run($node, $_, "$_: first run", kind => 'full') for @syncs;
 
 sql($node, 'DELETE FROM people WHERE id IN (2, 5)');
