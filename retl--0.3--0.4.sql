@@ -218,9 +218,6 @@ GRANT UPDATE (mapping, options, detector, needs_full, full_reason, enabled)
 GRANT SELECT ON retl.runs TO retl_user, retl_admin;
 GRANT SELECT ON retl.failed_events TO retl_user, retl_admin;
 GRANT SELECT ON retl.sync_status TO retl_user, retl_admin;
--- fingerprints: read only (retl_preview computes the messageId of a diff
--- sync's row from them); row-level security shows a role its own syncs'
-GRANT SELECT ON retl.fingerprints TO retl_user, retl_admin;
 
 /*
  * Functions: nothing to PUBLIC.  The API and the helpers it calls with

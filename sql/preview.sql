@@ -109,7 +109,7 @@ CREATE FUNCTION pg_temp.stable(r jsonb) RETURNS jsonb LANGUAGE sql AS $$
   END $$;
 SELECT s.name, pg_temp.stable(e) AS record
   FROM retl.syncs s, retl_preview(s.name, 2) e
- WHERE s.source = 'shop'::regclass ORDER BY s.name, e::text;
+ WHERE s.source = 'shop'::regclass ORDER BY s.name, pg_temp.stable(e)::text;
 -- the records carry the standard events' messageIds (Amplitude insert_id,
 -- Mixpanel $insert_id, Iterable id, Kinesis and Kafka inside the event)
 SELECT s.name, count(*) AS same_ids

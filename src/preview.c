@@ -24,6 +24,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
@@ -103,6 +104,9 @@ preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
 	bool		isnull;
 	int64		fp,
 				stored;
+	Oid			save_userid;
+	int			save_sec;
+	int			rc;
 
 	if (vcol >= 0)
 		return nulls[vcol] ? 0 :
@@ -113,9 +117,20 @@ preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
 	args[0] = Int64GetDatum(sync_id);
 	args[1] = CStringGetTextDatum(OutputFunctionCall(&map->pk_out,
 													 values[map->pk_column]));
-	if (SPI_execute_with_args("SELECT fingerprint, previous FROM retl.fingerprints"
-							  " WHERE sync_id = $1 AND pk = $2",
-							  2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+
+	/*
+	 * The diff state is the worker's (nobody else reads retl.fingerprints):
+	 * read as the catalog's owner, for the sync the caller could load.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(retl_catalog_owner(),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	rc = SPI_execute_with_args("SELECT fingerprint, previous FROM retl.fingerprints"
+							   " WHERE sync_id OPERATOR(pg_catalog.=) $1"
+							   " AND pk OPERATOR(pg_catalog.=) $2",
+							   2, types, args, NULL, true, 1);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "retl: reading fingerprints failed");
 	if (SPI_processed == 0)
 		return 0;

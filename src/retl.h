@@ -126,6 +126,7 @@ extern int	retl_event_build(StringInfo buf, RetlMapping *map,
 							 char *message_id);
 extern void retl_event_version_id(char *message_id, uint64 version);
 extern int64 retl_diff_fingerprint(const char *message_id);	/* diff.c */
+extern Oid	retl_catalog_owner(void);	/* privileges.c */
 extern void retl_event_identity(StringInfo buf, RetlMapping *map,
 								RetlEventCtx *ctx, Datum *values, bool *nulls);
 

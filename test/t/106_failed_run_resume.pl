@@ -22,7 +22,7 @@ use Test::More;
 use RetlTest;
 use RetlSink;
 
-my $N = 200_000;
+my $N = 1_000_000;             # the issue's size: a 1M-row run
 my $B = 100;                   # batch_size
 my $M = 4;                     # max_in_flight
 my $BOUND = 2 * $M * $B;

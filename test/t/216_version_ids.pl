@@ -16,6 +16,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use RetlTest;
 use RetlChange;
+use RetlRead;
 
 my $node = retl_node('versionids');
 my $recv = start_receiver();
@@ -103,5 +104,32 @@ for my $name (sort keys %shape)
 		"SELECT e->>'userId', e->>'messageId' FROM retl_preview('$name', 10, format => 'standard') e");
 	is_deeply(\%preview, $full, "$name: retl_preview shows the ids that are sent");
 }
+
+# An owner that is not a superuser previews its diff sync: the preview
+# reads the sync's fingerprints (the worker's, which the owner cannot
+# read) and shows the ids that were sent.
+sql($node, q{
+CREATE ROLE pat LOGIN;
+GRANT retl_user TO pat;
+CREATE SCHEMA p AUTHORIZATION pat;
+});
+as_role($node, 'pat', qq{
+CREATE TABLE p.base (id int PRIMARY KEY, user_id text NOT NULL, plan text);
+INSERT INTO p.base SELECT g, 'u-' || g, 'A' FROM generate_series(1, 4) g;
+CREATE VIEW p.kv AS SELECT b.id, b.user_id, b.plan, 1 AS one FROM p.base b;
+SELECT retl_create_destination('pd', 'webhook', '{"url": "@{[ $recv->url('/pat') ]}"}');
+SELECT retl_create_sync('pk', 'p.kv', 'pd', 'identify',
+  '{"userId": "user_id", "traits.plan": "plan"}', 'id');
+}, 'pat creates a keyed view and its diff sync');
+is(sync_status($node, 'pk')->{detector}, 'diff', 'pat\'s view sync uses the diff detector');
+ids_of_run('pk', 'first run', kind => 'full');
+as_role($node, 'pat', "UPDATE p.base SET plan = 'B' WHERE id = 1", 'pat changes row 1');
+my $pb = ids_of_run('pk', 'A -> B', kind => 'incremental');
+my $pfull = ids_of_run('pk', 'forced full', full => 1, kind => 'full');
+is($pfull->{'u-1'}, $pb->{'u-1'}, 'pk: the forced full run re-sends row 1 with its version\'s id');
+my %ppreview = map { split /\|/ } split /\n/, as_role($node, 'pat',
+	"SELECT e->>'userId', e->>'messageId' FROM retl_preview('pk', 10, format => 'standard') e",
+	'pat previews its sync');
+is_deeply(\%ppreview, $pfull, 'pk: pat\'s preview shows the ids that are sent');
 
 done_testing();
