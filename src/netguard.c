@@ -339,21 +339,24 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 /*
  * Applies the guards to one request: the host and address literal checks
  * now, the address checks when curl opens its socket and before it sends
- * the request on a connection, new or reused.
+ * the request on a connection, new or reused.  Returns CURLE_OK, or the
+ * code of the option curl refused, named in *failed: a request whose
+ * guards are not in place must not go out.
  */
-void
-retl_guard_request(RetlBatch *b, CURL *easy)
+CURLcode
+retl_guard_request(RetlBatch *b, CURL *easy, const char **failed)
 {
 	retl_check_url_allowed(b->run->dest.url);
 	b->blocked = false;
 	b->blocked_by = NULL;
 	b->blocked_addr[0] = '\0';
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
-	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, b);
+	RETL_SETOPT(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+	RETL_SETOPT(easy, CURLOPT_OPENSOCKETDATA, b);
 #if LIBCURL_VERSION_NUM >= 0x075000
-	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, prereq_cb);
-	curl_easy_setopt(easy, CURLOPT_PREREQDATA, b);
+	RETL_SETOPT(easy, CURLOPT_PREREQFUNCTION, prereq_cb);
+	RETL_SETOPT(easy, CURLOPT_PREREQDATA, b);
 #endif
+	return CURLE_OK;
 }
 
 /*

@@ -350,22 +350,6 @@ request_headers(RetlBatch *b)
 }
 
 /*
- * Sets one option of a request, or returns from setup_easy with the
- * option's name and curl's code, as PostgreSQL's libpq-oauth checks every
- * setopt: an option curl refused silently (a CA bundle, the allowed
- * protocols) would change what the request does.
- */
-#define SETOPT(e, opt, val) \
-	do { \
-		CURLcode	rc_ = curl_easy_setopt((e), (opt), (val)); \
-		if (rc_ != CURLE_OK) \
-		{ \
-			*failed = #opt; \
-			return rc_; \
-		} \
-	} while (0)
-
-/*
  * Sets the options of one request.  TLS verification stays on; redirects
  * are not followed; only http and https are allowed.  Returns CURLE_OK,
  * or the code of the first option curl refused, named in *failed.
@@ -376,40 +360,40 @@ setup_easy(RetlBatch *b, const char **failed)
 	RetlDest   *d = &b->run->dest;
 	CURL	   *e = b->easy;
 
-	SETOPT(e, CURLOPT_URL, d->url);
-	SETOPT(e, CURLOPT_NOSIGNAL, 1L);
-	SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	SETOPT(e, CURLOPT_FOLLOWLOCATION, 0L);
-	SETOPT(e, CURLOPT_POST, 1L);
-	SETOPT(e, CURLOPT_POSTFIELDS, b->body.data);
-	SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) b->body.len);
-	SETOPT(e, CURLOPT_HTTPHEADER, request_headers(b));
-	SETOPT(e, CURLOPT_TIMEOUT_MS, (long) d->timeout_ms);
-	SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(d->timeout_ms, 10000));
-	SETOPT(e, CURLOPT_ERRORBUFFER, b->errbuf);
-	SETOPT(e, CURLOPT_WRITEFUNCTION, write_cb);
-	SETOPT(e, CURLOPT_WRITEDATA, b);
-	SETOPT(e, CURLOPT_HEADERFUNCTION, header_cb);
-	SETOPT(e, CURLOPT_HEADERDATA, b);
-	SETOPT(e, CURLOPT_PRIVATE, b);
-	SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	RETL_SETOPT(e, CURLOPT_URL, d->url);
+	RETL_SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+	RETL_SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	RETL_SETOPT(e, CURLOPT_FOLLOWLOCATION, 0L);
+	RETL_SETOPT(e, CURLOPT_POST, 1L);
+	RETL_SETOPT(e, CURLOPT_POSTFIELDS, b->body.data);
+	RETL_SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) b->body.len);
+	RETL_SETOPT(e, CURLOPT_HTTPHEADER, request_headers(b));
+	RETL_SETOPT(e, CURLOPT_TIMEOUT_MS, (long) d->timeout_ms);
+	RETL_SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(d->timeout_ms, 10000));
+	RETL_SETOPT(e, CURLOPT_ERRORBUFFER, b->errbuf);
+	RETL_SETOPT(e, CURLOPT_WRITEFUNCTION, write_cb);
+	RETL_SETOPT(e, CURLOPT_WRITEDATA, b);
+	RETL_SETOPT(e, CURLOPT_HEADERFUNCTION, header_cb);
+	RETL_SETOPT(e, CURLOPT_HEADERDATA, b);
+	RETL_SETOPT(e, CURLOPT_PRIVATE, b);
+	RETL_SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	if (d->ca_file != NULL)
-		SETOPT(e, CURLOPT_CAINFO, d->ca_file);
+		RETL_SETOPT(e, CURLOPT_CAINFO, d->ca_file);
 	if (d->insecure)
 	{
-		SETOPT(e, CURLOPT_SSL_VERIFYPEER, 0L);
-		SETOPT(e, CURLOPT_SSL_VERIFYHOST, 0L);
+		RETL_SETOPT(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		RETL_SETOPT(e, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
 	if (d->aws_sigv4 != NULL)
 	{
 		/* libcurl >= 7.75 signs the request with AWS Signature Version 4 */
-		SETOPT(e, CURLOPT_AWS_SIGV4, d->aws_sigv4);
-		SETOPT(e, CURLOPT_USERPWD, d->userpwd);
+		RETL_SETOPT(e, CURLOPT_AWS_SIGV4, d->aws_sigv4);
+		RETL_SETOPT(e, CURLOPT_USERPWD, d->userpwd);
 	}
 	else if (d->userpwd != NULL)
 	{
-		SETOPT(e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
-		SETOPT(e, CURLOPT_USERPWD, d->userpwd);
+		RETL_SETOPT(e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
+		RETL_SETOPT(e, CURLOPT_USERPWD, d->userpwd);
 	}
 	return CURLE_OK;
 }
@@ -464,9 +448,9 @@ retl_transport_send(RetlBatch *b)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a curl handle")));
-	if ((rc = setup_easy(b, &option)) != CURLE_OK)
+	if ((rc = setup_easy(b, &option)) != CURLE_OK ||
+		(rc = retl_guard_request(b, b->easy, &option)) != CURLE_OK)
 		setopt_failed(b, option, rc);
-	retl_guard_request(b, b->easy);
 	b->attempts++;
 	if (curl_multi_add_handle(multi, b->easy) != CURLM_OK)
 		ereport(ERROR,

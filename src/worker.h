@@ -293,9 +293,27 @@ extern uint64 retl_diff_version(RetlRun *run, const char *pk, int64 fp);
 extern void retl_diff_deletes_page(RetlRun *run);
 extern void retl_diff_acked(RetlBatch *b);
 
+/*
+ * Sets one option of a request, or returns curl's code from the calling
+ * function, whose "const char **failed" gets the option's name, as
+ * PostgreSQL's libpq-oauth checks every setopt: an option curl refused
+ * silently (a CA bundle, the allowed protocols, a guard) would change what
+ * the request does.
+ */
+#define RETL_SETOPT(e, opt, val) \
+	do { \
+		CURLcode	rc_ = curl_easy_setopt((e), (opt), (val)); \
+		if (rc_ != CURLE_OK) \
+		{ \
+			*failed = #opt; \
+			return rc_; \
+		} \
+	} while (0)
+
 /* netguard.c */
 extern void retl_check_url_allowed(const char *url);
-extern void retl_guard_request(RetlBatch *b, CURL *easy);
+extern CURLcode retl_guard_request(RetlBatch *b, CURL *easy,
+								   const char **failed);
 extern void retl_define_guard_gucs(void);
 
 /* catalog.c */
