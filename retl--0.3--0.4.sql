@@ -370,3 +370,16 @@ END $$ SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION retl._check_on_delete() FROM PUBLIC;
 CREATE TRIGGER check_on_delete BEFORE INSERT OR UPDATE OF options, mode ON retl.syncs
 	FOR EACH ROW EXECUTE FUNCTION retl._check_on_delete();
+
+/* ---------------------------------------------------------------------
+ * Issue 11: content-diff fingerprints hash a row's column values, so an
+ * unchanged row is skipped before its event is built ('values').  Syncs
+ * made before 0.4 keep fingerprints of the event's content ('event'):
+ * their stored fingerprints stay valid, and switching would make every
+ * row look changed once.
+ * ------------------------------------------------------------------- */
+ALTER TABLE retl.syncs ADD COLUMN fingerprints text NOT NULL DEFAULT 'event'
+	CHECK (fingerprints IN ('event', 'values'));
+ALTER TABLE retl.syncs ALTER COLUMN fingerprints SET DEFAULT 'values';
+COMMENT ON COLUMN retl.syncs.fingerprints IS
+	'content diff: what a fingerprint hashes: the column values (0.4) or the event (syncs made before 0.4)';

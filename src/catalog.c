@@ -256,7 +256,8 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 			  " s.cursor_snapshot, r.snapshot, r.checkpoint,"
 			  " r.retry_failed OR coalesce((s.options->>'retry_failed')::boolean, true),"
 			  " s.detector = 'diff', s.mode = 'mirror',"
-			  " EXISTS (SELECT 1 FROM retl.failed_events f WHERE f.sync_id = s.id AND f.retryable)"
+			  " EXISTS (SELECT 1 FROM retl.failed_events f WHERE f.sync_id = s.id AND f.retryable),"
+			  " s.fingerprints = 'values'"
 			  " FROM retl.runs r JOIN retl.syncs s ON s.id = r.sync_id"
 			  " JOIN retl.destinations d ON d.id = s.destination_id"
 			  " LEFT JOIN retl.destination_secrets ds ON ds.destination_id = d.id"
@@ -290,6 +291,7 @@ load_run(RetlRun *run, Jsonb **mapping, Jsonb **options, Jsonb **config,
 		run->mirror = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 17, &isnull));
 		/* a sync without failed events skips the retry phase */
 		run->retry_failed &= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 18, &isnull));
+		run->fp_values = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 19, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	return true;

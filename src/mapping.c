@@ -590,8 +590,13 @@ retl_mapping_compile(Oid relid, bool track, Jsonb *mapping, const char *pk,
 											  RelationGetRelationName(rel));
 	relation_close(rel, AccessShareLock);
 	map->coljson = palloc(map->ncolumns * sizeof(RetlJsonType *));
+	map->coltyplen = palloc(map->ncolumns * sizeof(int16));
+	map->colbyval = palloc(map->ncolumns * sizeof(bool));
 	for (int i = 0; i < map->ncolumns; i++)
+	{
 		map->coljson[i] = retl_json_type_get(map->coltypes[i], CurrentMemoryContext);
+		get_typlenbyval(map->coltypes[i], &map->coltyplen[i], &map->colbyval[i]);
+	}
 	return map;
 }
 

@@ -36,7 +36,7 @@ PG_FUNCTION_INFO_V1(retl_preview);
 static void
 load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
 		  Jsonb **mapping, char **pk, Jsonb **options, char **kind,
-		  Jsonb **config, bool *diff)
+		  Jsonb **config, bool *diff, bool *fp_values)
 {
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(sync_id)};
@@ -46,7 +46,7 @@ load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
 
 	if (SPI_execute_with_args("SELECT s.source::oid, s.name, s.event_type = 'track',"
 							  " s.mapping, s.primary_key, s.options, d.kind, d.config,"
-							  " s.detector = 'diff'"
+							  " s.detector = 'diff', s.fingerprints = 'values'"
 							  " FROM retl.syncs s"
 							  " JOIN retl.destinations d ON d.id = s.destination_id"
 							  " WHERE s.id = $1",
@@ -66,6 +66,7 @@ load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
 	*kind = SPI_getvalue(tup, desc, 7);
 	*config = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
 	*diff = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+	*fp_values = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 }
 
 /*
@@ -97,7 +98,8 @@ version_column(RetlMapping *map, bool diff, char **select_list)
  */
 static uint64
 preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
-				Datum *values, bool *nulls, const char *message_id)
+				bool fp_values, Datum *values, bool *nulls,
+				const char *message_id)
 {
 	Oid			types[2] = {INT8OID, TEXTOID};
 	Datum		args[2];
@@ -134,7 +136,8 @@ preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
 		elog(ERROR, "retl: reading fingerprints failed");
 	if (SPI_processed == 0)
 		return 0;
-	fp = retl_diff_fingerprint(message_id);
+	fp = fp_values ? retl_event_fingerprint(map, sync_id, values, nulls)
+		: retl_diff_fingerprint(message_id);
 	stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (stored != fp)
 		return (uint64) stored;
@@ -203,6 +206,7 @@ retl_preview(PG_FUNCTION_ARGS)
 	MemoryContext cxt = CurrentMemoryContext;
 	MemoryContext old;
 	bool		diff;
+	bool		fp_values;
 	int			vcol;
 	char	   *select_list;
 	SPITupleTable *rows;
@@ -212,7 +216,7 @@ retl_preview(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "retl: SPI_connect failed");
 	load_sync(sync_id, &relid, &name, &track, &mapping, &pk, &options, &kind,
-			  &config, &diff);
+			  &config, &diff, &fp_values);
 	map = retl_mapping_compile(relid, track, mapping, pk, options);
 	old = MemoryContextSwitchTo(cxt);
 	dest = open_for_records(kind, config, track, standard);
@@ -239,8 +243,8 @@ retl_preview(PG_FUNCTION_ARGS)
 		resetStringInfo(&buf);
 		id_at = retl_event_build(&buf, map, &ctx, values, nulls, message_id);
 		retl_event_version_id(message_id,
-							  preview_version(sync_id, map, vcol, diff, values,
-											  nulls, message_id));
+							  preview_version(sync_id, map, vcol, diff, fp_values,
+											  values, nulls, message_id));
 		memcpy(buf.data + id_at, message_id, RETL_MESSAGE_ID_LEN);
 		old = MemoryContextSwitchTo(cxt);
 		jb = preview_value(&buf, dest, &record);

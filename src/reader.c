@@ -155,21 +155,34 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 	MemoryContext old = MemoryContextSwitchTo(run->row_cxt);
 	int64		fp = 0;
 	const char *verdict = NULL;
-
-	uint64		version;
+	uint64		version = 0;
 	int			id_at;
 
+	if (pk == NULL)
+		pk = retl_reader_pk(run, values, nulls);
+	if (run->diff && run->fp_values)
+	{
+		/* an unchanged row is skipped before its event is built */
+		fp = retl_event_fingerprint(map, run->sync_id, values, nulls);
+		verdict = retl_diff_check(run, pk, fp, dup, &version);
+		if (verdict != NULL && verdict[0] == '\0')
+		{
+			MemoryContextSwitchTo(old);
+			run->rows_read++;
+			MemoryContextReset(run->row_cxt);
+			return;
+		}
+	}
 	resetStringInfo(&run->event_buf);
 	id_at = retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
 							 message_id);
-	if (pk == NULL)
-		pk = retl_reader_pk(run, values, nulls);
-	if (run->diff)
+	if (run->diff && !run->fp_values)
 	{
+		/* fingerprints of syncs made before 0.4: the event's content id */
 		fp = retl_diff_fingerprint(message_id);
 		verdict = retl_diff_check(run, pk, fp, dup, &version);
 	}
-	else
+	else if (!run->diff)
 		version = retl_reader_row_version(run, values, nulls);
 	retl_event_version_id(message_id, version);
 	memcpy(run->event_buf.data + id_at, message_id, RETL_MESSAGE_ID_LEN);

@@ -53,7 +53,9 @@ rebuild_failed_row(RetlRun *run, const char *pk, char *message_id, int64 *fp)
 		id_at = retl_event_build(&run->event_buf, map, &run->ectx, values, nulls,
 								 message_id);
 		/* the version as the reader gives it, so the id is the one it gets */
-		*fp = retl_diff_fingerprint(message_id);
+		*fp = run->fp_values
+			? retl_event_fingerprint(map, run->sync_id, values, nulls)
+			: retl_diff_fingerprint(message_id);
 		if (run->diff)
 			retl_event_version_id(message_id, retl_diff_version(run, pk, *fp));
 		else

@@ -88,6 +88,8 @@ typedef struct RetlMapping
 	char	  **colnames;		/* their names, in select order */
 	Oid		   *coltypes;
 	RetlJsonType **coljson;
+	int16	   *coltyplen;		/* their types' typlen and typbyval, for */
+	bool	   *colbyval;		/* fingerprints of column values */
 	int			pk_column;		/* index into colnames, or -1 */
 	FmgrInfo	pk_out;			/* output function of the primary key */
 	bool		has_timestamp;	/* mapping sets "timestamp" */
@@ -125,6 +127,8 @@ extern int	retl_event_build(StringInfo buf, RetlMapping *map,
 							 RetlEventCtx *ctx, Datum *values, bool *nulls,
 							 char *message_id);
 extern void retl_event_version_id(char *message_id, uint64 version);
+extern int64 retl_event_fingerprint(RetlMapping *map, int64 sync_id,
+									Datum *values, bool *nulls);
 extern int64 retl_diff_fingerprint(const char *message_id);	/* diff.c */
 extern Oid	retl_catalog_owner(void);	/* privileges.c */
 extern void retl_event_identity(StringInfo buf, RetlMapping *map,

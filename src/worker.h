@@ -170,6 +170,7 @@ typedef struct RetlRun
 	/* diff detector (diff.c) */
 	bool		diff;
 	bool		mirror;
+	bool		fp_values;		/* diff: fingerprints of column values (0.4) */
 	bool		on_delete_skip;
 	char	   *on_delete_event;	/* track event name for deletions */
 	struct RetlDiff *diffs;		/* stored fingerprints, seen marks */

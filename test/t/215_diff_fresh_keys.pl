@@ -69,4 +69,28 @@ sync_run($node, 'm', 'mirror run after deletes', kind => 'incremental');
 my @del = sort map { $_->{userId} // '' } @{ $recv->events(path => '/hook') };
 is_deeply(\@del, [ 'm-1', 'm-2', 'm-3' ], 'the deletions carry the stored identities');
 
+# Fingerprints of column values (0.4) against those of the event's content
+# (kept by syncs made before 0.4): both detect exactly the changed rows.
+is(sql($node, "SELECT fingerprints FROM retl.syncs WHERE name = 'v'"), 'values',
+	'a new sync fingerprints column values');
+create_track_sync($node, 'v_event', 'order_view', 'd');
+sql($node, "UPDATE retl.syncs SET fingerprints = 'event' WHERE name = 'v_event'");
+for my $s ('v', 'v_event')
+{
+	sync_run($node, $s, "$s: a run", kind => undef) if $s eq 'v_event';
+	$recv->reset;
+	my (undef, $u) = sync_run($node, $s, "$s: unchanged", kind => 'incremental');
+	is($u->{events_sent}, 0, "$s: an unchanged run sends nothing");
+}
+sql($node, "UPDATE orders SET amount = amount + 1 WHERE id IN (7, 1500)");
+sql($node, "UPDATE customers SET name = 'renamed' WHERE id = 3");    # orders with id % 10 = 2
+for my $s ('v', 'v_event')
+{
+	$recv->reset;
+	my ($run) = sync_run($node, $s, "$s: after changes", kind => 'incremental');
+	my @ids = sort { $a <=> $b } map { $_->{properties}{id} } @{ $recv->events(run_id => $run) };
+	my @want = sort { $a <=> $b } (7, 1500, grep { $_ % 10 == 2 && $_ != 1500 } 1 .. $N);
+	is_deeply(\@ids, \@want, "$s: exactly the changed rows are sent (" . scalar(@want) . ")");
+}
+
 done_testing();
