@@ -666,6 +666,16 @@ retl_catalog_finish(RetlRun *run)
 	char		nulls[4] = {' ', ' ', run->error ? ' ' : 'n', ' '};
 
 	xact_begin();
+
+	/*
+	 * The sync's row first, then the run's, in the order of the API
+	 * (retl._sync(name, true), retl._enqueue_run): the second UPDATE of the
+	 * run below rechecks its foreign key, which locks the sync's row, and
+	 * taking the run's row before it deadlocked with retl_drop_sync.
+	 */
+	exec_args("SELECT 1 FROM retl.syncs s JOIN retl.runs r ON r.sync_id = s.id"
+			  " WHERE r.id = $1 FOR KEY SHARE OF s",
+			  4, types, values, nulls, SPI_OK_SELECT);
 	write_counters(run);
 	exec_args("UPDATE retl.runs SET status = $2, error = $3,"
 			  " finished_at = clock_timestamp() WHERE id = $1",
