@@ -334,20 +334,29 @@ key_set(MemoryContext cxt, const char *name, long size)
 }
 
 /*
- * The version of a row with fingerprint fp whose stored key is stored[i]
- * (i < 0: none), which makes its messageId: the fingerprint the
+ * The version of a row with fingerprint fp whose key has a stored
+ * fingerprint, which makes its messageId: the fingerprint the
  * destination had before this content.  An unchanged row keeps the
  * version it was sent with (stored as previous), a changed one gets the
  * stored fingerprint, a new key none (0).  So a row that goes A, B, A
  * gets three ids, and a retry, a resume or a forced full run re-sends the
  * id the destination saw.
  */
+int64
+retl_diff_version_of(int64 fp, int64 stored_fp, int64 stored_previous)
+{
+	return stored_fp == fp ? stored_previous : stored_fp;
+}
+
+/*
+ * The version of a row with fingerprint fp whose stored key is stored[i],
+ * or 0 (i < 0: a new key).
+ */
 static int64
 version_of(RetlDiff *d, int64 i, int64 fp)
 {
-	if (i < 0)
-		return 0;
-	return d->stored[i].fp == fp ? d->stored[i].previous : d->stored[i].fp;
+	return i < 0 ? 0 : retl_diff_version_of(fp, d->stored[i].fp,
+											d->stored[i].previous);
 }
 
 /*

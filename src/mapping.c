@@ -601,6 +601,31 @@ retl_mapping_compile(Oid relid, bool track, Jsonb *mapping, const char *pk,
 }
 
 /*
+ * The column that versions an xmin sync's rows, whose messageIds name row
+ * versions (a row that goes back to earlier content gets a new id): a
+ * view's xmin_column, or a table's own xmin, which *select_list then reads
+ * after the mapped columns.  -1 when there is none: a diff sync versions
+ * by fingerprint, and foreign tables and other views have no versions.
+ * Sets *select_list to what reads a row, for the reader and the preview.
+ */
+int
+retl_mapping_version_column(RetlMapping *map, bool diff, char **select_list)
+{
+	*select_list = retl_mapping_select_list(map);
+	if (diff)
+		return -1;
+	if (map->xmin_column >= 0)
+		return map->xmin_column;
+	if (map->relkind == RELKIND_RELATION || map->relkind == RELKIND_MATVIEW ||
+		map->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		*select_list = psprintf("%s, xmin", *select_list);
+		return map->ncolumns;
+	}
+	return -1;
+}
+
+/*
  * Returns the select list that reads the mapping's columns, in order.
  */
 char *

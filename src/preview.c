@@ -70,31 +70,9 @@ load_sync(int64 sync_id, Oid *relid, char **name, bool *track,
 }
 
 /*
- * The column of an xmin sync's select list that holds the row's xmin, as
- * the reader chooses it (a table's system column, added to the select
- * list, or the view's xmin_column), or -1.
- */
-static int
-version_column(RetlMapping *map, bool diff, char **select_list)
-{
-	*select_list = retl_mapping_select_list(map);
-	if (diff)
-		return -1;
-	if (map->xmin_column >= 0)
-		return map->xmin_column;
-	if (map->relkind == RELKIND_RELATION || map->relkind == RELKIND_MATVIEW ||
-		map->relkind == RELKIND_PARTITIONED_TABLE)
-	{
-		*select_list = psprintf("%s, xmin", *select_list);
-		return map->ncolumns;
-	}
-	return -1;
-}
-
-/*
  * The version that makes a previewed row's messageId the one the worker
  * would send it with: an xmin sync's row xmin, or what a diff sync's
- * stored fingerprints of the key give (src/diff.c, version_of).
+ * stored fingerprints of the key give (retl_diff_version_of).
  */
 static uint64
 preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
@@ -111,9 +89,8 @@ preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
 	int			rc;
 
 	if (vcol >= 0)
-		return nulls[vcol] ? 0 :
-			retl_widen_xid(DatumGetTransactionId(values[vcol]),
-						   ReadNextFullTransactionId());
+		return retl_xmin_version(values[vcol], nulls[vcol],
+								 ReadNextFullTransactionId());
 	if (!diff || map->pk_column < 0 || nulls[map->pk_column])
 		return 0;
 	args[0] = Int64GetDatum(sync_id);
@@ -139,10 +116,9 @@ preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
 	fp = fp_values ? retl_event_fingerprint(map, sync_id, values, nulls)
 		: retl_diff_fingerprint(message_id);
 	stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (stored != fp)
-		return (uint64) stored;
-	return (uint64) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 2, &isnull));
+	return (uint64) retl_diff_version_of(fp, stored,
+										 DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+																	 SPI_tuptable->tupdesc, 2, &isnull)));
 }
 
 /*
@@ -222,7 +198,7 @@ retl_preview(PG_FUNCTION_ARGS)
 	dest = open_for_records(kind, config, track, standard);
 	MemoryContextSwitchTo(old);
 	retl_event_ctx_init(&ctx, sync_id, name, 0);
-	vcol = version_column(map, diff, &select_list);
+	vcol = retl_mapping_version_column(map, diff, &select_list);
 	if (SPI_execute(psprintf("SELECT %s FROM %s LIMIT %d", select_list,
 							 map->relname, n),
 					true, 0) != SPI_OK_SELECT)

@@ -63,21 +63,20 @@ retl_blocks_pos(RetlRun *run, BlockNumber block)
 }
 
 /*
- * Frees the saved range plans of the leaves (one at most: the leaf being
- * read).  Also the reset callback of the run's context, so that a run
- * ending in an error frees it too.
+ * Frees the saved range plan of the leaf being read.  Also the reset
+ * callback of the run's context, so that a run ending in an error frees
+ * it too.
  */
 static void
-free_leaf_plans(void *arg)
+free_leaf_plan(void *arg)
 {
 	RetlRun    *run = arg;
 
-	for (int i = 0; i < run->nleaves; i++)
-		if (run->leaves[i].plan != NULL)
-		{
-			SPI_freeplan(run->leaves[i].plan);
-			run->leaves[i].plan = NULL;
-		}
+	if (run->leaf_plan != NULL)
+	{
+		SPI_freeplan(run->leaf_plan);
+		run->leaf_plan = NULL;
+	}
 }
 
 /*
@@ -92,7 +91,7 @@ leaf_plan(RetlRun *run)
 	RetlLeaf   *leaf = &run->leaves[run->leaf];
 	Oid			types[2] = {TIDOID, TIDOID};
 
-	if (leaf->plan == NULL)
+	if (run->leaf_plan == NULL)
 	{
 		char	   *sql = psprintf("%s AND ctid >= $1 AND ctid < $2", leaf->query);
 		SPIPlanPtr	p = SPI_prepare_cursor(sql, 2, types, CURSOR_OPT_GENERIC_PLAN);
@@ -100,10 +99,10 @@ leaf_plan(RetlRun *run)
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "retl: preparing the read of \"%s\" failed: %s",
 				 get_rel_name(leaf->relid), SPI_result_code_string(SPI_result));
-		leaf->plan = p;
+		run->leaf_plan = p;
 		pfree(sql);
 	}
-	return leaf->plan;
+	return run->leaf_plan;
 }
 
 /*
@@ -112,7 +111,7 @@ leaf_plan(RetlRun *run)
 static void
 enter_leaf(RetlRun *run, int i, BlockNumber start)
 {
-	free_leaf_plans(run);
+	free_leaf_plan(run);
 	run->leaf = i;
 	if (i < run->nleaves)
 	{
@@ -180,7 +179,7 @@ retl_blocks_start(RetlRun *run)
 	}
 	run->nleaves = n;
 	cb = MemoryContextAllocZero(run->cxt, sizeof(MemoryContextCallback));
-	cb->func = free_leaf_plans;
+	cb->func = free_leaf_plan;
 	cb->arg = run;
 	MemoryContextRegisterResetCallback(run->cxt, cb);
 	/* resume in the checkpoint's leaf, or in the first one after it */

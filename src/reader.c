@@ -54,41 +54,15 @@ retl_read_method_name(RetlReadMethod method)
 }
 
 /*
- * Where the reader finds a row's xmin, which makes its messageId name the
- * row version (a row that goes back to earlier content gets a new id): a
- * table's system column, selected after the mapped columns, or a view's
- * xmin_column option.  Diff runs version by fingerprint instead, and a
- * foreign table or a view without xmin_column has no versions.
- */
-static void
-choose_version_column(RetlRun *run)
-{
-	RetlMapping *map = run->map;
-
-	run->version_column = -1;
-	run->next_fxid = ReadNextFullTransactionId();
-	if (run->diff)
-		return;
-	if (map->xmin_column >= 0)
-		run->version_column = map->xmin_column;
-	else if (map->relkind == RELKIND_RELATION || map->relkind == RELKIND_MATVIEW ||
-			 map->relkind == RELKIND_PARTITIONED_TABLE)
-	{
-		run->query = psprintf("%s, xmin", run->query);
-		run->version_column = map->ncolumns;
-	}
-}
-
-/*
  * The version of an xmin sync's row: its xmin, widened to 64 bits, or 0.
  */
 uint64
 retl_reader_row_version(RetlRun *run, Datum *values, bool *nulls)
 {
-	if (run->version_column < 0 || nulls[run->version_column])
+	if (run->version_column < 0)
 		return 0;
-	return retl_widen_xid(DatumGetTransactionId(values[run->version_column]),
-						  run->next_fxid);
+	return retl_xmin_version(values[run->version_column],
+							 nulls[run->version_column], run->next_fxid);
 }
 
 /*
@@ -116,9 +90,10 @@ retl_reader_start(RetlRun *run)
 						 " AND retl._xmin_is_new(%s, pg_catalog.decode('%s', 'hex'))",
 						 xmin_expr, hex);
 	}
-	run->query = retl_mapping_select_list(map);
 	run->filter = f.data;
-	choose_version_column(run);
+	run->version_column = retl_mapping_version_column(map, run->diff,
+													  &run->query);
+	run->next_fxid = ReadNextFullTransactionId();
 	if (map->relkind == RELKIND_RELATION || map->relkind == RELKIND_MATVIEW ||
 		map->relkind == RELKIND_PARTITIONED_TABLE)
 		retl_blocks_start(run);

@@ -107,6 +107,8 @@ extern RetlMapping *retl_mapping_compile(Oid relid, bool track,
 										 Jsonb *mapping, const char *pk,
 										 Jsonb *options);
 extern char *retl_mapping_select_list(RetlMapping *map);
+extern int	retl_mapping_version_column(RetlMapping *map, bool diff,
+										char **select_list);
 
 /* Per-run values that every event of the run carries. */
 typedef struct RetlEventCtx
@@ -130,6 +132,8 @@ extern void retl_event_version_id(char *message_id, uint64 version);
 extern int64 retl_event_fingerprint(RetlMapping *map, int64 sync_id,
 									Datum *values, bool *nulls);
 extern int64 retl_diff_fingerprint(const char *message_id);	/* diff.c */
+extern int64 retl_diff_version_of(int64 fp, int64 stored_fp,
+								  int64 stored_previous);	/* diff.c */
 extern Oid	retl_catalog_owner(void);	/* privileges.c */
 extern void retl_event_identity(StringInfo buf, RetlMapping *map,
 								RetlEventCtx *ctx, Datum *values, bool *nulls);
@@ -138,6 +142,7 @@ extern void retl_event_identity(StringInfo buf, RetlMapping *map,
 extern bytea *retl_snapshot_capture(Oid relid);
 extern const char *retl_snapshot_guard(bytea *blob, Oid relid);
 extern uint64 retl_widen_xid(TransactionId xid, FullTransactionId next);
+extern uint64 retl_xmin_version(Datum xmin, bool isnull, FullTransactionId next);
 
 /* ---------- input that raises no error (noerror.c) ---------- */
 extern bool retl_json_valid(char *text, int len);

@@ -84,6 +84,16 @@ retl_widen_xid(TransactionId xid, FullTransactionId next)
 	return ((uint64) epoch << 32) | xid;
 }
 
+/*
+ * A row version's xmin as the 64-bit version its messageId mixes in (0 for
+ * NULL or a special xid: the content id alone).
+ */
+uint64
+retl_xmin_version(Datum xmin, bool isnull, FullTransactionId next)
+{
+	return isnull ? 0 : retl_widen_xid(DatumGetTransactionId(xmin), next);
+}
+
 static int
 cmp_u64(const void *a, const void *b)
 {

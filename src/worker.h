@@ -32,7 +32,6 @@ typedef struct RetlLeaf
 	Oid			relid;
 	BlockNumber nblocks;		/* read right after the run's snapshot */
 	char	   *query;			/* SELECT list FROM ONLY leaf WHERE true[filter] */
-	SPIPlanPtr	plan;			/* query AND ctid in [$1, $2), while read */
 } RetlLeaf;
 
 /* The worker's identity, saved while the sync's owner's code runs. */
@@ -143,6 +142,7 @@ typedef struct RetlRun
 	RetlLeaf   *leaves;			/* blocks: the relations with storage */
 	int			nleaves;
 	int			leaf;			/* the leaf being read */
+	SPIPlanPtr	leaf_plan;		/* its query AND ctid in [$1, $2), or NULL */
 	BlockNumber next_block;		/* in that leaf */
 	BlockNumber nblocks;		/* of that leaf */
 	BlockNumber range_blocks;	/* blocks per TID range query */
