@@ -1,6 +1,9 @@
 # retl: PGXS build
 MODULE_big = retl
-OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+# src/ holds the processes and the SQL API; each subfolder is one layer of
+# the data path (src/README): run, read, build, batch, send, store, dest
+SRCDIRS = src $(patsubst %/,%,$(sort $(dir $(wildcard src/*/*.c))))
+OBJS = $(patsubst %.c,%.o,$(wildcard $(addsuffix /*.c,$(SRCDIRS))))
 EXTENSION = retl
 DATA = $(wildcard retl--*.sql)
 PGFILEDESC = "retl - reverse ETL from PostgreSQL"
@@ -8,7 +11,7 @@ PGFILEDESC = "retl - reverse ETL from PostgreSQL"
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 
-PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type -Wno-clobbered
+PG_CPPFLAGS = $(addprefix -I$(srcdir)/,$(SRCDIRS)) -MMD -MP -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type -Wno-clobbered
 SHLIB_LINK = -lcurl
 
 # JIT bitcode is not needed, and clang does not take every gcc warning flag
@@ -22,5 +25,7 @@ include $(PGXS)
 bench:
 	test/bench/run
 
-# every object depends on the shared headers
-$(OBJS): $(wildcard src/*.h)
+# each object depends on the headers it includes (gcc -MMD writes them
+# next to the object), so changing one header rebuilds only its users
+EXTRA_CLEAN = $(OBJS:.o=.d)
+-include $(wildcard $(OBJS:.o=.d))

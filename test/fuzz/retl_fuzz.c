@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * retl_fuzz.c
- *	  libFuzzer harness for retl's mapping parser (src/mapping.c) and JSON
- *	  builder (src/jsonout.c, src/event.c), run inside a PostgreSQL backend.
+ *	  libFuzzer harness for retl's mapping parser (src/build/mapping.c) and JSON
+ *	  builder (src/build/jsonout.c, src/build/event.c), run inside a PostgreSQL backend.
  *
  * The code under test needs the backend (palloc, jsonb, the catalogs, the
  * types' input and output functions), so the fuzzer runs in one: this file

@@ -130,7 +130,7 @@ is(wait_run($node, $id_a), 'succeeded', 'which succeeds');
 #    this cluster's (as after restoring a catalog into another cluster) is
 #    not trusted: the next run is full and says why.  The superuser
 #    rewrites the identifier in the stored cursor (bytes 9-16, after the
-#    magic and the flags, src/snapshot.c).
+#    magic and the flags, src/read/snapshot.c).
 # ---------------------------------------------------------------------
 my $runs1 = sql($node, "SELECT retl_sync_now('snow')");
 is(wait_run($node, $runs1), 'succeeded', 'sysid: a run of snow succeeds');
