@@ -278,7 +278,6 @@ retl_diff_start(RetlRun *run)
 
 	d->cxt = run->cxt;
 	run->diffs = d;
-	run->deletes_done = false;
 	load_stored(run, d);
 	/* SPI calls return in SPI's procedure memory: the caller's is the run's */
 	MemoryContextSwitchTo(caller);
@@ -555,9 +554,10 @@ queue_deletion(RetlRun *run, const char *pk, int64 fp, const char *identity)
  * this run did not see and that the source, read again now as the owner,
  * does not have.  Mirror syncs send a deletion event (unless on_delete is
  * "skip"), other syncs forget them.  Runs in the reader's page
- * transaction, as the worker.
+ * transaction, as the worker.  Returns true when no stored key is left to
+ * check.
  */
-void
+bool
 retl_diff_deletes_page(RetlRun *run)
 {
 	RetlDiff   *d = run->diffs;
@@ -572,10 +572,7 @@ retl_diff_deletes_page(RetlRun *run)
 
 	/* every stored key was seen, or met by the walk already: nothing is gone */
 	if (d->nunseen <= 0)
-	{
-		run->deletes_done = true;
-		return;
-	}
+		return true;
 	n = stored_page(run);
 	tt = SPI_tuptable;
 	cand = palloc(Max(n, 1) * sizeof(char *));
@@ -615,8 +612,7 @@ retl_diff_deletes_page(RetlRun *run)
 	}
 	forget_keys(run, gone, ngone);
 	SPI_freetuptable(tt);
-	if (n < DELETES_PAGE)
-		run->deletes_done = true;
+	return n < DELETES_PAGE;
 }
 
 /*

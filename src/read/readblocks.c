@@ -263,9 +263,10 @@ read_range(RetlRun *run)
 
 /*
  * Reads block ranges, leaf after leaf, until enough events are built or
- * the page's block or time budget is spent.
+ * the page's block or time budget is spent.  Returns true when every leaf
+ * is read.
  */
-static void
+static bool
 read_ranges(RetlRun *run, int want)
 {
 	TimestampTz start = GetCurrentTimestamp();
@@ -287,17 +288,16 @@ read_ranges(RetlRun *run, int want)
 			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), PAGE_MAX_MS))
 			break;
 	}
-	if (run->leaf >= run->nleaves)
-		run->source_done = true;
+	return run->leaf >= run->nleaves;
 }
 
 /*
  * Reads a page of a blocks run.  An incremental run of a single table
  * first tries to find its changed rows in one scan (tidlist.c) and reads
  * them by TID; with too many changes, on a full run, or over several
- * leaves, it walks block ranges.
+ * leaves, it walks block ranges.  Returns true when the source is read.
  */
-void
+bool
 retl_blocks_page(RetlRun *run, int want)
 {
 	bool		single = run->nleaves == 1 && run->leaves[0].relid == run->relid;
@@ -306,10 +306,9 @@ retl_blocks_page(RetlRun *run, int want)
 	{
 		run->tids_tried = true;
 		if (retl_tidlist_collect(run, run->filter))
-			return;
+			return false;
 	}
 	if (run->use_tids)
-		retl_tidlist_page(run, want);
-	else
-		read_ranges(run, want);
+		return retl_tidlist_page(run, want);
+	return read_ranges(run, want);
 }

@@ -250,27 +250,33 @@ choose_method(RetlRun *run)
 }
 
 /*
- * Reads want rows (about) of the source, as its owner.
+ * Reads want rows (about) of the source, as its owner.  Returns true when
+ * the source has nothing more to read.
  */
-static void
+static bool
 read_source_page(RetlRun *run, int want)
 {
+	bool		done;
+
 	retl_owner_enter(run);
 	if (!run->method_chosen)
 		choose_method(run);
 	if (run->read_method == RETL_READ_BLOCKS)
-		retl_blocks_page(run, want);
+		done = retl_blocks_page(run, want);
 	else
-		retl_keys_page(run, want);
+		done = retl_keys_page(run, want);
 	retl_owner_leave(run);
+	return done;
 }
 
 /*
- * Reads one page in a short transaction: failed events first, then the
- * source, then deletions.  Closes the last batch when all is read.  After
- * the commit, whatever the owner's code left in the session is undone.
+ * Reads one page of the run's phase in a short transaction: failed events
+ * (retrying), the source (reading) or deletions (deleting).  After the
+ * commit, whatever the owner's code left in the session is undone.
+ * Returns true when the phase has nothing more to read: the run then
+ * moves on (run.c), and closes its last batch once all is read.
  */
-void
+bool
 retl_reader_page(RetlRun *run)
 {
 	/*
@@ -284,6 +290,7 @@ retl_reader_page(RetlRun *run)
 		? run->dest.batch_size * run->dest.max_in_flight
 		: run->dest.batch_size + 1;
 	MemoryContext caller = CurrentMemoryContext;
+	bool		done = false;
 
 	run->in_owner = false;		/* an aborted page left no scope */
 	StartTransactionCommand();
@@ -291,25 +298,28 @@ retl_reader_page(RetlRun *run)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "retl: SPI_connect failed");
 	retl_event_ctx_set_now(&run->ectx, GetCurrentTimestamp());
-	if (!run->retry_done)
-		retl_refail_page(run);
-	else if (!run->source_done)
-		read_source_page(run, want);
-	else
-		retl_diff_deletes_page(run);
-	run->reading_done = run->source_done &&
-		(!run->diff || run->deletes_done);
+	switch (run->phase)
+	{
+		case RETL_RUN_RETRYING:
+			done = retl_refail_page(run);
+			break;
+		case RETL_RUN_READING:
+			done = read_source_page(run, want);
+			break;
+		case RETL_RUN_DELETING:
+			done = retl_diff_deletes_page(run);
+			break;
+		default:
+			elog(ERROR, "retl: run " INT64_FORMAT " has nothing to read in its phase",
+				 run->id);
+	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller);
 	retl_session_restore();
 	run->dirty = true;
-	if (run->reading_done)
-	{
-		retl_batch_close(run);
-		retl_reader_close(run);
-	}
+	return done;
 }
 
 /*

@@ -447,25 +447,25 @@ nulls_step(RetlRun *run, RetlKeyReader *kr)
 
 /*
  * Keys method: reads queries until enough events are built or the page's
- * time is spent.
+ * time is spent.  Returns true when the keys and the NULL keys are read.
  */
-static void
+static bool
 keys_page(RetlRun *run, RetlKeyReader *kr, int want)
 {
 	TimestampTz start = GetCurrentTimestamp();
 	uint64		rows = 0;
 
-	while (!run->source_done)
+	for (;;)
 	{
 		if (!kr->keys_done)
 			rows += keys_step(run, kr);
 		else if (!kr->nulls_done)
 			rows += nulls_step(run, kr);
 		else
-			run->source_done = true;
+			return true;
 		if (rows >= (uint64) want ||
 			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), PAGE_MAX_MS))
-			break;
+			return false;
 	}
 }
 
@@ -573,8 +573,9 @@ store_fill(RetlRun *run, RetlKeyReader *kr)
 /*
  * Store method: fills the store at the first page, then turns up to want
  * of its rows into events.  Equal neighbouring keys are duplicates.
+ * Returns true when the store is read to its end.
  */
-static void
+static bool
 store_page(RetlRun *run, RetlKeyReader *kr, int want)
 {
 	HeapTuple  *rows = palloc(want * sizeof(HeapTuple));
@@ -598,24 +599,23 @@ store_page(RetlRun *run, RetlKeyReader *kr, int want)
 		}
 		n++;
 	}
-	if (n < want)
-		run->source_done = true;
 	retl_reader_tuples(run, rows, kr->desc, n, dups);
 	retl_ckpt_span(run, 0, last_text(run, kr), n);
+	return n < want;
 }
 
 /*
- * Reads a page of a keys or store run.
+ * Reads a page of a keys or store run.  Returns true when the source is
+ * read.
  */
-void
+bool
 retl_keys_page(RetlRun *run, int want)
 {
 	RetlKeyReader *kr = key_reader(run);
 
 	if (kr->store)
-		store_page(run, kr, Max(want, 1));
-	else
-		keys_page(run, kr, want);
+		return store_page(run, kr, Max(want, 1));
+	return keys_page(run, kr, want);
 }
 
 /*

@@ -102,9 +102,10 @@ queue_stored(RetlRun *run, SPITupleTable *tt, uint64 i, const char *pk,
 }
 
 /*
- * Re-sends a page of the sync's failed events.
+ * Re-sends a page of the sync's failed events.  Returns true when none is
+ * left.
  */
-void
+bool
 retl_refail_page(RetlRun *run)
 {
 	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
@@ -144,6 +145,5 @@ retl_refail_page(RetlRun *run)
 				(void) retl_run_add_event(run, pk, id);
 		}
 	}
-	if (n < REFAIL_PAGE)
-		run->retry_done = true;
+	return n < REFAIL_PAGE;
 }

@@ -86,9 +86,10 @@ retl_tidlist_collect(RetlRun *run, const char *filter)
 
 /*
  * Reads the rows of the next want TIDs, as one query, and records the
- * span: up to the block of the first TID not read yet.
+ * span: up to the block of the first TID not read yet.  Returns true when
+ * every changed row is read.
  */
-void
+bool
 retl_tidlist_page(RetlRun *run, int want)
 {
 	int64		from = run->next_tid;
@@ -123,9 +124,8 @@ retl_tidlist_page(RetlRun *run, int want)
 		SPI_freetuptable(tt);
 	}
 	run->next_tid = to;
-	if (run->next_tid >= run->ntids)
-	{
-		retl_ckpt_span(run, retl_blocks_pos(run, run->nblocks), NULL, 0);
-		run->source_done = true;
-	}
+	if (run->next_tid < run->ntids)
+		return false;
+	retl_ckpt_span(run, retl_blocks_pos(run, run->nblocks), NULL, 0);
+	return true;
 }

@@ -120,7 +120,7 @@ retl_ckpt_advance(RetlRun *run)
 		pfree(span);
 	}
 	/* re-sent failed events have no position: a resume never reads them */
-	if (!run->retry_done && low > run->ckpt.seq)
+	if (run->phase == RETL_RUN_RETRYING && low > run->ckpt.seq)
 		run->ckpt.seq = low;
 }
 

@@ -10,7 +10,8 @@
  * (success, retry with backoff, or failure), records progress at most twice
  * a second and ends the runs that are done.  Errors are caught per turn,
  * like bgwriter.c does: the run that raised the error fails, the others go
- * on, and no connection is dropped.
+ * on, and no connection is dropped.  What one run does in a turn, and its
+ * phases, are run.c's; this file is the process around them.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,7 +43,6 @@
 #define IDLE_EXIT_MS 60000		/* keep the connection warm for the next run */
 
 static dlist_head runs = DLIST_STATIC_INIT(runs);
-static RetlRun *current_run = NULL; /* the run an error is charged to */
 static volatile sig_atomic_t got_sigusr1 = false;
 static TimestampTz last_prune = 0;	/* history pruning: once a minute */
 static Oid	extension_oid = InvalidOid;	/* the catalog this worker serves */
@@ -66,8 +66,8 @@ worker_sigusr1(SIGNAL_ARGS)
  * Computes the delay before the next attempt: exponential backoff with
  * full jitter, but never less than the Retry-After the server asked for.
  */
-static long
-retry_delay_ms(RetlBatch *b)
+long
+retl_send_retry_delay_ms(RetlBatch *b)
 {
 	double		cap = Min((double) b->run->dest.max_backoff_ms,
 						  RETRY_BASE_MS * pow(2.0, Min(b->attempts, 20)));
@@ -82,8 +82,8 @@ retry_delay_ms(RetlBatch *b)
  * A readable reason for a failed request, without the URL (it may carry
  * credentials).
  */
-static char *
-batch_error(RetlBatch *b)
+char *
+retl_send_error(RetlBatch *b)
 {
 	if (b->blocked && b->blocked_by &&
 		strcmp(b->blocked_by, "retl.deny_networks") == 0)
@@ -107,8 +107,8 @@ batch_error(RetlBatch *b)
  * Forgets events that were sent but will not be delivered by this run
  * (stop, drain timeout): the next run sends them again.
  */
-static void
-batch_discard(RetlBatch *b)
+void
+retl_batch_discard(RetlBatch *b)
 {
 	b->run->events_sent -= b->nevents;
 	b->run->dirty = true;
@@ -119,8 +119,8 @@ batch_discard(RetlBatch *b)
  * Does this status reject some events of the batch (so that splitting the
  * batch isolates them), rather than the whole destination?
  */
-static bool
-status_rejects_events(long status)
+bool
+retl_send_rejects_events(long status)
 {
 	return status == 400 || status == 413 || status == 422;
 }
@@ -130,8 +130,8 @@ status_rejects_events(long status)
  * pick is NULL) from index from to index to into a new batch that shares
  * its ack.
  */
-static RetlBatch *
-batch_part(RetlBatch *b, int from, int to, const bool *pick)
+RetlBatch *
+retl_batch_part(RetlBatch *b, int from, int to, const bool *pick)
 {
 	RetlRun    *run = b->run;
 	RetlBatch  *part = retl_batch_create(run);
@@ -160,8 +160,8 @@ batch_part(RetlBatch *b, int from, int to, const bool *pick)
  * retl.failed_events with the destination's reason.  Returns false when
  * the kind found no per-event information in the response.
  */
-static bool
-batch_outcomes(RetlBatch *b)
+bool
+retl_send_outcomes(RetlBatch *b)
 {
 	RetlRun    *run = b->run;
 	RetlDest   *d = &run->dest;
@@ -192,7 +192,7 @@ batch_outcomes(RetlBatch *b)
 		pick[i] = out[i] == RETL_OUTCOME_OK;
 	if (n[RETL_OUTCOME_OK] > 0)
 	{
-		RetlBatch  *ok = batch_part(b, 0, b->nevents, pick);
+		RetlBatch  *ok = retl_batch_part(b, 0, b->nevents, pick);
 
 		retl_catalog_batch_delivered(ok);
 		if (run->diff)
@@ -200,17 +200,18 @@ batch_outcomes(RetlBatch *b)
 		retl_batch_free(ok);
 	}
 	if (n[RETL_OUTCOME_FAIL] > 0)
-		retl_catalog_fail_batch(b, batch_error(b), out, reasons);
+		retl_catalog_fail_batch(b, retl_send_error(b), out, reasons);
 	if (n[RETL_OUTCOME_RETRY] > 0)
 	{
 		RetlBatch  *again;
 
 		for (int i = 0; i < b->nevents; i++)
 			pick[i] = out[i] == RETL_OUTCOME_RETRY;
-		again = batch_part(b, 0, b->nevents, pick);
+		again = retl_batch_part(b, 0, b->nevents, pick);
 		again->attempts = b->attempts;
 		again->retry_after_s = b->retry_after_s;
-		again->retry_at = GetCurrentTimestamp() + retry_delay_ms(again) * 1000;
+		again->retry_at = GetCurrentTimestamp() +
+			retl_send_retry_delay_ms(again) * 1000;
 		b->ack->parts++;
 		if (run->stopping || run->failed)
 		{
@@ -235,13 +236,13 @@ batch_outcomes(RetlBatch *b)
  * Splits a rejected batch in halves, sent next, until the bad events are
  * isolated (as Census and Hightouch do): only those fail.
  */
-static void
-batch_split(RetlBatch *b)
+void
+retl_batch_split(RetlBatch *b)
 {
 	RetlRun    *run = b->run;
 	int			half = b->nevents / 2;
-	RetlBatch  *left = batch_part(b, 0, half, NULL);
-	RetlBatch  *right = batch_part(b, half, b->nevents, NULL);
+	RetlBatch  *left = retl_batch_part(b, 0, half, NULL);
+	RetlBatch  *right = retl_batch_part(b, half, b->nevents, NULL);
 
 	b->ack->parts++;			/* one part becomes two */
 	run->events_sent -= b->nevents; /* counted again when the halves go */
@@ -249,234 +250,6 @@ batch_split(RetlBatch *b)
 	dlist_push_head(&run->ready, &left->node);
 	run->nready += 2;
 	retl_batch_free(b);
-}
-
-/*
- * Records a batch as failed for good.  A rejection of single events leaves
- * the run going; anything else fails the run: it stops reading at once
- * (stop_reading), and the events it has not sent are left to the next
- * run, which resumes from the checkpoint.
- */
-static void
-batch_failed(RetlBatch *b, const char *error, bool run_fails)
-{
-	RetlRun    *run = b->run;
-
-	retl_catalog_fail_batch(b, error, NULL, NULL);
-	run->events_failed += b->nevents;
-	run->dirty = true;
-	retl_ckpt_ack_done(run, b->ack, 0, b->nevents);
-	if (run_fails && !run->failed)
-	{
-		run->failed = true;
-		run->error = MemoryContextStrdup(run->cxt, error);
-	}
-	retl_batch_free(b);
-}
-
-/*
- * Handles a finished request: success, retry later, split, or failure.
- */
-static void
-batch_done(RetlBatch *b)
-{
-	RetlRun    *run = b->run;
-	bool		ok = b->result == CURLE_OK && b->http_status >= 200 &&
-		b->http_status < 300;
-	bool		retryable = b->result != CURLE_OK || b->http_status == 429 ||
-		b->http_status == 408 || b->http_status >= 500;
-
-	dlist_delete(&b->node);
-	run->in_flight--;
-	run->dirty = true;
-	if (batch_outcomes(b))
-		return;
-	if (ok)
-	{
-		retl_catalog_batch_delivered(b);
-		if (run->diff)
-			retl_diff_acked(b);
-		run->events_succeeded += b->nevents;
-		retl_ckpt_ack_done(run, b->ack, b->nevents, 0);
-		retl_batch_free(b);
-	}
-	else if (b->blocked)
-		batch_failed(b, batch_error(b), true);
-	else if (retryable && (run->stopping || run->failed))
-		batch_discard(b);		/* the next run sends it */
-	else if (retryable && b->attempts < run->dest.max_attempts)
-	{
-		b->retry_at = GetCurrentTimestamp() + retry_delay_ms(b) * 1000;
-		dlist_push_tail(&run->waiting, &b->node);
-		run->nwaiting++;
-	}
-	else if (!retryable && status_rejects_events(b->http_status) && b->nevents > 1)
-		batch_split(b);
-	else
-		batch_failed(b, batch_error(b),
-					 retryable || !status_rejects_events(b->http_status));
-}
-
-/*
- * Sends what can be sent: due retries first, then new batches, up to
- * max_in_flight requests and within the checkpoint's window
- * (retl_ckpt_may_send).  A failed run sends nothing more.
- */
-static void
-dispatch(RetlRun *run)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	dlist_mutable_iter iter;
-
-	if (run->failed)
-		return;
-	dlist_foreach_modify(iter, &run->waiting)
-	{
-		RetlBatch  *b = dlist_container(RetlBatch, node, iter.cur);
-
-		if (run->in_flight >= run->dest.max_in_flight)
-			return;
-		if (b->retry_at > now)
-			continue;
-		dlist_delete(&b->node);
-		run->nwaiting--;
-		retl_transport_send(b);
-		dlist_push_tail(&run->inflight, &b->node);
-		run->in_flight++;
-	}
-	while (run->in_flight < run->dest.max_in_flight &&
-		   !dlist_is_empty(&run->ready))
-	{
-		RetlBatch  *b = dlist_container(RetlBatch, node,
-										dlist_head_node(&run->ready));
-
-		if (!retl_ckpt_may_send(run, b))
-			break;
-		dlist_delete(&b->node);
-		run->nready--;
-		retl_ckpt_sent(run, b);
-		retl_transport_send(b);
-		dlist_push_tail(&run->inflight, &b->node);
-		run->in_flight++;
-		run->events_sent += b->nevents;
-		run->dirty = true;
-	}
-}
-
-/*
- * Stops reading and drops what is not in flight, for a stopped or failed
- * run: the next run resumes from the checkpoint and sends those events
- * (their acks stay open, so the checkpoint stops before them).  Batches
- * waiting for a retry are dropped too; requests in flight finish.
- */
-static void
-stop_reading(RetlRun *run)
-{
-	dlist_mutable_iter iter;
-
-	if (!run->reading_done)
-	{
-		run->reading_done = true;
-		retl_reader_close(run);
-	}
-	if (run->building)
-	{
-		retl_batch_free(run->building);
-		run->building = NULL;
-	}
-	dlist_foreach_modify(iter, &run->ready)
-	{
-		RetlBatch  *b = dlist_container(RetlBatch, node, iter.cur);
-
-		dlist_delete(iter.cur);
-		/* split halves were counted as sent before the split */
-		retl_batch_free(b);
-	}
-	run->nready = 0;
-	run->window_full = false;
-	if (run->stopping || run->failed)
-	{
-		dlist_foreach_modify(iter, &run->waiting)
-		{
-			dlist_delete(iter.cur);
-			batch_discard(dlist_container(RetlBatch, node, iter.cur));
-		}
-		run->nwaiting = 0;
-	}
-}
-
-/*
- * Reads and sends for one run, and tells whether it is finished.
- */
-static bool
-advance_run(RetlRun *run)
-{
-	TimestampTz start = GetCurrentTimestamp();
-
-	current_run = run;
-	if (run->stopping || run->failed)
-		stop_reading(run);
-	/*
-	 * Read while fewer than 2 x max_in_flight batches are pending (memory
-	 * stays flat even when the destination is down) and all runs together
-	 * hold less than PENDING_CAP of batch bodies (a run with nothing ready
-	 * may always read, so none starves), but come back to the network and
-	 * the queue at least 5 times a second.  Fresh memory is expensive:
-	 * page faults cost more than the HTTP work with 50 runs at once.
-	 */
-	while (!run->reading_done &&
-		   run->nready + run->nwaiting + run->in_flight < 2 * run->dest.max_in_flight &&
-		   (retl_pending_bytes < PENDING_CAP || run->nready == 0) &&
-		   !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), 200))
-	{
-		retl_reader_page(run);
-		/* an idle pipeline sends its first batch at once */
-		if (run->in_flight == 0 && run->nready > 0)
-			break;
-	}
-	dispatch(run);
-	current_run = NULL;
-	return run->reading_done && run->building == NULL && run->nready == 0 &&
-		dlist_is_empty(&run->waiting) && run->in_flight == 0;
-}
-
-/*
- * Aborts the requests of a run whose drain timed out; the next run sends
- * their events again.
- */
-static void
-drain_timeout(RetlRun *run)
-{
-	dlist_mutable_iter iter;
-
-	if (!run->stopping || run->in_flight == 0 ||
-		GetCurrentTimestamp() < run->drain_deadline)
-		return;
-	ereport(LOG,
-			(errmsg("retl run " INT64_FORMAT " of sync \"%s\": drain timeout, aborting %d request(s)",
-					run->id, run->sync_name, run->in_flight)));
-	dlist_foreach_modify(iter, &run->inflight)
-	{
-		dlist_delete(iter.cur);
-		run->in_flight--;
-		batch_discard(dlist_container(RetlBatch, node, iter.cur));
-	}
-}
-
-/*
- * Ends a run: records its outcome and frees everything it holds.
- */
-static void
-finish_run(RetlRun *run)
-{
-	run->finishing = true;
-	retl_reader_close(run);
-	retl_catalog_finish(run);
-	dlist_delete(&run->node);
-	ereport(DEBUG1,
-			(errmsg("retl run " INT64_FORMAT " of sync \"%s\" ended",
-					run->id, run->sync_name)));
-	MemoryContextDelete(run->cxt);
 }
 
 /*
@@ -488,15 +261,11 @@ collect_done(void)
 	RetlBatch  *b;
 
 	while ((b = retl_transport_next_done()) != NULL)
-	{
-		current_run = b->run;
-		batch_done(b);
-		current_run = NULL;
-	}
+		retl_run_batch_done(b);
 }
 
 /*
- * Claims queued runs and notices stop requests.
+ * Claims queued runs, starts them, and notices stop requests.
  */
 static void
 poll_control(void)
@@ -511,6 +280,7 @@ poll_control(void)
 		ereport(DEBUG1,
 				(errmsg("retl run " INT64_FORMAT " of sync \"%s\" started",
 						run->id, run->sync_name)));
+		retl_run_start(run);
 	}
 }
 
@@ -560,7 +330,7 @@ next_timeout(TimestampTz last_poll)
 			timeout = Min(timeout, CKPT_FLUSH_MS);
 		/* acknowledgements freed a slot: send or read at once */
 		if (run->in_flight < run->dest.max_in_flight && !run->window_full &&
-			(run->nready > 0 || !run->reading_done))
+			(run->nready > 0 || run->phase < RETL_RUN_DRAINING))
 			timeout = 0;
 		if (run->stopping)
 			timeout = Min(timeout, Max(0, (run->drain_deadline - now) / 1000));
@@ -649,86 +419,14 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 	{
 		RetlRun    *run = dlist_container(RetlRun, node, iter.cur);
 
-		drain_timeout(run);
-		if (advance_run(run))
+		retl_run_drain_timeout(run);
+		if (retl_run_advance(run))
 		{
-			current_run = run;
-			finish_run(run);
-			current_run = NULL;
+			retl_run_finish(run);
 			report_activity();
 		}
 	}
 	retl_catalog_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
-}
-
-/*
- * Ends a run whose end could not be recorded (retl_catalog_finish raised
- * an error, e.g. a trigger or the notification): it is marked failed with
- * that error, so that it is never left active (and retl_stop or
- * retl_drop_sync never leave it 'stopping').  If even that fails, the run
- * stays active in the catalog, and the next worker start requeues it.
- */
-static void
-finish_failed(RetlRun *run, const char *message)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-
-	PG_TRY();
-	{
-		retl_catalog_finish_failed(run, message);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("retl run " INT64_FORMAT " of sync \"%s\": its end could not be recorded; it is requeued when the worker starts again",
-						run->id, run->sync_name)));
-	}
-	PG_END_TRY();
-	dlist_delete(&run->node);
-	MemoryContextDelete(run->cxt);
-}
-
-/*
- * Charges an error caught by the main loop to the run that raised it: the
- * run fails, its reading stops, and its requests in flight finish.
- */
-static void
-fail_current_run(ErrorData *edata)
-{
-	RetlRun    *run = current_run ? current_run : retl_catalog_writing;
-
-	current_run = NULL;
-	retl_catalog_writing = NULL;
-	if (run == NULL)
-		return;
-	if (run->finishing)
-	{
-		/* its end could not be recorded: it ends failed, with the error */
-		finish_failed(run, edata->message);
-		return;
-	}
-	if (!run->failed)
-	{
-		run->failed = true;
-		run->error = MemoryContextStrdup(run->cxt, edata->message);
-	}
-	/* an error is not retried within the run: stop reading, let requests end */
-	run->reading_done = true;
-	if (run->building)
-	{
-		/*
-		 * Its events were never sent: its ack stays open, so the checkpoint
-		 * stops before them (and keeps sent = succeeded + failed).  A run
-		 * resumed from that checkpoint after a crash sends them, and so
-		 * does the next run: the cursor does not move past a failed run.
-		 */
-		retl_batch_free(run->building);
-		run->building = NULL;
-	}
 }
 
 /*
@@ -782,7 +480,7 @@ retl_worker_main(Datum arg)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		fail_current_run(edata);
+		retl_run_fail_current(edata);
 		FreeErrorData(edata);
 		MemoryContextReset(loop_cxt);
 		RESUME_INTERRUPTS();

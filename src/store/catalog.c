@@ -402,7 +402,6 @@ setup_run(RetlRun *run)
 		run->events_succeeded = run->events_failed = 0;
 		run->snapshot = retl_snapshot_capture(run->relid);
 	}
-	run->retry_done = !run->retry_failed;
 	if (run->diff)
 		setup_diff(run, options);
 	retl_reader_start(run);
