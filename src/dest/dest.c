@@ -6,7 +6,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "dest.h"
+#include "send.h"
 
 #include "fmgr.h"
 #include "common/base64.h"
@@ -795,22 +796,22 @@ retl_json_index(const JsonbValue *v, int nevents)
 }
 
 /*
- * Marks every event of a batch to be sent again, for an answer whose
+ * Marks every event of a request to be sent again, for an answer whose
  * per-event outcomes cannot be read: not JSON, cut short, a list that
  * misses events, an index or a code that is not an integer.  Unknown is
  * never success; the retry keeps the events' ids, the backoff and the
  * attempt limit.  Returns true, for the kind's parse callback to return.
  */
 bool
-retl_outcomes_unknown(RetlBatch *b, RetlOutcome *outcomes, char **reasons,
+retl_outcomes_unknown(const RetlRequest *req, RetlVerdicts *verdicts,
 					  const char *why)
 {
 	char	   *reason = psprintf("the outcome is unknown: %s", why);
 
-	for (int i = 0; i < b->nevents; i++)
+	for (int i = 0; i < req->nevents; i++)
 	{
-		outcomes[i] = RETL_OUTCOME_RETRY;
-		reasons[i] = reason;
+		verdicts->outcomes[i] = RETL_OUTCOME_RETRY;
+		verdicts->reasons[i] = reason;
 	}
 	return true;
 }

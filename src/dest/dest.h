@@ -19,7 +19,6 @@
 #include <curl/curl.h>
 
 typedef struct RetlDest RetlDest;
-struct RetlBatch;
 
 /* What a destination said about one event of a request. */
 typedef enum RetlOutcome
@@ -28,6 +27,36 @@ typedef enum RetlOutcome
 	RETL_OUTCOME_RETRY,			/* rejected for now (throttled): send again */
 	RETL_OUTCOME_FAIL			/* rejected for good: retl.failed_events */
 } RetlOutcome;
+
+/*
+ * What a kind sees of one request: its body and where each event sits in
+ * it, read-only.  The batch behind it belongs to the sender (send/).
+ */
+typedef struct RetlRequest
+{
+	const char *body;			/* prefix, events, separators, suffix */
+	size_t		len;
+	int			nevents;
+	const int  *ev_start;		/* offset of each event in body */
+	const int  *ev_len;
+} RetlRequest;
+
+/*
+ * What a kind's parse callback says about a request's answer: one outcome
+ * per event (and, for failed or retried ones, a reason or NULL), and the
+ * least wait, in seconds, before the events to retry are sent again.
+ * The sender sets retry_after_s to the wait the answer asked for
+ * (Retry-After, or X-RateLimit-Reset on a 429) before the call; a kind may
+ * raise it (an API's documented throttle wait) or clear it, and the
+ * sender waits that long before any retry of the request, whole or in
+ * part.
+ */
+typedef struct RetlVerdicts
+{
+	RetlOutcome *outcomes;		/* nevents, RETL_OUTCOME_OK on entry */
+	char	  **reasons;		/* nevents, NULL on entry */
+	long		retry_after_s;
+} RetlVerdicts;
 
 typedef struct RetlDestKind
 {
@@ -48,22 +77,22 @@ typedef struct RetlDestKind
 	 * Optional: per-request setup, e.g. a signature header computed over
 	 * the body.  Headers appended here are freed with the request.
 	 */
-	void		(*prepare) (RetlDest *dest, struct RetlBatch *batch, CURL *easy,
+	void		(*prepare) (RetlDest *dest, const RetlRequest *req, CURL *easy,
 							struct curl_slist **headers);
 
 	/*
 	 * Optional: reads per-event outcomes from a response (2xx or 4xx with
-	 * a body that lists rejected records).  Returns false when the response
-	 * carries no per-event information, so the whole-request rules apply.
+	 * a body that lists rejected records) into verdicts.  Returns false
+	 * when the response carries no per-event information, so the
+	 * whole-request rules apply (verdicts->retry_after_s still counts).
 	 * reasons[i] may be set for failed events.  It never raises an error
 	 * (the batch is already off the in-flight list): an answer it cannot
 	 * read, or that does not account for every event, is an unknown
 	 * outcome, which retl_outcomes_unknown() turns into a retry of every
 	 * event -- never into a success.
 	 */
-	bool		(*parse) (RetlDest *dest, struct RetlBatch *batch, long status,
-						  const char *body, RetlOutcome *outcomes,
-						  char **reasons);
+	bool		(*parse) (RetlDest *dest, const RetlRequest *req, long status,
+						  const char *body, RetlVerdicts *verdicts);
 
 	/*
 	 * With parse: the longest answer the kind reads, sized for the largest
@@ -113,9 +142,8 @@ extern Jsonb *retl_parse_json(const char *text, int len);
 extern JsonbValue *retl_json_get(Jsonb *jb, const char *key);
 extern bool retl_json_int64(const JsonbValue *v, int64 *result);
 extern int64 retl_json_index(const JsonbValue *v, int nevents);
-extern bool retl_outcomes_unknown(struct RetlBatch *batch,
-								  RetlOutcome *outcomes, char **reasons,
-								  const char *why);
+extern bool retl_outcomes_unknown(const RetlRequest *req,
+								  RetlVerdicts *verdicts, const char *why);
 extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
 extern int64 retl_event_time_ms(Jsonb *event);
 extern char *retl_event_user(Jsonb *event, bool *anonymous);

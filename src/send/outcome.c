@@ -20,6 +20,19 @@
 #define RETRY_BASE_MS 250
 
 /*
+ * The read-only view of a batch that a kind's prepare and parse callbacks
+ * get: the request's body and events, never the batch itself.
+ */
+RetlRequest
+retl_send_request(RetlBatch *b)
+{
+	RetlRequest req = {b->body.data, b->body.len, b->nevents, b->ev_start,
+	b->ev_len};
+
+	return req;
+}
+
+/*
  * Computes the delay before the next attempt: exponential backoff with
  * full jitter, but never less than the Retry-After the server asked for.
  */
@@ -74,8 +87,9 @@ retl_send_rejects_events(long status)
  * Applies per-event outcomes that the destination kind read from the
  * response: accepted events are done, throttled ones are sent again later
  * (only them: Braze and Kinesis have no dedupe), rejected ones go to
- * retl.failed_events with the destination's reason.  Returns false when
- * the kind found no per-event information in the response.
+ * retl.failed_events with the destination's reason.  The retried part
+ * waits at least the verdicts' retry_after_s.  Returns false when the
+ * kind found no per-event information in the response.
  */
 bool
 retl_send_outcomes(RetlBatch *b)
@@ -86,9 +100,17 @@ retl_send_outcomes(RetlBatch *b)
 	char	  **reasons = palloc0(b->nevents * sizeof(char *));
 	bool	   *pick = palloc0(b->nevents * sizeof(bool));
 	int			n[3] = {0, 0, 0};
+	RetlRequest req = retl_send_request(b);
+	RetlVerdicts verdicts = {out, reasons, b->retry_after_s};
+	bool		read;
 
-	if (d->kind->parse == NULL || b->result != CURLE_OK ||
-		!d->kind->parse(d, b, b->http_status, b->resp ? b->resp : "", out, reasons))
+	if (d->kind->parse == NULL || b->result != CURLE_OK)
+		return false;
+	read = d->kind->parse(d, &req, b->http_status, b->resp ? b->resp : "",
+						  &verdicts);
+	/* the kind's wait holds for a retry of the whole request too */
+	b->retry_after_s = verdicts.retry_after_s;
+	if (!read)
 		return false;
 	for (int i = 0; i < b->nevents; i++)
 		n[out[i]]++;
@@ -126,7 +148,7 @@ retl_send_outcomes(RetlBatch *b)
 			pick[i] = out[i] == RETL_OUTCOME_RETRY;
 		again = retl_batch_part(b, 0, b->nevents, pick);
 		again->attempts = b->attempts;
-		again->retry_after_s = b->retry_after_s;
+		again->retry_after_s = verdicts.retry_after_s;
 		again->retry_at = GetCurrentTimestamp() + retl_send_retry_delay_ms(again) * 1000;
 		b->ack->parts++;
 		if (run->stopping || run->failed)

@@ -47,6 +47,7 @@ extern CURLcode retl_guard_request(RetlBatch *b, CURL *easy,
 extern void retl_define_guard_gucs(void);
 
 /* outcome.c */
+extern RetlRequest retl_send_request(RetlBatch *b);
 extern long retl_send_retry_delay_ms(RetlBatch *b);
 extern char *retl_send_error(RetlBatch *b);
 extern bool retl_send_rejects_events(long status);
