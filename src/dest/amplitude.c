@@ -85,7 +85,7 @@ static void
 amplitude_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 	JsonbValue *type = retl_json_get(event, "type");
 	bool		track = type != NULL && type->type == jbvString &&
 		type->val.string.len == 5 && strncmp(type->val.string.val, "track", 5) == 0;
@@ -101,17 +101,17 @@ amplitude_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	else
 		appendStringInfoString(out, "\"$identify\"");
 	appendStringInfo(out, ",\"time\":" INT64_FORMAT ",\"insert_id\":",
-					 retl_event_time_ms(event));
+					 retl_std_time_ms(event));
 	retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
 	if (track)
 	{
 		appendStringInfoString(out, ",\"event_properties\":");
 		retl_append_jsonb_value(out, retl_json_get(event, "properties"));
 	}
-	else if (retl_event_deleted(event))
+	else if (retl_std_deleted(event))
 	{
 		appendStringInfoString(out, ",\"user_properties\":{\"$unset\":{");
-		retl_append_trait_keys(out, event, ":\"-\"");
+		retl_std_append_trait_keys(out, event, ":\"-\"");
 		appendStringInfoString(out, "}}");
 	}
 	else

@@ -64,7 +64,7 @@ static void
 append_user(StringInfo out, Jsonb *event)
 {
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 
 	if (user == NULL)
 		appendStringInfoString(out, "\"external_id\":null");

@@ -14,6 +14,7 @@
 #define RETL_DEST_H
 
 #include "retl.h"
+#include "json.h"
 #include "nodes/pg_list.h"
 
 #include <curl/curl.h>
@@ -138,18 +139,8 @@ struct RetlDest
 extern const RetlDestKind *retl_dest_kind(const char *name, bool missing_ok);
 extern void retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config,
 						   bool track);
-extern Jsonb *retl_parse_json(const char *text, int len);
-extern JsonbValue *retl_json_get(Jsonb *jb, const char *key);
-extern bool retl_json_int64(const JsonbValue *v, int64 *result);
-extern int64 retl_json_index(const JsonbValue *v, int nevents);
 extern bool retl_outcomes_unknown(const RetlRequest *req,
 								  RetlVerdicts *verdicts, const char *why);
-extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
-extern int64 retl_event_time_ms(Jsonb *event);
-extern char *retl_event_user(Jsonb *event, bool *anonymous);
-extern bool retl_event_deleted(Jsonb *event);
-extern void retl_append_trait_keys(StringInfo out, Jsonb *event,
-								   const char *after);
 extern void retl_dest_close(RetlDest *dest);
 
 /* helpers shared by kinds */
@@ -166,6 +157,15 @@ extern void retl_dest_add_header(RetlDest *dest, const char *name,
 								 const char *value);
 extern void retl_dest_check_keys(Jsonb *config, const char *kind,
 								 const char *const *allowed);
+
+/* the standard event (std.c) */
+extern int64 retl_std_time_ms(Jsonb *event);
+extern char *retl_std_user(Jsonb *event, bool *anonymous);
+extern bool retl_std_deleted(Jsonb *event);
+extern void retl_std_append_trait_keys(StringInfo out, Jsonb *event,
+									   const char *after);
+
+/* secrets (secrets.c) */
 extern bool retl_is_secret_key(const char *key);
 extern char *retl_redact_url(const char *url, bool whole);
 extern List *retl_secret_values(RetlDest *dest, Jsonb *config);

@@ -88,7 +88,7 @@ static void
 iterable_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 	JsonbValue *payload = retl_json_get(event, dest->track ? "properties" : "traits");
 
 	appendStringInfoString(out, "{\"userId\":");
@@ -104,7 +104,7 @@ iterable_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 		appendStringInfoString(out, ",\"id\":");
 		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
 		appendStringInfo(out, ",\"createdAt\":" INT64_FORMAT,
-						 retl_event_time_ms(event) / 1000);
+						 retl_std_time_ms(event) / 1000);
 	}
 	else
 		appendStringInfoString(out, ",\"preferUserId\":true");

@@ -113,7 +113,7 @@ kafka_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	KafkaPriv  *priv = (KafkaPriv *) dest->priv;
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 
 	appendStringInfoString(out, priv->v3 ? "{\"key\":{\"type\":\"JSON\",\"data\":"
 						   : "{\"key\":");

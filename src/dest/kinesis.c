@@ -120,7 +120,7 @@ kinesis_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	StringInfoData json;
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 	char	   *b64;
 	int			len;
 

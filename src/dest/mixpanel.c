@@ -120,14 +120,14 @@ mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	MixpanelPriv *priv = (MixpanelPriv *) dest->priv;
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 
 	if (dest->track)
 	{
 		appendStringInfoString(out, "{\"event\":");
 		retl_append_jsonb_value(out, retl_json_get(event, "event"));
 		appendStringInfo(out, ",\"properties\":{\"time\":" INT64_FORMAT ",\"distinct_id\":",
-						 retl_event_time_ms(event));
+						 retl_std_time_ms(event));
 		retl_json_escape(out, user ? user : "", user ? strlen(user) : 0);
 		appendStringInfoString(out, ",\"$insert_id\":");
 		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
@@ -139,11 +139,11 @@ mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	retl_json_escape(out, priv->token, strlen(priv->token));
 	appendStringInfoString(out, ",\"$distinct_id\":");
 	retl_json_escape(out, user ? user : "", user ? strlen(user) : 0);
-	if (retl_event_deleted(event))
+	if (retl_std_deleted(event))
 	{
 		/* a deletion removes the mapped properties ("profile-unset") */
 		appendStringInfoString(out, ",\"$unset\":[");
-		retl_append_trait_keys(out, event, "");
+		retl_std_append_trait_keys(out, event, "");
 		appendStringInfoString(out, "]}");
 		return;
 	}

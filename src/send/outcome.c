@@ -26,8 +26,13 @@
 RetlRequest
 retl_send_request(RetlBatch *b)
 {
-	RetlRequest req = {b->body.data, b->body.len, b->nevents, b->ev_start,
-	b->ev_len};
+	RetlRequest req = {
+		.body = b->body.data,
+		.len = b->body.len,
+		.nevents = b->nevents,
+		.ev_start = b->ev_start,
+		.ev_len = b->ev_len,
+	};
 
 	return req;
 }
@@ -101,7 +106,11 @@ retl_send_outcomes(RetlBatch *b)
 	bool	   *pick = palloc0(b->nevents * sizeof(bool));
 	int			n[3] = {0, 0, 0};
 	RetlRequest req = retl_send_request(b);
-	RetlVerdicts verdicts = {out, reasons, b->retry_after_s};
+	RetlVerdicts verdicts = {
+		.outcomes = out,
+		.reasons = reasons,
+		.retry_after_s = b->retry_after_s,	/* the answer's Retry-After */
+	};
 	bool		read;
 
 	if (d->kind->parse == NULL || b->result != CURLE_OK)
