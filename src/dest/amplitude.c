@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_amplitude.c
+ * amplitude.c
  *	  Destination kind "amplitude": POST <url>/batch (or /2/httpapi) with
  *	  {"api_key", "events": [...]}; identify becomes an "$identify" event
  *	  with user_properties {"$set": traits}.

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_braze.c
+ * braze.c
  *	  Destination kind "braze": POST <url>/users/track with a Bearer key;
  *	  track events go in "events", identify traits in "attributes".
  *

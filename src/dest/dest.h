@@ -3,10 +3,12 @@
  * dest.h
  *	  The interface between the worker and a destination kind.
  *
- * A kind is one small file (dest_webhook.c, dest_segment.c ...) that
- * validates its config at create time, turns the config into request
- * settings and batch limits, and frames a batch of events.  The worker and
- * the HTTP transport know nothing else about destinations.
+ * A kind is one small file (webhook.c, segment.c ...) that validates its
+ * config at create time, turns the config into request settings and batch
+ * limits, frames a batch of events, and reads per-event verdicts from an
+ * answer.  It sees a request (RetlRequest), never the batch behind it, and
+ * returns what it read (RetlVerdicts); the worker and the HTTP transport
+ * know nothing else about destinations.
  *
  *-------------------------------------------------------------------------
  */
@@ -136,14 +138,15 @@ struct RetlDest
 	void	   *priv;			/* the kind's own settings */
 };
 
+/* the registry and an open destination (dest.c) */
 extern const RetlDestKind *retl_dest_kind(const char *name, bool missing_ok);
 extern void retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config,
 						   bool track);
-extern bool retl_outcomes_unknown(const RetlRequest *req,
-								  RetlVerdicts *verdicts, const char *why);
 extern void retl_dest_close(RetlDest *dest);
 
-/* helpers shared by kinds */
+/* helpers shared by kinds (dest.c) */
+extern bool retl_outcomes_unknown(const RetlRequest *req,
+								  RetlVerdicts *verdicts, const char *why);
 extern char *retl_dest_require_url(Jsonb *config, const char *key);
 extern char *retl_dest_base_url(Jsonb *config, const char *key,
 								const char *dflt);
@@ -166,11 +169,10 @@ extern void retl_std_append_trait_keys(StringInfo out, Jsonb *event,
 									   const char *after);
 
 /* secrets (secrets.c) */
-extern bool retl_is_secret_key(const char *key);
-extern char *retl_redact_url(const char *url, bool whole);
 extern List *retl_secret_values(RetlDest *dest, Jsonb *config);
 extern text *retl_scrub(List *secrets, const char *s, int len);
 
+/* the kinds, one file each */
 extern const RetlDestKind retl_dest_webhook;
 extern const RetlDestKind retl_dest_rudderstack;
 extern const RetlDestKind retl_dest_segment;

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_iterable.c
+ * iterable.c
  *	  Destination kind "iterable": track events go to
  *	  /api/events/trackBulk, identify traits to /api/users/bulkUpdate, with
  *	  the Api-Key header.

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_kafka.c
+ * kafka.c
  *	  Destination kind "kafka_rest": produces records to a Kafka topic
  *	  through the Confluent REST Proxy, API v2 or v3.
  *

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_kinesis.c
+ * kinesis.c
  *	  Destination kind "kinesis": Amazon Kinesis Data Streams PutRecords,
  *	  signed with AWS Signature Version 4 by libcurl (CURLOPT_AWS_SIGV4).
  *

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_mixpanel.c
+ * mixpanel.c
  *	  Destination kind "mixpanel": track events go to /import?strict=1,
  *	  identify traits to /engage (profile batch update, "$set").
  *

@@ -35,7 +35,7 @@ ends_with_ci(const char *key, size_t len, const char *suffix)
  * case-insensitive.  Mixpanel's project_token is not a secret: Mixpanel
  * publishes it in web pages, and retl sends it in every /engage record.
  */
-bool
+static bool
 retl_is_secret_key(const char *key)
 {
 	static const char *const exact[] = {
@@ -89,7 +89,7 @@ config_url_is_secret(Jsonb *config)
  * scheme, host and port are left, then a path of "***".  A
  * URL curl cannot parse is shown as "***" when it could hold either.
  */
-char *
+static char *
 retl_redact_url(const char *url, bool whole)
 {
 	CURLU	   *u = curl_url();

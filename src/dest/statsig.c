@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_statsig.c
+ * statsig.c
  *	  Destination kind "statsig": POST <url>/v1/log_event with the
  *	  statsig-api-key header, {"events": [{eventName, user: {userID},
  *	  metadata, time}]}.

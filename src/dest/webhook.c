@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_webhook.c
+ * webhook.c
  *	  Destination kind "webhook": POSTs events to a URL as a JSON array
  *	  (default), as NDJSON, or one object per request, with optional extra
  *	  headers and an optional Stripe-style HMAC-SHA256 signature.
