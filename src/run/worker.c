@@ -17,11 +17,9 @@
 #include "worker.h"
 
 #include <malloc.h>
-#include <math.h>
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
-#include "common/pg_prng.h"
 #include "libpq/pqsignal.h"
 #include "miscadmin.h"
 #include "pgstat.h"
