@@ -151,10 +151,7 @@ extern bool retl_try_input(PGFunction input, const char *str, Datum *result);
 extern char *retl_describe_char(const char *s, int len, int at, int encoding);
 extern char *retl_to_utf8(const char *s, int len, StringInfo out);
 
-/* ---------- options helpers (mapping.c) ---------- */
-extern char *retl_jsonb_get_text(Jsonb *jb, const char *key);
-extern bool retl_jsonb_get_int(Jsonb *jb, const char *key, int64 *out);
-extern bool retl_jsonb_get_bool(Jsonb *jb, const char *key, bool *out);
-extern Jsonb *retl_jsonb_get_object(Jsonb *jb, const char *key);
+/* ---------- options helpers: dest/json.h ---------- */
+#include "json.h"
 
 #endif							/* RETL_H */

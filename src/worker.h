@@ -136,10 +136,6 @@ extern Size retl_pending_bytes;	/* bodies of closed batches, all runs */
 
 #define PENDING_CAP (32 * 1024 * 1024)	/* stop reading above this ... */
 #define PENDING_SOFT_CAP (PENDING_CAP / 2)	/* ... read small pages above */
-extern void retl_transport_init(void);
-extern void retl_transport_send(RetlBatch *batch);
-extern bool retl_transport_wait(long timeout_ms);
-extern RetlBatch *retl_transport_next_done(void);
 extern RetlBatch *retl_batch_create(RetlRun *run);
 extern void retl_batch_append(RetlBatch *b, const char *ev, int len,
 							  const char *pk, const char *message_id,
@@ -156,28 +152,8 @@ extern uint64 retl_diff_version(RetlRun *run, const char *pk, int64 fp);
 extern bool retl_diff_deletes_page(RetlRun *run);
 extern void retl_diff_acked(RetlBatch *b);
 
-/*
- * Sets one option of a request, or returns curl's code from the calling
- * function, whose "const char **failed" gets the option's name, as
- * PostgreSQL's libpq-oauth checks every setopt: an option curl refused
- * silently (a CA bundle, the allowed protocols, a guard) would change what
- * the request does.
- */
-#define RETL_SETOPT(e, opt, val) \
-	do { \
-		CURLcode	rc_ = curl_easy_setopt((e), (opt), (val)); \
-		if (rc_ != CURLE_OK) \
-		{ \
-			*failed = #opt; \
-			return rc_; \
-		} \
-	} while (0)
-
-/* netguard.c */
-extern void retl_check_url_allowed(const char *url);
-extern CURLcode retl_guard_request(RetlBatch *b, CURL *easy,
-								   const char **failed);
-extern void retl_define_guard_gucs(void);
+/* transport.c, netguard.c and outcome.c: send/send.h */
+#include "send.h"
 
 /* catalog.c */
 extern void retl_catalog_recover(void);
@@ -201,12 +177,8 @@ extern bool retl_catalog_database_locked(void);
 extern void retl_catalog_prune_history(void);
 
 /*
- * worker.c: moved by h3/h4 (send/outcome.c, batch/), called by run.c.
+ * worker.c: moved by h4 (batch/), called by run.c.
  */
-extern long retl_send_retry_delay_ms(RetlBatch *b);
-extern char *retl_send_error(RetlBatch *b);
-extern bool retl_send_rejects_events(long status);
-extern bool retl_send_outcomes(RetlBatch *b);
 extern RetlBatch *retl_batch_part(RetlBatch *b, int from, int to,
 								  const bool *pick);
 extern void retl_batch_split(RetlBatch *b);

@@ -14,6 +14,7 @@
  *-------------------------------------------------------------------------
  */
 #include "retl.h"
+#include "json.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -24,7 +25,6 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
-#include "utils/numeric.h"
 #include "utils/rel.h"
 
 PG_FUNCTION_INFO_V1(retl_validate_sync);
@@ -36,94 +36,6 @@ static const char *const known_options[] = {
 	"unmapped", "nulls", "cursor", "xmin_column", "retry_failed", "on_delete",
 	NULL
 };
-
-/*
- * Returns the value of an option, or NULL when it is absent or null;
- * raises invalid_parameter_value when it is not of the expected type.
- * The typed getters below share it.
- */
-static JsonbValue *
-option_value(Jsonb *jb, const char *key, enum jbvType type, const char *what)
-{
-	JsonbValue *v;
-
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
-		return NULL;
-	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
-	if (v == NULL || v->type == jbvNull)
-		return NULL;
-	if (v->type != type ||
-		(type == jbvBinary && !JsonContainerIsObject(v->val.binary.data)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" must be %s", key, what)));
-	return v;
-}
-
-/*
- * Returns a string option, or NULL when absent.
- */
-char *
-retl_jsonb_get_text(Jsonb *jb, const char *key)
-{
-	JsonbValue *v = option_value(jb, key, jbvString, "a string");
-
-	return v ? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
-}
-
-/*
- * Reads an integer option; returns false when absent.
- */
-bool
-retl_jsonb_get_int(Jsonb *jb, const char *key, int64 *out)
-{
-	JsonbValue *v = option_value(jb, key, jbvNumeric, "a number");
-	char	   *digits;
-	char	   *end;
-
-	if (v == NULL)
-		return false;
-
-	/*
-	 * A count is a whole number: 1.5 is refused, not rounded (2.0 and 2e2
-	 * are whole).  numeric_normalize writes plain digits without trailing
-	 * zeros, so strtoi64 reads all of it exactly when it is an int64.
-	 */
-	digits = numeric_normalize(v->val.numeric);
-	errno = 0;
-	*out = strtoi64(digits, &end, 10);
-	if (digits[0] == '\0' || *end != '\0' || errno != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"%s\" must be an integer, not %s", key, digits),
-				 errhint("Write a whole number, such as {\"%s\": 100}.", key)));
-	return true;
-}
-
-/*
- * Reads a boolean option; returns false when absent.
- */
-bool
-retl_jsonb_get_bool(Jsonb *jb, const char *key, bool *out)
-{
-	JsonbValue *v = option_value(jb, key, jbvBool, "true or false");
-
-	if (v == NULL)
-		return false;
-	*out = v->val.boolean;
-	return true;
-}
-
-/*
- * Returns a nested object option as its own Jsonb, or NULL when absent.
- */
-Jsonb *
-retl_jsonb_get_object(Jsonb *jb, const char *key)
-{
-	JsonbValue *v = option_value(jb, key, jbvBinary, "a JSON object");
-
-	return v ? JsonbValueToJsonb(v) : NULL;
-}
 
 /*
  * Returns the select-list index of a column, adding it on first use.
@@ -404,9 +316,6 @@ check_on_delete(Jsonb *options)
 static void
 check_options(RetlMapping *map, Jsonb *options)
 {
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
 	char	   *s;
 
 	if (options == NULL)
@@ -415,23 +324,12 @@ check_options(RetlMapping *map, Jsonb *options)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("options must be a JSON object")));
-	it = JsonbIteratorInit(&options->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		char	   *key;
-		int			i;
-
-		if (tok != WJB_KEY)
-			continue;
-		key = pnstrdup(v.val.string.val, v.val.string.len);
-		for (i = 0; known_options[i] && strcmp(known_options[i], key); i++)
-			;
-		if (known_options[i] == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown sync option \"%s\"", key),
-					 errhint("Options are unmapped, nulls, cursor, xmin_column, retry_failed and on_delete.")));
-	}
+	s = retl_json_unknown_key(options, known_options, NULL);
+	if (s != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown sync option \"%s\"", s),
+				 errhint("Options are unmapped, nulls, cursor, xmin_column, retry_failed and on_delete.")));
 	s = retl_jsonb_get_text(options, "unmapped");
 	if (s && strcmp(s, "drop") != 0 && strcmp(s, "include") != 0)
 		ereport(ERROR,

@@ -223,7 +223,7 @@ read_offset(const char *s, int *east)
  * offset the time is local to the session's TimeZone, as timestamptz_in
  * reads it.  Returns false, raising nothing, for anything else
  * (timestamptz_in may still read it) and for a date that does not exist.
- * This is the hot path of retl_event_time_ms: it runs for every event of
+ * This is the hot path of retl_std_time_ms: it runs for every event of
  * some kinds, where a subtransaction per event would cost more than the
  * event.
  */

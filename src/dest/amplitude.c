@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_amplitude.c
+ * amplitude.c
  *	  Destination kind "amplitude": POST <url>/batch (or /2/httpapi) with
  *	  {"api_key", "events": [...]}; identify becomes an "$identify" event
  *	  with user_properties {"$set": traits}.
@@ -23,7 +23,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "dest.h"
 
 #define AMPLITUDE_URL "https://api2.amplitude.com"
 
@@ -85,7 +85,7 @@ static void
 amplitude_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 	JsonbValue *type = retl_json_get(event, "type");
 	bool		track = type != NULL && type->type == jbvString &&
 		type->val.string.len == 5 && strncmp(type->val.string.val, "track", 5) == 0;
@@ -101,17 +101,17 @@ amplitude_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	else
 		appendStringInfoString(out, "\"$identify\"");
 	appendStringInfo(out, ",\"time\":" INT64_FORMAT ",\"insert_id\":",
-					 retl_event_time_ms(event));
+					 retl_std_time_ms(event));
 	retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
 	if (track)
 	{
 		appendStringInfoString(out, ",\"event_properties\":");
 		retl_append_jsonb_value(out, retl_json_get(event, "properties"));
 	}
-	else if (retl_event_deleted(event))
+	else if (retl_std_deleted(event))
 	{
 		appendStringInfoString(out, ",\"user_properties\":{\"$unset\":{");
-		retl_append_trait_keys(out, event, ":\"-\"");
+		retl_std_append_trait_keys(out, event, ":\"-\"");
 		appendStringInfoString(out, "}}");
 	}
 	else
@@ -130,8 +130,8 @@ amplitude_encode(RetlDest *dest, StringInfo out, Jsonb *event)
  * a 400 was ingested, so every event not marked is sent again.
  */
 static int
-mark_listed(JsonbValue *lists, const char *what, RetlBatch *b,
-			RetlOutcome *outcomes, char **reasons)
+mark_listed(JsonbValue *lists, const char *what, const RetlRequest *req,
+			RetlVerdicts *verdicts)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
@@ -149,10 +149,11 @@ mark_listed(JsonbValue *lists, const char *what, RetlBatch *b,
 		if (tok == WJB_KEY)
 			field = pnstrdup(v.val.string.val, v.val.string.len);
 		if (tok != WJB_ELEM || field == NULL ||
-			(i = retl_json_index(&v, b->nevents)) < 0)
+			(i = retl_json_index(&v, req->nevents)) < 0)
 			continue;
-		outcomes[i] = RETL_OUTCOME_FAIL;
-		reasons[i] = psprintf("Amplitude: %s field \"%s\"", what, field);
+		verdicts->outcomes[i] = RETL_OUTCOME_FAIL;
+		verdicts->reasons[i] = psprintf("Amplitude: %s field \"%s\"", what,
+										field);
 		marked++;
 	}
 	return marked;
@@ -163,17 +164,17 @@ mark_listed(JsonbValue *lists, const char *what, RetlBatch *b,
  * sent again.  A 429 throttles: everything waits about 30 s.
  */
 static bool
-amplitude_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
-				RetlOutcome *outcomes, char **reasons)
+amplitude_parse(RetlDest *dest, const RetlRequest *req, long status,
+				const char *body, RetlVerdicts *verdicts)
 {
 	Jsonb	   *resp;
 	int			marked;
 
 	if (status == 429)
 	{
-		for (int i = 0; i < b->nevents; i++)
-			outcomes[i] = RETL_OUTCOME_RETRY;
-		b->retry_after_s = Max(b->retry_after_s, 30);
+		for (int i = 0; i < req->nevents; i++)
+			verdicts->outcomes[i] = RETL_OUTCOME_RETRY;
+		verdicts->retry_after_s = Max(verdicts->retry_after_s, 30);
 		return true;
 	}
 	if (status != 400)
@@ -181,17 +182,17 @@ amplitude_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 	resp = retl_parse_json(body, strlen(body));
 	if (resp == NULL)
 		return false;
-	for (int i = 0; i < b->nevents; i++)
-		outcomes[i] = RETL_OUTCOME_RETRY;
+	for (int i = 0; i < req->nevents; i++)
+		verdicts->outcomes[i] = RETL_OUTCOME_RETRY;
 	marked = mark_listed(retl_json_get(resp, "events_with_invalid_fields"),
-						 "invalid", b, outcomes, reasons) +
+						 "invalid", req, verdicts) +
 		mark_listed(retl_json_get(resp, "events_with_missing_fields"),
-					"missing", b, outcomes, reasons) +
+					"missing", req, verdicts) +
 		mark_listed(retl_json_get(resp, "events_with_invalid_id_lengths"),
-					"too short", b, outcomes, reasons);
+					"too short", req, verdicts);
 	if (marked == 0)
 		return false;			/* nothing listed: the whole request is bad */
-	b->retry_after_s = 0;
+	verdicts->retry_after_s = 0;
 	return true;
 }
 

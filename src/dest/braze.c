@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_braze.c
+ * braze.c
  *	  Destination kind "braze": POST <url>/users/track with a Bearer key;
  *	  track events go in "events", identify traits in "attributes".
  *
@@ -24,7 +24,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "dest.h"
 
 static const char *const braze_keys[] = {
 	"url", "api_key", "batch_size", "max_batch_bytes", "max_in_flight",
@@ -64,7 +64,7 @@ static void
 append_user(StringInfo out, Jsonb *event)
 {
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 
 	if (user == NULL)
 		appendStringInfoString(out, "\"external_id\":null");
@@ -128,8 +128,8 @@ braze_encode(RetlDest *dest, StringInfo out, Jsonb *event)
  * the batch), is an unknown outcome.
  */
 static bool
-braze_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
-			RetlOutcome *outcomes, char **reasons)
+braze_parse(RetlDest *dest, const RetlRequest *req, long status,
+			const char *body, RetlVerdicts *verdicts)
 {
 	Jsonb	   *resp;
 	JsonbValue *errors;
@@ -142,13 +142,13 @@ braze_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 		return false;
 	resp = retl_parse_json(body, strlen(body));
 	if (resp == NULL || !JB_ROOT_IS_OBJECT(resp))
-		return retl_outcomes_unknown(b, outcomes, reasons,
+		return retl_outcomes_unknown(req, verdicts,
 									 "the Braze answer is not a JSON object");
 	errors = retl_json_get(resp, "errors");
 	if (errors == NULL)
 		return false;
 	if (errors->type != jbvBinary || !JsonContainerIsArray(errors->val.binary.data))
-		return retl_outcomes_unknown(b, outcomes, reasons,
+		return retl_outcomes_unknown(req, verdicts,
 									 "the Braze answer's errors is not an array");
 	it = JsonbIteratorInit(errors->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
@@ -166,23 +166,23 @@ braze_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 		index = retl_json_get(err, "index");
 		type = retl_json_get(err, "type");
 		if (array == NULL || array->type != jbvString)
-			return retl_outcomes_unknown(b, outcomes, reasons,
+			return retl_outcomes_unknown(req, verdicts,
 										 "a Braze error names no input_array");
 		if ((size_t) array->val.string.len != strlen(ours) ||
 			strncmp(array->val.string.val, ours, array->val.string.len) != 0)
 			continue;
-		if ((i = retl_json_index(index, b->nevents)) < 0)
+		if ((i = retl_json_index(index, req->nevents)) < 0)
 		{
 			StringInfoData shown;
 
 			initStringInfo(&shown);
 			retl_append_jsonb_value(&shown, index);
-			return retl_outcomes_unknown(b, outcomes, reasons,
+			return retl_outcomes_unknown(req, verdicts,
 										 psprintf("a Braze error points at index %.40s, not at an object of the %d sent",
-												  shown.data, b->nevents));
+												  shown.data, req->nevents));
 		}
-		outcomes[i] = RETL_OUTCOME_FAIL;
-		reasons[i] = type && type->type == jbvString
+		verdicts->outcomes[i] = RETL_OUTCOME_FAIL;
+		verdicts->reasons[i] = type && type->type == jbvString
 			? psprintf("Braze rejected the object: %.*s", type->val.string.len,
 					   type->val.string.val)
 			: "Braze rejected the object";

@@ -3,10 +3,12 @@
  * dest.h
  *	  The interface between the worker and a destination kind.
  *
- * A kind is one small file (dest_webhook.c, dest_segment.c ...) that
- * validates its config at create time, turns the config into request
- * settings and batch limits, and frames a batch of events.  The worker and
- * the HTTP transport know nothing else about destinations.
+ * A kind is one small file (webhook.c, segment.c ...) that validates its
+ * config at create time, turns the config into request settings and batch
+ * limits, frames a batch of events, and reads per-event verdicts from an
+ * answer.  It sees a request (RetlRequest), never the batch behind it, and
+ * returns what it read (RetlVerdicts); the worker and the HTTP transport
+ * know nothing else about destinations.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,12 +16,12 @@
 #define RETL_DEST_H
 
 #include "retl.h"
+#include "json.h"
 #include "nodes/pg_list.h"
 
 #include <curl/curl.h>
 
 typedef struct RetlDest RetlDest;
-struct RetlBatch;
 
 /* What a destination said about one event of a request. */
 typedef enum RetlOutcome
@@ -28,6 +30,36 @@ typedef enum RetlOutcome
 	RETL_OUTCOME_RETRY,			/* rejected for now (throttled): send again */
 	RETL_OUTCOME_FAIL			/* rejected for good: retl.failed_events */
 } RetlOutcome;
+
+/*
+ * What a kind sees of one request: its body and where each event sits in
+ * it, read-only.  The batch behind it belongs to the sender (send/).
+ */
+typedef struct RetlRequest
+{
+	const char *body;			/* prefix, events, separators, suffix */
+	size_t		len;
+	int			nevents;
+	const int  *ev_start;		/* offset of each event in body */
+	const int  *ev_len;
+} RetlRequest;
+
+/*
+ * What a kind's parse callback says about a request's answer: one outcome
+ * per event (and, for failed or retried ones, a reason or NULL), and the
+ * least wait, in seconds, before the events to retry are sent again.
+ * The sender sets retry_after_s to the wait the answer asked for
+ * (Retry-After, or X-RateLimit-Reset on a 429) before the call; a kind may
+ * raise it (an API's documented throttle wait) or clear it, and the
+ * sender waits that long before any retry of the request, whole or in
+ * part.
+ */
+typedef struct RetlVerdicts
+{
+	RetlOutcome *outcomes;		/* nevents, RETL_OUTCOME_OK on entry */
+	char	  **reasons;		/* nevents, NULL on entry */
+	long		retry_after_s;
+} RetlVerdicts;
 
 typedef struct RetlDestKind
 {
@@ -48,22 +80,22 @@ typedef struct RetlDestKind
 	 * Optional: per-request setup, e.g. a signature header computed over
 	 * the body.  Headers appended here are freed with the request.
 	 */
-	void		(*prepare) (RetlDest *dest, struct RetlBatch *batch, CURL *easy,
+	void		(*prepare) (RetlDest *dest, const RetlRequest *req, CURL *easy,
 							struct curl_slist **headers);
 
 	/*
 	 * Optional: reads per-event outcomes from a response (2xx or 4xx with
-	 * a body that lists rejected records).  Returns false when the response
-	 * carries no per-event information, so the whole-request rules apply.
+	 * a body that lists rejected records) into verdicts.  Returns false
+	 * when the response carries no per-event information, so the
+	 * whole-request rules apply (verdicts->retry_after_s still counts).
 	 * reasons[i] may be set for failed events.  It never raises an error
 	 * (the batch is already off the in-flight list): an answer it cannot
 	 * read, or that does not account for every event, is an unknown
 	 * outcome, which retl_outcomes_unknown() turns into a retry of every
 	 * event -- never into a success.
 	 */
-	bool		(*parse) (RetlDest *dest, struct RetlBatch *batch, long status,
-						  const char *body, RetlOutcome *outcomes,
-						  char **reasons);
+	bool		(*parse) (RetlDest *dest, const RetlRequest *req, long status,
+						  const char *body, RetlVerdicts *verdicts);
 
 	/*
 	 * With parse: the longest answer the kind reads, sized for the largest
@@ -106,25 +138,15 @@ struct RetlDest
 	void	   *priv;			/* the kind's own settings */
 };
 
+/* the registry and an open destination (dest.c) */
 extern const RetlDestKind *retl_dest_kind(const char *name, bool missing_ok);
 extern void retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config,
 						   bool track);
-extern Jsonb *retl_parse_json(const char *text, int len);
-extern JsonbValue *retl_json_get(Jsonb *jb, const char *key);
-extern bool retl_json_int64(const JsonbValue *v, int64 *result);
-extern int64 retl_json_index(const JsonbValue *v, int nevents);
-extern bool retl_outcomes_unknown(struct RetlBatch *batch,
-								  RetlOutcome *outcomes, char **reasons,
-								  const char *why);
-extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
-extern int64 retl_event_time_ms(Jsonb *event);
-extern char *retl_event_user(Jsonb *event, bool *anonymous);
-extern bool retl_event_deleted(Jsonb *event);
-extern void retl_append_trait_keys(StringInfo out, Jsonb *event,
-								   const char *after);
 extern void retl_dest_close(RetlDest *dest);
 
-/* helpers shared by kinds */
+/* helpers shared by kinds (dest.c) */
+extern bool retl_outcomes_unknown(const RetlRequest *req,
+								  RetlVerdicts *verdicts, const char *why);
 extern char *retl_dest_require_url(Jsonb *config, const char *key);
 extern char *retl_dest_base_url(Jsonb *config, const char *key,
 								const char *dflt);
@@ -138,11 +160,19 @@ extern void retl_dest_add_header(RetlDest *dest, const char *name,
 								 const char *value);
 extern void retl_dest_check_keys(Jsonb *config, const char *kind,
 								 const char *const *allowed);
-extern bool retl_is_secret_key(const char *key);
-extern char *retl_redact_url(const char *url, bool whole);
+
+/* the standard event (std.c) */
+extern int64 retl_std_time_ms(Jsonb *event);
+extern char *retl_std_user(Jsonb *event, bool *anonymous);
+extern bool retl_std_deleted(Jsonb *event);
+extern void retl_std_append_trait_keys(StringInfo out, Jsonb *event,
+									   const char *after);
+
+/* secrets (secrets.c) */
 extern List *retl_secret_values(RetlDest *dest, Jsonb *config);
 extern text *retl_scrub(List *secrets, const char *s, int len);
 
+/* the kinds, one file each */
 extern const RetlDestKind retl_dest_webhook;
 extern const RetlDestKind retl_dest_rudderstack;
 extern const RetlDestKind retl_dest_segment;

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_iterable.c
+ * iterable.c
  *	  Destination kind "iterable": track events go to
  *	  /api/events/trackBulk, identify traits to /api/users/bulkUpdate, with
  *	  the Api-Key header.
@@ -25,7 +25,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "dest.h"
 
 #include "nodes/pg_list.h"
 
@@ -88,7 +88,7 @@ static void
 iterable_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 	JsonbValue *payload = retl_json_get(event, dest->track ? "properties" : "traits");
 
 	appendStringInfoString(out, "{\"userId\":");
@@ -104,7 +104,7 @@ iterable_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 		appendStringInfoString(out, ",\"id\":");
 		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
 		appendStringInfo(out, ",\"createdAt\":" INT64_FORMAT,
-						 retl_event_time_ms(event) / 1000);
+						 retl_std_time_ms(event) / 1000);
 	}
 	else
 		appendStringInfoString(out, ",\"preferUserId\":true");
@@ -153,8 +153,8 @@ same(JsonbValue *v, const char *s)
  * an unknown outcome.
  */
 static bool
-iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
-			   RetlOutcome *outcomes, char **reasons)
+iterable_parse(RetlDest *dest, const RetlRequest *req, long status,
+			   const char *body, RetlVerdicts *verdicts)
 {
 	static const char *const lists[] = {
 		"invalidUserIds", "invalidEmails", "notFoundUserIds", "notFoundEmails",
@@ -172,10 +172,10 @@ iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 		return false;
 	resp = retl_parse_json(body, strlen(body));
 	if (resp == NULL || !JB_ROOT_IS_OBJECT(resp))
-		return retl_outcomes_unknown(b, outcomes, reasons,
+		return retl_outcomes_unknown(req, verdicts,
 									 "the Iterable answer is not a JSON object");
 	if (!retl_json_int64(retl_json_get(resp, "failCount"), &nfail) || nfail < 0)
-		return retl_outcomes_unknown(b, outcomes, reasons,
+		return retl_outcomes_unknown(req, verdicts,
 									 "the Iterable answer has no integer failCount");
 	if (nfail == 0)
 		return false;
@@ -190,9 +190,9 @@ iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 	}
 	collect(retl_json_get(resp, "disallowedEventNames"), "disallowedEventNames",
 			&names, &why);
-	for (int i = 0; i < b->nevents; i++)
+	for (int i = 0; i < req->nevents; i++)
 	{
-		Jsonb	   *ev = retl_parse_json(b->body.data + b->ev_start[i], b->ev_len[i]);
+		Jsonb	   *ev = retl_parse_json(req->body + req->ev_start[i], req->ev_len[i]);
 		JsonbValue *uid = retl_json_get(ev, "userId");
 		JsonbValue *email = retl_json_get(ev, "email");
 		JsonbValue *name_v = retl_json_get(ev, "eventName");
@@ -207,15 +207,15 @@ iterable_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 				(strcmp(lfirst(r), "Iterable: disallowedEventNames") == 0 &&
 				 same(name_v, name)))
 			{
-				outcomes[i] = RETL_OUTCOME_FAIL;
-				reasons[i] = lfirst(r);
+				verdicts->outcomes[i] = RETL_OUTCOME_FAIL;
+				verdicts->reasons[i] = lfirst(r);
 			}
 		}
-		if (outcomes[i] == RETL_OUTCOME_FAIL)
+		if (verdicts->outcomes[i] == RETL_OUTCOME_FAIL)
 			marked++;
 	}
 	if (marked < nfail)
-		return retl_outcomes_unknown(b, outcomes, reasons,
+		return retl_outcomes_unknown(req, verdicts,
 									 psprintf("the Iterable answer counts " INT64_FORMAT " failures, its lists name %d of the events sent",
 											  nfail, marked));
 	return true;

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_kafka.c
+ * kafka.c
  *	  Destination kind "kafka_rest": produces records to a Kafka topic
  *	  through the Confluent REST Proxy, API v2 or v3.
  *
@@ -28,7 +28,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "dest.h"
 
 #include "nodes/pg_list.h"
 
@@ -113,7 +113,7 @@ kafka_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	KafkaPriv  *priv = (KafkaPriv *) dest->priv;
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 
 	appendStringInfoString(out, priv->v3 ? "{\"key\":{\"type\":\"JSON\",\"data\":"
 						   : "{\"key\":");
@@ -203,8 +203,8 @@ split_objects(const char *body)
  * record, or an error_code that is not an integer, is an unknown outcome.
  */
 static bool
-kafka_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
-			RetlOutcome *outcomes, char **reasons)
+kafka_parse(RetlDest *dest, const RetlRequest *req, long status,
+			const char *body, RetlVerdicts *verdicts)
 {
 	KafkaPriv  *priv = (KafkaPriv *) dest->priv;
 	List	   *recs = NIL;
@@ -224,21 +224,22 @@ kafka_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 
 		if (offsets == NULL || offsets->type != jbvBinary ||
 			!JsonContainerIsArray(offsets->val.binary.data))
-			return retl_outcomes_unknown(b, outcomes, reasons,
+			return retl_outcomes_unknown(req, verdicts,
 										 "the Kafka REST answer has no offsets array");
 		it = JsonbIteratorInit(offsets->val.binary.data);
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 			if (tok == WJB_ELEM)
 				recs = lappend(recs, v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL);
 	}
-	if (list_length(recs) != b->nevents)
-		return retl_outcomes_unknown(b, outcomes, reasons,
+	if (list_length(recs) != req->nevents)
+		return retl_outcomes_unknown(req, verdicts,
 									 psprintf("the Kafka REST answer reports on %d of the %d records sent",
-											  list_length(recs), b->nevents));
+											  list_length(recs), req->nevents));
 	foreach(lc, recs)
 	{
-		if (!classify((Jsonb *) lfirst(lc), priv->v3, &outcomes[i], &reasons[i]))
-			return retl_outcomes_unknown(b, outcomes, reasons,
+		if (!classify((Jsonb *) lfirst(lc), priv->v3, &verdicts->outcomes[i],
+					  &verdicts->reasons[i]))
+			return retl_outcomes_unknown(req, verdicts,
 										 psprintf("report %d of the Kafka REST answer has no integer error_code", i));
 		i++;
 	}

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_kinesis.c
+ * kinesis.c
  *	  Destination kind "kinesis": Amazon Kinesis Data Streams PutRecords,
  *	  signed with AWS Signature Version 4 by libcurl (CURLOPT_AWS_SIGV4).
  *
@@ -36,7 +36,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "dest.h"
 
 #include "common/base64.h"
 #include "mb/pg_wchar.h"
@@ -120,7 +120,7 @@ kinesis_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	StringInfoData json;
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 	char	   *b64;
 	int			len;
 
@@ -192,8 +192,7 @@ transient_error(const char *code, int len)
  * retried as every 5xx is).
  */
 static bool
-throttled_call(RetlBatch *b, const char *body, RetlOutcome *outcomes,
-			   char **reasons)
+throttled_call(const RetlRequest *req, const char *body, RetlVerdicts *verdicts)
 {
 	JsonbValue *type = retl_json_get(retl_parse_json(body, strlen(body)), "__type");
 	char	   *reason;
@@ -203,12 +202,12 @@ throttled_call(RetlBatch *b, const char *body, RetlOutcome *outcomes,
 		return false;
 	reason = psprintf("Kinesis: %.*s (the whole call)", type->val.string.len,
 					  type->val.string.val);
-	for (int i = 0; i < b->nevents; i++)
+	for (int i = 0; i < req->nevents; i++)
 	{
-		outcomes[i] = RETL_OUTCOME_RETRY;
-		reasons[i] = reason;
+		verdicts->outcomes[i] = RETL_OUTCOME_RETRY;
+		verdicts->reasons[i] = reason;
 	}
-	b->retry_after_s = Max(b->retry_after_s, 1);
+	verdicts->retry_after_s = Max(verdicts->retry_after_s, 1);
 	return true;
 }
 
@@ -219,8 +218,8 @@ throttled_call(RetlBatch *b, const char *body, RetlOutcome *outcomes,
  * throttled whole is retried whole.
  */
 static bool
-kinesis_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
-			  RetlOutcome *outcomes, char **reasons)
+kinesis_parse(RetlDest *dest, const RetlRequest *req, long status,
+			  const char *body, RetlVerdicts *verdicts)
 {
 	Jsonb	   *resp;
 	JsonbValue *records;
@@ -232,14 +231,14 @@ kinesis_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 	int64		count;
 
 	if (status == 400)
-		return throttled_call(b, body, outcomes, reasons);
+		return throttled_call(req, body, verdicts);
 	if (status != 200)
 		return false;
 	resp = retl_parse_json(body, strlen(body));
 	records = retl_json_get(resp, "Records");
 	if (records == NULL || records->type != jbvBinary ||
 		!JsonContainerIsArray(records->val.binary.data))
-		return retl_outcomes_unknown(b, outcomes, reasons,
+		return retl_outcomes_unknown(req, verdicts,
 									 "the PutRecords answer has no Records array");
 	it = JsonbIteratorInit(records->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
@@ -249,32 +248,34 @@ kinesis_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 
 		if (tok != WJB_ELEM)
 			continue;
-		if (n >= b->nevents)
-			return retl_outcomes_unknown(b, outcomes, reasons,
+		if (n >= req->nevents)
+			return retl_outcomes_unknown(req, verdicts,
 										 "the PutRecords answer lists more records than were sent");
 		rec = v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL;
 		code = retl_json_get(rec, "ErrorCode");
 		if (code != NULL && code->type == jbvString)
 		{
-			outcomes[n] = transient_error(code->val.string.val, code->val.string.len)
+			verdicts->outcomes[n] = transient_error(code->val.string.val,
+													code->val.string.len)
 				? RETL_OUTCOME_RETRY : RETL_OUTCOME_FAIL;
-			reasons[n] = psprintf("Kinesis: %.*s", code->val.string.len,
-								  code->val.string.val);
+			verdicts->reasons[n] = psprintf("Kinesis: %.*s",
+											code->val.string.len,
+											code->val.string.val);
 			nfailed++;
 		}
 		else if (retl_json_get(rec, "SequenceNumber") == NULL)
-			return retl_outcomes_unknown(b, outcomes, reasons,
+			return retl_outcomes_unknown(req, verdicts,
 										 psprintf("record %d of the PutRecords answer has neither an ErrorCode nor a SequenceNumber", n));
 		n++;
 	}
-	if (n < b->nevents)
-		return retl_outcomes_unknown(b, outcomes, reasons,
+	if (n < req->nevents)
+		return retl_outcomes_unknown(req, verdicts,
 									 psprintf("the PutRecords answer lists %d of the %d records sent",
-											  n, b->nevents));
+											  n, req->nevents));
 	if (retl_json_get(resp, "FailedRecordCount") != NULL &&
 		(!retl_json_int64(retl_json_get(resp, "FailedRecordCount"), &count) ||
 		 count != nfailed))
-		return retl_outcomes_unknown(b, outcomes, reasons,
+		return retl_outcomes_unknown(req, verdicts,
 									 "the PutRecords answer's FailedRecordCount does not match its records");
 	return true;
 }

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_mixpanel.c
+ * mixpanel.c
  *	  Destination kind "mixpanel": track events go to /import?strict=1,
  *	  identify traits to /engage (profile batch update, "$set").
  *
@@ -24,7 +24,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "dest.h"
 
 typedef struct MixpanelPriv
 {
@@ -120,14 +120,14 @@ mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	MixpanelPriv *priv = (MixpanelPriv *) dest->priv;
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 
 	if (dest->track)
 	{
 		appendStringInfoString(out, "{\"event\":");
 		retl_append_jsonb_value(out, retl_json_get(event, "event"));
 		appendStringInfo(out, ",\"properties\":{\"time\":" INT64_FORMAT ",\"distinct_id\":",
-						 retl_event_time_ms(event));
+						 retl_std_time_ms(event));
 		retl_json_escape(out, user ? user : "", user ? strlen(user) : 0);
 		appendStringInfoString(out, ",\"$insert_id\":");
 		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
@@ -139,11 +139,11 @@ mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	retl_json_escape(out, priv->token, strlen(priv->token));
 	appendStringInfoString(out, ",\"$distinct_id\":");
 	retl_json_escape(out, user ? user : "", user ? strlen(user) : 0);
-	if (retl_event_deleted(event))
+	if (retl_std_deleted(event))
 	{
 		/* a deletion removes the mapped properties ("profile-unset") */
 		appendStringInfoString(out, ",\"$unset\":[");
-		retl_append_trait_keys(out, event, "");
+		retl_std_append_trait_keys(out, event, "");
 		appendStringInfoString(out, "]}");
 		return;
 	}
@@ -156,13 +156,13 @@ mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
  * Fails every event of a rejected /engage batch.
  */
 static bool
-engage_rejected(RetlBatch *b, RetlOutcome *outcomes, char **reasons,
+engage_rejected(const RetlRequest *req, RetlVerdicts *verdicts,
 				const char *reason)
 {
-	for (int i = 0; i < b->nevents; i++)
+	for (int i = 0; i < req->nevents; i++)
 	{
-		outcomes[i] = RETL_OUTCOME_FAIL;
-		reasons[i] = (char *) reason;
+		verdicts->outcomes[i] = RETL_OUTCOME_FAIL;
+		verdicts->reasons[i] = (char *) reason;
 	}
 	return true;
 }
@@ -172,8 +172,7 @@ engage_rejected(RetlBatch *b, RetlOutcome *outcomes, char **reasons,
  * applied; any other answer is an unknown outcome.
  */
 static bool
-engage_parse(RetlBatch *b, const char *body, RetlOutcome *outcomes,
-			 char **reasons)
+engage_parse(const RetlRequest *req, const char *body, RetlVerdicts *verdicts)
 {
 	Jsonb	   *resp;
 	JsonbValue *err;
@@ -185,16 +184,16 @@ engage_parse(RetlBatch *b, const char *body, RetlOutcome *outcomes,
 	if (len == 1 && text[len + strspn(text + len, " \r\n")] == '\0' &&
 		(text[0] == '0' || text[0] == '1'))
 		return text[0] == '0'
-			? engage_rejected(b, outcomes, reasons, "Mixpanel rejected the profile update")
+			? engage_rejected(req, verdicts, "Mixpanel rejected the profile update")
 			: false;
 	resp = retl_parse_json(body, strlen(body));
 	if (!retl_json_int64(retl_json_get(resp, "status"), &st) || (st != 0 && st != 1))
-		return retl_outcomes_unknown(b, outcomes, reasons,
+		return retl_outcomes_unknown(req, verdicts,
 									 "the /engage answer has no status 0 or 1");
 	if (st == 1)
 		return false;
 	err = retl_json_get(resp, "error");
-	return engage_rejected(b, outcomes, reasons,
+	return engage_rejected(req, verdicts,
 						   err && err->type == jbvString
 						   ? psprintf("Mixpanel: %.*s", err->val.string.len, err->val.string.val)
 						   : "Mixpanel rejected the profile update");
@@ -206,8 +205,8 @@ engage_parse(RetlBatch *b, const char *body, RetlOutcome *outcomes,
  * outcome unknown.  /engage: see engage_parse.  429: wait 2 s.
  */
 static bool
-mixpanel_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
-			   RetlOutcome *outcomes, char **reasons)
+mixpanel_parse(RetlDest *dest, const RetlRequest *req, long status,
+			   const char *body, RetlVerdicts *verdicts)
 {
 	Jsonb	   *resp;
 	JsonbValue *failed;
@@ -216,9 +215,9 @@ mixpanel_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 	JsonbIteratorToken tok;
 
 	if (status == 429)
-		b->retry_after_s = Max(b->retry_after_s, 2);
+		verdicts->retry_after_s = Max(verdicts->retry_after_s, 2);
 	if (!dest->track && status == 200)
-		return engage_parse(b, body, outcomes, reasons);
+		return engage_parse(req, body, verdicts);
 	if (!dest->track || status != 400)
 		return false;
 	resp = retl_parse_json(body, strlen(body));
@@ -236,11 +235,11 @@ mixpanel_parse(RetlDest *dest, RetlBatch *b, long status, const char *body,
 			continue;
 		rec = v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL;
 		msg = retl_json_get(rec, "message");
-		if ((i = retl_json_index(retl_json_get(rec, "index"), b->nevents)) < 0)
-			return retl_outcomes_unknown(b, outcomes, reasons,
+		if ((i = retl_json_index(retl_json_get(rec, "index"), req->nevents)) < 0)
+			return retl_outcomes_unknown(req, verdicts,
 										 "a Mixpanel failed record points at no record of the request");
-		outcomes[i] = RETL_OUTCOME_FAIL;
-		reasons[i] = msg && msg->type == jbvString
+		verdicts->outcomes[i] = RETL_OUTCOME_FAIL;
+		verdicts->reasons[i] = msg && msg->type == jbvString
 			? psprintf("Mixpanel: %.*s", msg->val.string.len, msg->val.string.val)
 			: "Mixpanel rejected the record";
 	}

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_segment.c
+ * segment.c
  *	  Destination kinds "rudderstack" and "segment": the HTTP batch API
  *	  POST <url>/v1/batch {"batch": [...]} with Basic auth, the write key
  *	  as user name and an empty password.

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_statsig.c
+ * statsig.c
  *	  Destination kind "statsig": POST <url>/v1/log_event with the
  *	  statsig-api-key header, {"events": [{eventName, user: {userID},
  *	  metadata, time}]}.
@@ -60,7 +60,7 @@ static void
 statsig_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 {
 	bool		anonymous;
-	char	   *user = retl_event_user(event, &anonymous);
+	char	   *user = retl_std_user(event, &anonymous);
 
 	appendStringInfoString(out, "{\"eventName\":");
 	retl_append_jsonb_value(out, retl_json_get(event, "event"));
@@ -71,7 +71,7 @@ statsig_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 		appendStringInfoString(out, "null");
 	appendStringInfoString(out, "},\"metadata\":");
 	retl_append_jsonb_value(out, retl_json_get(event, "properties"));
-	appendStringInfo(out, ",\"time\":" INT64_FORMAT "}", retl_event_time_ms(event));
+	appendStringInfo(out, ",\"time\":" INT64_FORMAT "}", retl_std_time_ms(event));
 }
 
 const RetlDestKind retl_dest_statsig = {

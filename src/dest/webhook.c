@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * dest_webhook.c
+ * webhook.c
  *	  Destination kind "webhook": POSTs events to a URL as a JSON array
  *	  (default), as NDJSON, or one object per request, with optional extra
  *	  headers and an optional Stripe-style HMAC-SHA256 signature.
@@ -17,7 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "dest.h"
 
 #include "common/hmac.h"
 #include "utils/resowner.h"
@@ -170,7 +170,7 @@ sign(const char *secret, const char *t, const char *body, size_t len)
  * attempt is signed anew, with its own timestamp.
  */
 static void
-webhook_prepare(RetlDest *dest, RetlBatch *b, CURL *easy,
+webhook_prepare(RetlDest *dest, const RetlRequest *req, CURL *easy,
 				struct curl_slist **headers)
 {
 	WebhookPriv *priv = (WebhookPriv *) dest->priv;
@@ -182,7 +182,7 @@ webhook_prepare(RetlDest *dest, RetlBatch *b, CURL *easy,
 		return;
 	snprintf(t, sizeof(t), "%ld", (long) time(NULL));
 	line = psprintf("X-Retl-Signature: t=%s,v1=%s", t,
-					sign(priv->secret, t, b->body.data, b->body.len));
+					sign(priv->secret, t, req->body, req->len));
 	l = curl_slist_append(*headers, line);
 	pfree(line);
 	if (l == NULL)

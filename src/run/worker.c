@@ -18,11 +18,9 @@
 #include "worker.h"
 
 #include <malloc.h>
-#include <math.h>
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
-#include "common/pg_prng.h"
 #include "libpq/pqsignal.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -63,47 +61,6 @@ worker_sigusr1(SIGNAL_ARGS)
 }
 
 /*
- * Computes the delay before the next attempt: exponential backoff with
- * full jitter, but never less than the Retry-After the server asked for.
- */
-long
-retl_send_retry_delay_ms(RetlBatch *b)
-{
-	double		cap = Min((double) b->run->dest.max_backoff_ms,
-						  RETRY_BASE_MS * pow(2.0, Min(b->attempts, 20)));
-	long		delay = (long) (pg_prng_double(&pg_global_prng_state) * cap);
-
-	if (b->retry_after_s > 0)
-		delay = Max(delay, b->retry_after_s * 1000);
-	return Max(delay, 10);
-}
-
-/*
- * A readable reason for a failed request, without the URL (it may carry
- * credentials).
- */
-char *
-retl_send_error(RetlBatch *b)
-{
-	if (b->blocked && b->blocked_by &&
-		strcmp(b->blocked_by, "retl.deny_networks") == 0)
-		return psprintf("the destination resolved to %s, in a network that retl.deny_networks refuses",
-						b->blocked_addr[0] ? b->blocked_addr : "an address");
-	if (b->blocked)
-		return psprintf("the destination resolved to %s, a link-local or metadata address, which retl.deny_private_networks refuses",
-						b->blocked_addr[0] ? b->blocked_addr : "an address");
-	if (b->result != CURLE_OK)
-		return psprintf("request failed after %d attempt(s): %s", b->attempts,
-						b->errbuf[0] ? b->errbuf : curl_easy_strerror(b->result));
-	if (b->http_status >= 300 && b->http_status < 400)
-		return psprintf("destination answered HTTP %ld, a redirect to \"%s\", which retl does not follow: set the destination's url to the final address",
-						b->http_status, b->redirect[0] ? b->redirect : "(no Location)");
-	return psprintf("destination answered HTTP %ld after %d attempt(s)%s%.200s",
-					b->http_status, b->attempts, b->resp ? ": " : "",
-					b->resp ? b->resp : "");
-}
-
-/*
  * Forgets events that were sent but will not be delivered by this run
  * (stop, drain timeout): the next run sends them again.
  */
@@ -113,16 +70,6 @@ retl_batch_discard(RetlBatch *b)
 	b->run->events_sent -= b->nevents;
 	b->run->dirty = true;
 	retl_batch_free(b);
-}
-
-/*
- * Does this status reject some events of the batch (so that splitting the
- * batch isolates them), rather than the whole destination?
- */
-bool
-retl_send_rejects_events(long status)
-{
-	return status == 400 || status == 413 || status == 422;
 }
 
 /*
@@ -151,85 +98,6 @@ retl_batch_part(RetlBatch *b, int from, int to, const bool *pick)
 	}
 	appendStringInfoString(&part->body, run->dest.suffix);
 	return part;
-}
-
-/*
- * Applies per-event outcomes that the destination kind read from the
- * response: accepted events are done, throttled ones are sent again later
- * (only them: Braze and Kinesis have no dedupe), rejected ones go to
- * retl.failed_events with the destination's reason.  Returns false when
- * the kind found no per-event information in the response.
- */
-bool
-retl_send_outcomes(RetlBatch *b)
-{
-	RetlRun    *run = b->run;
-	RetlDest   *d = &run->dest;
-	RetlOutcome *out = palloc0(b->nevents * sizeof(RetlOutcome));
-	char	  **reasons = palloc0(b->nevents * sizeof(char *));
-	bool	   *pick = palloc0(b->nevents * sizeof(bool));
-	int			n[3] = {0, 0, 0};
-
-	if (d->kind->parse == NULL || b->result != CURLE_OK ||
-		!d->kind->parse(d, b, b->http_status, b->resp ? b->resp : "", out, reasons))
-		return false;
-	for (int i = 0; i < b->nevents; i++)
-		n[out[i]]++;
-	if (n[RETL_OUTCOME_RETRY] > 0 && b->attempts >= d->max_attempts)
-	{
-		for (int i = 0; i < b->nevents; i++)
-			if (out[i] == RETL_OUTCOME_RETRY)
-			{
-				out[i] = RETL_OUTCOME_FAIL;
-				reasons[i] = psprintf("still throttled after %d attempts%s%s",
-									  b->attempts, reasons[i] ? ": " : "",
-									  reasons[i] ? reasons[i] : "");
-			}
-		n[RETL_OUTCOME_FAIL] += n[RETL_OUTCOME_RETRY];
-		n[RETL_OUTCOME_RETRY] = 0;
-	}
-	for (int i = 0; i < b->nevents; i++)
-		pick[i] = out[i] == RETL_OUTCOME_OK;
-	if (n[RETL_OUTCOME_OK] > 0)
-	{
-		RetlBatch  *ok = retl_batch_part(b, 0, b->nevents, pick);
-
-		retl_catalog_batch_delivered(ok);
-		if (run->diff)
-			retl_diff_acked(ok);
-		retl_batch_free(ok);
-	}
-	if (n[RETL_OUTCOME_FAIL] > 0)
-		retl_catalog_fail_batch(b, retl_send_error(b), out, reasons);
-	if (n[RETL_OUTCOME_RETRY] > 0)
-	{
-		RetlBatch  *again;
-
-		for (int i = 0; i < b->nevents; i++)
-			pick[i] = out[i] == RETL_OUTCOME_RETRY;
-		again = retl_batch_part(b, 0, b->nevents, pick);
-		again->attempts = b->attempts;
-		again->retry_after_s = b->retry_after_s;
-		again->retry_at = GetCurrentTimestamp() +
-			retl_send_retry_delay_ms(again) * 1000;
-		b->ack->parts++;
-		if (run->stopping || run->failed)
-		{
-			/* not delivered: the next run sends it */
-			run->events_sent -= again->nevents;
-			retl_batch_free(again);
-		}
-		else
-		{
-			dlist_push_tail(&run->waiting, &again->node);
-			run->nwaiting++;
-		}
-	}
-	run->events_succeeded += n[RETL_OUTCOME_OK];
-	run->events_failed += n[RETL_OUTCOME_FAIL];
-	retl_ckpt_ack_done(run, b->ack, n[RETL_OUTCOME_OK], n[RETL_OUTCOME_FAIL]);
-	retl_batch_free(b);
-	return true;
 }
 
 /*

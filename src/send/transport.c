@@ -328,6 +328,7 @@ request_headers(RetlBatch *b)
 {
 	RetlDest   *d = &b->run->dest;
 	struct curl_slist *list = NULL;
+	RetlRequest req;
 
 	if (d->kind->prepare == NULL || !d->per_request)
 		return d->headers;
@@ -345,7 +346,8 @@ request_headers(RetlBatch *b)
 		list = l;
 	}
 	b->req_headers = list;
-	d->kind->prepare(d, b, b->easy, &b->req_headers);
+	req = retl_send_request(b);
+	d->kind->prepare(d, &req, b->easy, &b->req_headers);
 	return b->req_headers;
 }
 

@@ -1,0 +1,32 @@
+/*-------------------------------------------------------------------------
+ *
+ * json.h
+ *	  JSON helpers shared by the mapping and the destination kinds
+ *	  (json.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RETL_JSON_H
+#define RETL_JSON_H
+
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+
+/* options and config settings: an error for a value of the wrong type */
+extern char *retl_jsonb_get_text(Jsonb *jb, const char *key);
+extern bool retl_jsonb_get_int(Jsonb *jb, const char *key, int64 *out);
+extern bool retl_jsonb_get_bool(Jsonb *jb, const char *key, bool *out);
+extern Jsonb *retl_jsonb_get_object(Jsonb *jb, const char *key);
+extern char *retl_json_unknown_key(Jsonb *obj, const char *const *known,
+								   const char *const *also);
+
+/* vendor answers and events: never an error */
+extern Jsonb *retl_parse_json(const char *text, int len);
+extern JsonbValue *retl_json_get(Jsonb *jb, const char *key);
+extern bool retl_json_int64(const JsonbValue *v, int64 *result);
+extern int64 retl_json_index(const JsonbValue *v, int nevents);
+extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
+
+#endif							/* RETL_JSON_H */
