@@ -249,15 +249,40 @@ stream_receive(TupleTableSlot *slot, DestReceiver *self)
 }
 
 /*
- * A RowStream needs no set-up or clean-up.
+ * Gives the statement's rows an SPI connection of their own: turning a row
+ * into its event may run statements (a rejected event is recorded in
+ * retl.failed_events), and those must not run on the connection whose
+ * statement is still executing -- its end would free that statement's
+ * executor memory.  A PL function called from a query does the same.  The
+ * executor's memory context stays current.
  */
 static void
 stream_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "retl: SPI_connect failed");
+	MemoryContextSwitchTo(cxt);
 }
 
+/*
+ * Ends the connection stream_startup opened.
+ */
 static void
 stream_shutdown(DestReceiver *self)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SPI_finish();
+	MemoryContextSwitchTo(cxt);
+}
+
+/*
+ * A RowStream lives on its caller's stack: nothing to free.
+ */
+static void
+stream_destroy(DestReceiver *self)
 {
 }
 
@@ -296,7 +321,7 @@ retl_reader_execute(RetlRun *run, SPIPlanPtr plan, const char *sql,
 	s.pub.receiveSlot = stream_receive;
 	s.pub.rStartup = stream_startup;
 	s.pub.rShutdown = stream_shutdown;
-	s.pub.rDestroy = stream_shutdown;
+	s.pub.rDestroy = stream_destroy;
 	s.pub.mydest = DestTuplestore;	/* not DestNone: SPI would discard */
 	s.run = run;
 	memset(&opts, 0, sizeof(opts));
