@@ -115,7 +115,12 @@ typedef struct RetlEventCtx
 {
 	int64		sync_id;
 	char	   *tail;			/* ,"library":...,"sources":{...}} */
+	int			tail_len;
 	char		now[32];		/* quoted originalTimestamp and sentAt */
+	char		stamps[2 * 32 + 40];	/* ","originalTimestamp":now,"sentAt":now */
+	int			stamps_len;
+	char		stamp_ts[32 + 16];	/* ,"timestamp":now */
+	int			stamp_ts_len;
 	StringInfoData scratch;		/* for primary keys and forced strings */
 } RetlEventCtx;
 

@@ -94,7 +94,9 @@ extern int64 retl_reader_estimate(Oid relid);
 extern const char *retl_read_method_name(RetlReadMethod method);
 extern char *retl_reader_pk(RetlRun *run, Datum *values, bool *nulls);
 extern uint64 retl_reader_row_version(RetlRun *run, Datum *values, bool *nulls);
-extern void retl_reader_rows(RetlRun *run, SPITupleTable *tt, uint64 n);
+extern uint64 retl_reader_execute(RetlRun *run, SPIPlanPtr plan,
+								  const char *sql, int nargs, Oid *types,
+								  Datum *args);
 extern void retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc,
 							   uint64 n, const bool *dups);
 

@@ -43,6 +43,7 @@ retl_event_ctx_init(RetlEventCtx *ctx, int64 sync_id, const char *sync_name,
 	retl_json_escape(&tail, sync_name, strlen(sync_name));
 	appendStringInfoString(&tail, "}}");
 	ctx->tail = tail.data;
+	ctx->tail_len = tail.len;
 	ctx->sync_id = sync_id;
 	initStringInfo(&ctx->scratch);
 	retl_event_ctx_set_now(ctx, GetCurrentTimestamp());
@@ -62,7 +63,17 @@ retl_event_ctx_set_now(RetlEventCtx *ctx, TimestampTz now)
 	retl_json_append_timestamptz(&buf, now);
 	strlcpy(ctx->now, buf.data, sizeof(ctx->now));
 	pfree(buf.data);
+	/* the event's ending, written whole for every event */
+	ctx->stamps_len = snprintf(ctx->stamps, sizeof(ctx->stamps),
+							   "\",\"originalTimestamp\":%s,\"sentAt\":%s",
+							   ctx->now, ctx->now);
+	ctx->stamp_ts_len = snprintf(ctx->stamp_ts, sizeof(ctx->stamp_ts),
+								 ",\"timestamp\":%s", ctx->now);
 }
+
+/* Appends a string literal, whose length the compiler knows. */
+#define APPEND_LITERAL(buf, lit) \
+	appendBinaryStringInfo((buf), (lit), sizeof(lit) - 1)
 
 /*
  * Writes a leaf value.  userId, anonymousId and event are always strings,
@@ -325,28 +336,24 @@ retl_event_build(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 	bool		ctx_first = true;
 	RetlMapNode *context = map->context;
 
-	appendStringInfoString(buf, map->track ? "{\"type\":\"track\""
-						   : "{\"type\":\"identify\"");
+	if (map->track)
+		APPEND_LITERAL(buf, "{\"type\":\"track\"");
+	else
+		APPEND_LITERAL(buf, "{\"type\":\"identify\"");
 	write_members(buf, map, ctx, map->root, values, nulls, &first, context);
-	appendStringInfoString(buf, ",\"context\":{");
+	APPEND_LITERAL(buf, ",\"context\":{");
 	if (context != NULL)
 		write_members(buf, map, ctx, context, values, nulls, &ctx_first, NULL);
 	compute_message_id(buf, start, map, ctx, values, nulls, message_id);
 	if (!ctx_first)
 		appendStringInfoChar(buf, ',');
-	appendStringInfoString(buf, ctx->tail);
-	appendStringInfoString(buf, ",\"messageId\":\"");
+	appendBinaryStringInfo(buf, ctx->tail, ctx->tail_len);
+	APPEND_LITERAL(buf, ",\"messageId\":\"");
 	id_at = buf->len;
 	appendBinaryStringInfo(buf, message_id, RETL_MESSAGE_ID_LEN);
-	appendStringInfoString(buf, "\",\"originalTimestamp\":");
-	appendStringInfoString(buf, ctx->now);
-	appendStringInfoString(buf, ",\"sentAt\":");
-	appendStringInfoString(buf, ctx->now);
+	appendBinaryStringInfo(buf, ctx->stamps, ctx->stamps_len);
 	if (!map->has_timestamp)
-	{
-		appendStringInfoString(buf, ",\"timestamp\":");
-		appendStringInfoString(buf, ctx->now);
-	}
+		appendBinaryStringInfo(buf, ctx->stamp_ts, ctx->stamp_ts_len);
 	appendStringInfoChar(buf, '}');
 	return id_at;
 }

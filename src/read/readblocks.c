@@ -243,20 +243,13 @@ read_range(RetlRun *run)
 	ItemPointerData from,
 				to;
 	Datum		values[2] = {PointerGetDatum(&from), PointerGetDatum(&to)};
-	SPITupleTable *tt;
 	uint64		n;
 
 	ItemPointerSet(&from, run->next_block, 0);
 	ItemPointerSet(&to, end, 0);
-	if (SPI_execute_plan(leaf_plan(run), values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "retl: reading the source failed");
-	/* before the rows' processing runs statements of its own */
-	tt = SPI_tuptable;
-	n = SPI_processed;
-	retl_reader_rows(run, tt, n);
+	n = retl_reader_execute(run, leaf_plan(run), NULL, 2, NULL, values);
 	retl_ckpt_span(run, retl_blocks_pos(run, end), NULL, (int64) n);
 	adapt_range(run, end - run->next_block, n);
-	SPI_freetuptable(tt);
 	run->next_block = end;
 	return n;
 }

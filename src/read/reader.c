@@ -28,6 +28,7 @@
 #include "catalog/pg_inherits.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/params.h"
 #include "optimizer/plancat.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -222,12 +223,127 @@ retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc, uint64 n,
 }
 
 /*
- * Turns the rows of an SPI result into events.
+ * A receiver that turns each row of a source statement into its event as
+ * the executor makes it, from the slot's values: no copy of the row is
+ * formed in a tuple table and taken apart again.
  */
-void
-retl_reader_rows(RetlRun *run, SPITupleTable *tt, uint64 n)
+typedef struct RowStream
 {
-	retl_reader_tuples(run, tt->vals, tt->tupdesc, n, NULL);
+	DestReceiver pub;
+	RetlRun    *run;
+	uint64		rows;
+} RowStream;
+
+/*
+ * Builds and queues the event of one row (RowStream).
+ */
+static bool
+stream_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	RowStream  *s = (RowStream *) self;
+
+	slot_getallattrs(slot);
+	process_row(s->run, slot->tts_values, slot->tts_isnull, -1, NULL);
+	s->rows++;
+	return true;
+}
+
+/*
+ * Gives the statement's rows an SPI connection of their own: turning a row
+ * into its event may run statements (a rejected event is recorded in
+ * retl.failed_events), and those must not run on the connection whose
+ * statement is still executing -- its end would free that statement's
+ * executor memory.  A PL function called from a query does the same.  The
+ * executor's memory context stays current.
+ */
+static void
+stream_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "retl: SPI_connect failed");
+	MemoryContextSwitchTo(cxt);
+}
+
+/*
+ * Ends the connection stream_startup opened.
+ */
+static void
+stream_shutdown(DestReceiver *self)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SPI_finish();
+	MemoryContextSwitchTo(cxt);
+}
+
+/*
+ * A RowStream lives on its caller's stack: nothing to free.
+ */
+static void
+stream_destroy(DestReceiver *self)
+{
+}
+
+/*
+ * Runs a statement that reads the source (a plan, or else sql with its
+ * arguments) and turns its rows into events; returns how many rows it
+ * read.  A diff run collects the rows first, so that the lookups of their
+ * stored fingerprints can be fetched together (retl_reader_tuples); any
+ * other run builds each event straight from the executor's slot.
+ */
+uint64
+retl_reader_execute(RetlRun *run, SPIPlanPtr plan, const char *sql,
+					int nargs, Oid *types, Datum *args)
+{
+	RowStream	s;
+	SPIExecuteOptions opts;
+	int			rc;
+
+	if (run->diff)
+	{
+		SPITupleTable *tt;
+		uint64		n;
+
+		rc = plan ? SPI_execute_plan(plan, args, NULL, true, 0)
+			: SPI_execute_with_args(sql, nargs, types, args, NULL, true, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "retl: reading the source failed");
+		/* before the rows' processing runs statements of its own */
+		tt = SPI_tuptable;
+		n = SPI_processed;
+		retl_reader_tuples(run, tt->vals, tt->tupdesc, n, NULL);
+		SPI_freetuptable(tt);
+		return n;
+	}
+	memset(&s, 0, sizeof(s));
+	s.pub.receiveSlot = stream_receive;
+	s.pub.rStartup = stream_startup;
+	s.pub.rShutdown = stream_shutdown;
+	s.pub.rDestroy = stream_destroy;
+	s.pub.mydest = DestTuplestore;	/* not DestNone: SPI would discard */
+	s.run = run;
+	memset(&opts, 0, sizeof(opts));
+	opts.read_only = true;
+	opts.dest = &s.pub;
+	if (nargs > 0)
+	{
+		opts.params = makeParamList(nargs);
+		for (int i = 0; i < nargs; i++)
+		{
+			opts.params->params[i].value = args[i];
+			opts.params->params[i].isnull = false;
+			opts.params->params[i].ptype = plan ? SPI_getargtypeid(plan, i)
+				: types[i];
+			opts.params->params[i].pflags = PARAM_FLAG_CONST;
+		}
+	}
+	rc = plan ? SPI_execute_plan_extended(plan, &opts)
+		: SPI_execute_extended(sql, &opts);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "retl: reading the source failed");
+	return s.rows;
 }
 
 /*

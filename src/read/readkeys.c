@@ -548,6 +548,7 @@ store_fill(RetlRun *run, RetlKeyReader *kr)
 	{
 		opts.params = makeParamList(1);
 		opts.params->params[0].value = kr->last;
+		opts.params->params[0].isnull = false;
 		opts.params->params[0].ptype = kr->type;
 		opts.params->params[0].pflags = PARAM_FLAG_CONST;
 		sql = psprintf("%s AND (%s > $1 OR %s IS NULL)", sql, kr->keyname,

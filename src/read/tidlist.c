@@ -98,7 +98,6 @@ retl_tidlist_page(RetlRun *run, int want)
 	ArrayType  *arr;
 	Oid			argtypes[1] = {TIDARRAYOID};
 	Datum		args[1];
-	SPITupleTable *tt;
 	int64		end_pos;
 	uint64		n;
 
@@ -110,18 +109,13 @@ retl_tidlist_page(RetlRun *run, int want)
 		arr = construct_array(elems, (int) (to - from), TIDOID,
 							  sizeof(ItemPointerData), false, TYPALIGN_SHORT);
 		args[0] = PointerGetDatum(arr);
-		if (SPI_execute_with_args(psprintf("%s AND ctid = ANY ($1)",
-										   run->leaves[0].query),
-								  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "retl: reading changed rows failed");
-		/* before the rows' processing runs statements of its own */
-		n = SPI_processed;
-		tt = SPI_tuptable;
-		retl_reader_rows(run, tt, n);
+		n = retl_reader_execute(run, NULL,
+								psprintf("%s AND ctid = ANY ($1)",
+										 run->leaves[0].query),
+								1, argtypes, args);
 		end_pos = to < run->ntids
 			? ItemPointerGetBlockNumber(&run->tids[to]) : run->nblocks;
 		retl_ckpt_span(run, retl_blocks_pos(run, end_pos), NULL, (int64) n);
-		SPI_freetuptable(tt);
 	}
 	run->next_tid = to;
 	if (run->next_tid < run->ntids)
