@@ -44,14 +44,7 @@ retl_store_claim_runs(int64 *ids, int max)
 	MemoryContext cxt = retl_store_begin();
 
 	retl_store_exec(&claim_stmt, values, NULL, SPI_OK_UPDATE_RETURNING);
-	n = (int) SPI_processed;
-	for (int i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	n = retl_store_result_ids(ids);
 	retl_store_commit(cxt);
 	return n;
 }
@@ -78,19 +71,6 @@ get_jsonb(int col)
 								  col, &isnull);
 
 	return isnull ? NULL : DatumGetJsonbPCopy(d);
-}
-
-/*
- * Returns a bytea column of the current SPI row, or NULL.
- */
-static bytea *
-get_bytea(int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-								  col, &isnull);
-
-	return isnull ? NULL : DatumGetByteaPCopy(d);
 }
 
 /*
@@ -148,8 +128,10 @@ retl_store_run_row(int64 run_id, MemoryContext cxt, RetlRunRow *row)
 	row->options = get_jsonb(9);
 	row->kind = get_text(10);
 	row->config = get_jsonb(11);
-	row->prev_snapshot = get_bytea(12);
-	row->snapshot = get_bytea(13);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 12, &isnull);
+	row->prev_snapshot = isnull ? NULL : DatumGetByteaPCopy(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 13, &isnull);
+	row->snapshot = isnull ? NULL : DatumGetByteaPCopy(d);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 14, &isnull);
 	row->checkpoint = isnull ? NULL : DatumGetJsonbP(d);
 	row->retry_failed = get_bool(15);

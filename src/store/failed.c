@@ -19,14 +19,17 @@
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 
+/* the arguments of both statements that record a failed event */
+#define FAILED_EVENT_ARGS 11, {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID, \
+	TEXTOID, TEXTOID, INT4OID, INT8OID, BOOLOID, TEXTOID}
+
 static RetlStoreStmt retried_stmt = {
 	"UPDATE retl.failed_events SET run_id = $2, payload = $4,"
 	" message_id = coalesce($11, message_id),"
 	" http_status = $5, response_body = left($6, 4096), error = $7,"
 	" attempts = attempts + $8, last_failed_at = now()"
 	" WHERE id = $9",
-	11, {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
-	TEXTOID, TEXTOID, INT4OID, INT8OID, BOOLOID, TEXTOID}
+	FAILED_EVENT_ARGS
 };
 static RetlStoreStmt failed_stmt = {
 	"INSERT INTO retl.failed_events AS f (sync_id, run_id, primary_key,"
@@ -37,8 +40,7 @@ static RetlStoreStmt failed_stmt = {
 	" http_status = EXCLUDED.http_status, response_body = EXCLUDED.response_body,"
 	" error = EXCLUDED.error, attempts = f.attempts + EXCLUDED.attempts,"
 	" retryable = EXCLUDED.retryable, last_failed_at = now()",
-	11, {INT8OID, INT8OID, TEXTOID, TEXTOID, INT4OID,
-	TEXTOID, TEXTOID, INT4OID, INT8OID, BOOLOID, TEXTOID}
+	FAILED_EVENT_ARGS
 };
 
 /*
@@ -232,7 +234,5 @@ static RetlStoreStmt forget_stmt = {
 void
 retl_store_forget_failed(int64 id)
 {
-	Datum		args[1] = {Int64GetDatum(id)};
-
-	retl_store_exec(&forget_stmt, args, NULL, SPI_OK_DELETE);
+	retl_store_exec_id(&forget_stmt, id, SPI_OK_DELETE);
 }

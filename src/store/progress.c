@@ -40,14 +40,7 @@ retl_store_draining(const int64 *ids, int n, int64 *draining)
 	int			ndraining;
 
 	retl_store_exec(&draining_stmt, values, NULL, SPI_OK_UPDATE_RETURNING);
-	ndraining = (int) SPI_processed;
-	for (int i = 0; i < ndraining; i++)
-	{
-		bool		isnull;
-
-		draining[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-												  SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	ndraining = retl_store_result_ids(draining);
 	retl_store_commit(cxt);
 	return ndraining;
 }
@@ -238,9 +231,7 @@ static RetlStoreStmt lock_sync_stmt = {
 void
 retl_store_lock_sync(int64 run_id)
 {
-	Datum		values[1] = {Int64GetDatum(run_id)};
-
-	retl_store_exec(&lock_sync_stmt, values, NULL, SPI_OK_SELECT);
+	retl_store_exec_id(&lock_sync_stmt, run_id, SPI_OK_SELECT);
 }
 
 /* the end of a run, its sync's cursor, and the notification */

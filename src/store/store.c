@@ -92,6 +92,37 @@ retl_store_exec(RetlStoreStmt *stmt, Datum *values, const char *nulls,
 }
 
 /*
+ * Runs a statement whose one argument is an id (a run's, a failed
+ * event's).
+ */
+void
+retl_store_exec_id(RetlStoreStmt *stmt, int64 id, int expect)
+{
+	Datum		values[1] = {Int64GetDatum(id)};
+
+	retl_store_exec(stmt, values, NULL, expect);
+}
+
+/*
+ * Copies the ids that the last statement returned (its first column,
+ * bigint) into ids, and returns how many.
+ */
+int
+retl_store_result_ids(int64 *ids)
+{
+	int			n = (int) SPI_processed;
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return n;
+}
+
+/*
  * A text[] of the non-NULL strings among n, with NULL elements where
  * allow_nulls and a string is NULL.
  */

@@ -36,6 +36,8 @@ typedef struct RetlStoreStmt
 extern SPIPlanPtr retl_store_prepare(RetlStoreStmt *stmt);
 extern void retl_store_exec(RetlStoreStmt *stmt, Datum *values,
 							const char *nulls, int expect);
+extern void retl_store_exec_id(RetlStoreStmt *stmt, int64 id, int expect);
+extern int	retl_store_result_ids(int64 *ids);
 extern ArrayType *retl_store_text_array(char **strs, int n, bool allow_nulls);
 extern ArrayType *retl_store_int8_array(const int64 *vals, int n);
 
