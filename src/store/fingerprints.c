@@ -238,14 +238,15 @@ insert_fresh_keys(int64 sync_id, const RetlFpRows *k)
 	Datum		values[5];
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	SPIPlanPtr	plan = retl_store_prepare(&insert_stmt);
 
-	retl_store_prepare(&insert_stmt);
 	acked_args(sync_id, k, values);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		retl_store_exec(&insert_stmt, values, NULL, 0);
+		if (SPI_execute_plan(plan, values, NULL, false, 0) < 0)
+			elog(ERROR, "retl: writing fingerprints failed");
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
