@@ -157,26 +157,8 @@ extern void retl_diff_acked(RetlBatch *b);
 /* transport.c, netguard.c and outcome.c: send/send.h */
 #include "send.h"
 
-/* catalog.c */
-extern void retl_catalog_recover(void);
-extern RetlRun *retl_catalog_claim(void);
-extern void retl_catalog_poll_stops(dlist_head *runs);
-extern void retl_catalog_flush_due(dlist_head *runs, int interval_ms,
-								   int ckpt_interval_ms);
-extern void retl_catalog_finish(RetlRun *run);
-extern void retl_catalog_finish_failed(RetlRun *run, const char *error);
-extern RetlRun *retl_catalog_writing;
-extern void retl_catalog_fail_batch(RetlBatch *batch, const char *error,
-									const RetlOutcome *outcomes,
-									char **reasons);
-extern void retl_catalog_fail_event(RetlRun *run, const char *pk,
-									const char *payload, int len,
-									const char *error);
-extern void retl_catalog_batch_delivered(RetlBatch *batch);
-extern Oid	retl_catalog_extension_oid(void);
-extern bool retl_catalog_version_ok(void);
-extern bool retl_catalog_database_locked(void);
-extern void retl_catalog_prune_history(void);
+#include "store.h"
+#include "setup.h"
 
 /*
  * worker.c: moved by h4 (batch/), called by run.c.

@@ -32,27 +32,17 @@
  * Duplicate keys: a source read in key order shows them as neighbours
  * (the reader says so); one read by blocks keeps a hash of seen keys.
  *
- * Catalog statements run as the worker, in the reader's page transaction
- * (lookups, deletions) or in a transaction of their own (acknowledged
- * batches).  The plans are saved once per worker.
+ * Catalog statements (store/fingerprints.c) run as the worker, in the
+ * reader's page transaction (lookups, deletions) or in a transaction of
+ * their own (acknowledged batches).  The plans are saved once per worker.
  *
  *-------------------------------------------------------------------------
  */
 #include "worker.h"
 
-#include "access/xact.h"
-#include "catalog/pg_type.h"
 #include "common/hashfn.h"
-#include "executor/spi.h"
-#include "miscadmin.h"
-#include "utils/array.h"
-#include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
-
-#define DELETES_PAGE 1000		/* stored keys per deletions page */
 
 /* A fingerprint stored before the run, by the hash of its key. */
 typedef struct StoredKey
@@ -68,43 +58,13 @@ typedef struct RetlDiff
 	StoredKey  *stored;			/* the sync's fingerprints, sorted by key */
 	bool	   *seen;			/* stored[i] was seen by this run */
 	int64		nstored;
+	int64		cap;			/* room in stored while it is loaded */
 	int64		nunseen;		/* stored keys not seen, not met by the walk */
 	uint32	   *dir;			/* first stored index of each top-bits bucket */
 	int			dir_bits;
 	HTAB	   *seen_hash;		/* blocks runs: every key, for duplicates */
 	char	   *deletes_after;	/* paging through stored keys */
 } RetlDiff;
-
-/* Plans of the catalog statements, saved once per worker. */
-static SPIPlanPtr stored_first_plan;
-static SPIPlanPtr stored_next_plan;
-static SPIPlanPtr upsert_plan;
-static SPIPlanPtr delete_plan;
-
-/*
- * Prepares and saves a catalog statement, once, planned anew for each
- * call's arguments.
- */
-static SPIPlanPtr
-saved_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
-{
-	if (*plan == NULL)
-	{
-		/*
-		 * Custom plans: a generic plan made while the sync had few
-		 * fingerprints (the first pages of its first run) would be kept
-		 * for the worker's life and scan them all once there are millions.
-		 */
-		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types,
-										   CURSOR_OPT_CUSTOM_PLAN);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "retl: preparing a fingerprint statement failed: %s",
-				 SPI_result_code_string(SPI_result));
-		*plan = p;
-	}
-	return *plan;
-}
 
 /*
  * Hashes a primary key's text to the key of the stored array and the
@@ -126,31 +86,6 @@ cmp_u64(const void *a, const void *b)
 	uint64		y = *(const uint64 *) b;
 
 	return x < y ? -1 : x > y;
-}
-
-/*
- * A text[] of the non-NULL strings among n, with NULL elements where
- * allow_nulls and a string is NULL.
- */
-static ArrayType *
-text_array(char **strs, int n, bool allow_nulls)
-{
-	Datum	   *elems = palloc(Max(n, 1) * sizeof(Datum));
-	bool	   *nulls = palloc(Max(n, 1) * sizeof(bool));
-	int			m = 0;
-	int			dims[1];
-	int			lbs[1] = {1};
-
-	for (int i = 0; i < n; i++)
-	{
-		if (strs[i] == NULL && !allow_nulls)
-			continue;
-		nulls[m] = strs[i] == NULL;
-		elems[m++] = strs[i] ? CStringGetTextDatum(strs[i]) : (Datum) 0;
-	}
-	dims[0] = m;
-	return construct_md_array(elems, nulls, 1, dims, lbs, TEXTOID, -1, false,
-							  TYPALIGN_INT);
 }
 
 /*
@@ -204,61 +139,34 @@ build_directory(RetlDiff *d)
 }
 
 /*
+ * Adds one stored fingerprint to the array, growing it as needed.
+ */
+static void
+add_stored(void *arg, const char *pk, int len, int64 fp, int64 previous)
+{
+	RetlDiff   *d = arg;
+
+	if (d->nstored == d->cap)
+	{
+		d->cap *= 2;
+		d->stored = repalloc_huge(d->stored, d->cap * sizeof(StoredKey));
+	}
+	d->stored[d->nstored].key =
+		hash_bytes_extended((const unsigned char *) pk, len, 0x5eed);
+	d->stored[d->nstored].fp = fp;
+	d->stored[d->nstored++].previous = previous;
+}
+
+/*
  * Reads every fingerprint of the sync into a sorted array of 24 bytes a
- * key, through a cursor of its own that lives only while this function
- * runs (no owner's code runs meanwhile).  Runs in the transaction that sets
- * the run up, as the worker.
+ * key.  Runs in the transaction that sets the run up, as the worker.
  */
 static void
 load_stored(RetlRun *run, RetlDiff *d)
 {
-	Oid			types[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(run->sync_id)};
-	int64		cap = 1024;
-	Portal		portal;
-
-	if (SPI_execute_with_args("SELECT count(*) FROM retl.fingerprints WHERE sync_id = $1",
-							  1, types, values, NULL, true, 0) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-	{
-		bool		isnull;
-
-		cap = Max(cap, DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1, &isnull)));
-	}
-	d->stored = MemoryContextAllocHuge(d->cxt, cap * sizeof(StoredKey));
-	portal = SPI_cursor_open_with_args(NULL, "SELECT pk, fingerprint, previous FROM retl.fingerprints"
-									   " WHERE sync_id = $1",
-									   1, types, values, NULL, true, 0);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, 10000);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			text	   *pk = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i],
-														  SPI_tuptable->tupdesc, 1, &isnull));
-
-			if (d->nstored == cap)
-			{
-				cap *= 2;
-				d->stored = repalloc_huge(d->stored, cap * sizeof(StoredKey));
-			}
-			d->stored[d->nstored].key =
-				hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
-									VARSIZE_ANY_EXHDR(pk), 0x5eed);
-			d->stored[d->nstored].fp =
-				DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-											SPI_tuptable->tupdesc, 2, &isnull));
-			d->stored[d->nstored++].previous =
-				DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-											SPI_tuptable->tupdesc, 3, &isnull));
-		}
-		SPI_freetuptable(SPI_tuptable);
-	}
-	SPI_cursor_close(portal);
+	d->cap = Max(1024, retl_store_fp_count(run->sync_id));
+	d->stored = MemoryContextAllocHuge(d->cxt, d->cap * sizeof(StoredKey));
+	retl_store_fp_scan(run->sync_id, add_stored, d);
 	qsort(d->stored, d->nstored, sizeof(StoredKey), cmp_stored);
 	d->seen = MemoryContextAllocHuge(d->cxt, Max(d->nstored, 1) * sizeof(bool));
 	memset(d->seen, 0, Max(d->nstored, 1) * sizeof(bool));
@@ -473,69 +381,6 @@ was_seen(RetlDiff *d, const char *pk)
 }
 
 /*
- * Reads the next page of stored keys, after the last one read.  Returns
- * the result's row count; SPI_tuptable holds them.  The page must be read
- * along the primary key's index: a generic plan that sorts the keys after
- * the last one (its estimate of a sync's keys is blind) would make the
- * walk quadratic, so sorts and bitmap scans are off while it plans.
- */
-static uint64
-stored_page(RetlRun *run)
-{
-	RetlDiff   *d = run->diffs;
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		values[2] = {Int64GetDatum(run->sync_id), 0};
-	int			rc;
-	int			level = NewGUCNestLevel();
-
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-
-	if (d->deletes_after == NULL)
-		rc = SPI_execute_plan(saved_plan(&stored_first_plan,
-										 "SELECT pk, fingerprint, identity FROM retl.fingerprints"
-										 " WHERE sync_id = $1 ORDER BY pk"
-										 " LIMIT " CppAsString2(DELETES_PAGE), 1, types),
-							  values, NULL, true, 0);
-	else
-	{
-		values[1] = CStringGetTextDatum(d->deletes_after);
-		rc = SPI_execute_plan(saved_plan(&stored_next_plan,
-										 "SELECT pk, fingerprint, identity FROM retl.fingerprints"
-										 " WHERE sync_id = $1 AND pk > $2 ORDER BY pk"
-										 " LIMIT " CppAsString2(DELETES_PAGE), 2, types),
-							  values, NULL, true, 0);
-	}
-	AtEOXact_GUC(false, level);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "retl: reading fingerprints failed");
-	return SPI_processed;
-}
-
-/*
- * Forgets the fingerprints of n keys, in one statement.
- */
-static void
-forget_keys(RetlRun *run, char **pks, int n)
-{
-	Oid			types[2] = {INT8OID, TEXTARRAYOID};
-	Datum		values[2];
-
-	if (n == 0)
-		return;
-	values[0] = Int64GetDatum(run->sync_id);
-	values[1] = PointerGetDatum(text_array(pks, n, false));
-	if (SPI_execute_plan(saved_plan(&delete_plan,
-									"DELETE FROM retl.fingerprints"
-									" WHERE sync_id = $1 AND pk = ANY ($2)",
-									2, types),
-						 values, NULL, false, 0) < 0)
-		elog(ERROR, "retl: forgetting deleted keys failed");
-}
-
-/*
  * Queues the deletion event of a key, with its stored identity.
  */
 static void
@@ -561,8 +406,8 @@ bool
 retl_diff_deletes_page(RetlRun *run)
 {
 	RetlDiff   *d = run->diffs;
-	uint64		n;
-	SPITupleTable *tt;
+	int			n;
+	RetlStoredRow *rows;
 	char	  **cand;
 	int			ncand = 0;
 	bool	   *live;
@@ -573,14 +418,13 @@ retl_diff_deletes_page(RetlRun *run)
 	/* every stored key was seen, or met by the walk already: nothing is gone */
 	if (d->nunseen <= 0)
 		return true;
-	n = stored_page(run);
-	tt = SPI_tuptable;
+	n = retl_store_fp_page(run->sync_id, d->deletes_after, &rows);
 	cand = palloc(Max(n, 1) * sizeof(char *));
 	live = palloc(Max(n, 1) * sizeof(bool));
 	gone = palloc(Max(n, 1) * sizeof(char *));
-	for (uint64 i = 0; i < n; i++)
+	for (int i = 0; i < n; i++)
 	{
-		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
+		char	   *pk = rows[i].pk;
 
 		if (i == n - 1)
 			d->deletes_after = MemoryContextStrdup(d->cxt, pk);
@@ -593,10 +437,9 @@ retl_diff_deletes_page(RetlRun *run)
 	retl_owner_enter(run);
 	retl_keys_live(run, cand, ncand, live);
 	retl_owner_leave(run);
-	for (uint64 i = 0; i < n && c < ncand; i++)
+	for (int i = 0; i < n && c < ncand; i++)
 	{
-		bool		isnull;
-		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
+		char	   *pk = rows[i].pk;
 
 		if (strcmp(pk, cand[c]) != 0)
 			continue;
@@ -604,149 +447,25 @@ retl_diff_deletes_page(RetlRun *run)
 			continue;			/* moved behind the reader: alive */
 		run->rows_deleted++;
 		if (run->mirror && !run->on_delete_skip)
-			queue_deletion(run, pk,
-						   DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull)),
-						   SPI_getvalue(tt->vals[i], tt->tupdesc, 3));
+			queue_deletion(run, pk, rows[i].fp, rows[i].identity);
 		else
 			gone[ngone++] = pk;
 	}
-	forget_keys(run, gone, ngone);
-	SPI_freetuptable(tt);
-	return n < DELETES_PAGE;
+	retl_store_fp_forget(run->sync_id, gone, ngone);
+	return n < RETL_STORE_FP_PAGE;
 }
-
-/*
- * Columns of the fingerprints of one acknowledged batch: the keys, their
- * fingerprints and identities.
- */
-typedef struct AckedKeys
-{
-	char	  **pks;
-	Datum	   *fps;
-	Datum	   *prevs;			/* the versions their messageIds had */
-	char	  **idents;
-	int			n;
-} AckedKeys;
 
 /*
  * Room for n acknowledged keys.
  */
 static void
-acked_init(AckedKeys *k, int n)
+acked_init(RetlFpRows *k, int n)
 {
 	k->pks = palloc(Max(n, 1) * sizeof(char *));
-	k->fps = palloc(Max(n, 1) * sizeof(Datum));
-	k->prevs = palloc(Max(n, 1) * sizeof(Datum));
+	k->fps = palloc(Max(n, 1) * sizeof(int64));
+	k->prevs = palloc(Max(n, 1) * sizeof(int64));
 	k->idents = palloc(Max(n, 1) * sizeof(char *));
 	k->n = 0;
-}
-
-/*
- * The statement's arguments for a set of keys: the sync, then the keys,
- * fingerprints, identities and previous fingerprints as arrays.
- */
-static void
-acked_args(RetlBatch *b, AckedKeys *k, Datum *values)
-{
-	values[0] = Int64GetDatum(b->run->sync_id);
-	values[1] = PointerGetDatum(text_array(k->pks, k->n, false));
-	values[2] = PointerGetDatum(construct_array(k->fps, k->n, INT8OID, 8,
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[3] = PointerGetDatum(text_array(k->idents, k->n, true));
-	values[4] = PointerGetDatum(construct_array(k->prevs, k->n, INT8OID, 8,
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-/*
- * Stores fingerprints of keys that may be stored already: an upsert that
- * keeps the last of a key sent twice and leaves rows that did not change.
- * The sync is locked against a concurrent drop (whose trigger forgets its
- * fingerprints) once, not per row.
- */
-static void
-upsert_keys(RetlBatch *b, AckedKeys *k)
-{
-	Oid			types[5] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
-	INT8ARRAYOID};
-	Datum		values[5];
-
-	acked_args(b, k, values);
-	if (SPI_execute_plan(saved_plan(&upsert_plan,
-									"WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
-									" INSERT INTO retl.fingerprints AS f"
-									"  (sync_id, pk, fingerprint, identity, previous)"
-									" SELECT DISTINCT ON (u.pk) s.id, u.pk, u.fp, u.ident, u.prev"
-									" FROM s, ROWS FROM (pg_catalog.unnest($2),"
-									"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
-									"  WITH ORDINALITY AS u (pk, fp, ident, prev, ord)"
-									" ORDER BY u.pk, u.ord DESC"
-									" ON CONFLICT (sync_id, pk) DO UPDATE SET"
-									" fingerprint = EXCLUDED.fingerprint, identity = EXCLUDED.identity,"
-									" previous = EXCLUDED.previous"
-									" WHERE (f.fingerprint, f.identity, f.previous) IS DISTINCT FROM"
-									" (EXCLUDED.fingerprint, EXCLUDED.identity, EXCLUDED.previous)",
-									5, types),
-						 values, NULL, false, 0) < 0)
-		elog(ERROR, "retl: writing fingerprints failed");
-}
-
-/*
- * Stores the fingerprints of keys that had none when the run began, with
- * a plain INSERT: a first run writes every key this way, and the upsert's
- * conflict check and speculative insertion cost as much as the insert
- * itself.  The statement scans no fingerprints, so its saved plan can be
- * generic.  A key stored meanwhile (sent twice in one run) makes it fail
- * with a unique violation: it is then rolled back, as a subtransaction,
- * and the keys go through the upsert.
- */
-static void
-insert_fresh_keys(RetlBatch *b, AckedKeys *k)
-{
-	static SPIPlanPtr insert_plan;
-	Oid			types[5] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID,
-	INT8ARRAYOID};
-	Datum		values[5];
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-
-	if (insert_plan == NULL)
-	{
-		insert_plan = SPI_prepare("WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
-								  " INSERT INTO retl.fingerprints (sync_id, pk, fingerprint, identity, previous)"
-								  " SELECT s.id, u.pk, u.fp, u.ident, u.prev"
-								  " FROM s, ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
-								  "  pg_catalog.unnest($4), pg_catalog.unnest($5)) AS u (pk, fp, ident, prev)",
-								  5, types);
-		if (insert_plan == NULL || SPI_keepplan(insert_plan) != 0)
-			elog(ERROR, "retl: preparing a fingerprint statement failed: %s",
-				 SPI_result_code_string(SPI_result));
-	}
-	acked_args(b, k, values);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		if (SPI_execute_plan(insert_plan, values, NULL, false, 0) < 0)
-			elog(ERROR, "retl: writing fingerprints failed");
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		upsert_keys(b, k);
-	}
-	PG_END_TRY();
 }
 
 /*
@@ -759,17 +478,16 @@ void
 retl_diff_acked(RetlBatch *b)
 {
 	RetlDiff   *d = b->run->diffs;
-	AckedKeys	fresh,
+	RetlFpRows	fresh,
 				known;
 	char	  **dels = palloc(Max(b->nevents, 1) * sizeof(char *));
 	int			ndel = 0;
-	MemoryContext cxt = CurrentMemoryContext;
 
 	acked_init(&fresh, b->nevents);
 	acked_init(&known, b->nevents);
 	for (int i = 0; i < b->nevents; i++)
 	{
-		AckedKeys  *k;
+		RetlFpRows *k;
 		int64		si;
 
 		if (b->ev_pk[i] == NULL)
@@ -783,31 +501,12 @@ retl_diff_acked(RetlBatch *b)
 			continue;
 		si = d != NULL ? find_stored(d, retl_diff_key(b->ev_pk[i])) : 0;
 		k = si < 0 ? &fresh : &known;
-		k->prevs[k->n] = Int64GetDatum(d != NULL ? version_of(d, si, b->ev_fp[i]) : 0);
+		k->prevs[k->n] = d != NULL ? version_of(d, si, b->ev_fp[i]) : 0;
 		k->pks[k->n] = b->ev_pk[i];
 		k->idents[k->n] = b->ev_ident[i];
-		k->fps[k->n++] = Int64GetDatum(b->ev_fp[i]);
+		k->fps[k->n++] = b->ev_fp[i];
 	}
 	if (fresh.n == 0 && known.n == 0 && ndel == 0)
 		return;
-	StartTransactionCommand();
-
-	/*
-	 * A fingerprint lost in a crash only makes the next run send its event
-	 * again, with the same messageId: no need to wait for the WAL flush.
-	 */
-	(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "retl: SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (fresh.n > 0)
-		insert_fresh_keys(b, &fresh);
-	if (known.n > 0)
-		upsert_keys(b, &known);
-	forget_keys(b->run, dels, ndel);
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(cxt);
+	retl_store_fp_acked(b->run->sync_id, &fresh, &known, dels, ndel);
 }

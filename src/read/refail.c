@@ -8,8 +8,8 @@
  * version of the row is built again (read as the owner, in its restricted
  * scope); else the stored payload is sent as it was.  A diff sync forgets
  * a failed event whose row is gone, rather than resurrect it.  Failed
- * events are read and deleted as the worker.  Runs in the reader's page
- * transaction.
+ * events are read and deleted as the worker (store/failed.c).  Runs in
+ * the reader's page transaction.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,8 +18,6 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
-
-#define REFAIL_PAGE 500			/* failed events per page */
 
 /*
  * Builds the newest version of a row that failed before, found by primary
@@ -71,34 +69,17 @@ rebuild_failed_row(RetlRun *run, const char *pk, char *message_id, int64 *fp)
 }
 
 /*
- * Deletes a failed event that must not be retried.
+ * Queues the stored payload of a failed event, as it was sent.
  */
 static void
-forget_failed(int64 id)
+queue_stored(RetlRun *run, const RetlFailedRow *row)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1] = {Int64GetDatum(id)};
-
-	if (SPI_execute_with_args("DELETE FROM retl.failed_events WHERE id = $1",
-							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "retl: deleting a failed event failed");
-}
-
-/*
- * Queues the stored payload of failed event row i of tt, as it was sent.
- */
-static void
-queue_stored(RetlRun *run, SPITupleTable *tt, uint64 i, const char *pk,
-			 int64 id)
-{
-	char	   *payload = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
-	char	   *msgid = SPI_getvalue(tt->vals[i], tt->tupdesc, 4);
-
 	resetStringInfo(&run->event_buf);
-	appendStringInfoString(&run->event_buf, payload);
+	appendStringInfoString(&run->event_buf, row->payload);
 	run->event_reject = NULL;
-	strlcpy(run->message_id, msgid ? msgid : "", sizeof(run->message_id));
-	(void) retl_run_add_event(run, pk, id);
+	strlcpy(run->message_id, row->message_id ? row->message_id : "",
+			sizeof(run->message_id));
+	(void) retl_run_add_event(run, row->pk, row->id);
 }
 
 /*
@@ -108,24 +89,14 @@ queue_stored(RetlRun *run, SPITupleTable *tt, uint64 i, const char *pk,
 bool
 retl_refail_page(RetlRun *run)
 {
-	Oid			argtypes[3] = {INT8OID, INT8OID, INT8OID};
-	Datum		args[3] = {Int64GetDatum(run->sync_id),
-	Int64GetDatum(run->retry_after_id), Int64GetDatum(run->id)};
-	SPITupleTable *tt;
-	uint64		n;
+	RetlFailedRow *rows;
+	int			n = retl_store_failed_page(run->sync_id, run->retry_after_id,
+										   run->id, &rows);
 
-	if (SPI_execute_with_args("SELECT id, primary_key, payload, message_id FROM retl.failed_events"
-							  " WHERE sync_id = $1 AND id > $2 AND run_id IS DISTINCT FROM $3"
-							  " AND retryable ORDER BY id LIMIT " CppAsString2(REFAIL_PAGE),
-							  3, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "retl: reading failed events failed");
-	tt = SPI_tuptable;
-	n = SPI_processed;
-	for (uint64 i = 0; i < n; i++)
+	for (int i = 0; i < n; i++)
 	{
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
-		char	   *pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
+		int64		id = rows[i].id;
+		char	   *pk = rows[i].pk;
 		char		message_id[RETL_MESSAGE_ID_LEN + 1];
 		int64		fp = 0;
 		bool		rebuilt = pk != NULL && run->map->pk_column >= 0 &&
@@ -133,9 +104,9 @@ retl_refail_page(RetlRun *run)
 
 		run->retry_after_id = id;
 		if (!rebuilt && run->diff)
-			forget_failed(id);	/* the row is gone: do not resurrect it */
+			retl_store_forget_failed(id);	/* the row is gone: do not resurrect it */
 		else if (!rebuilt)
-			queue_stored(run, tt, i, pk, id);
+			queue_stored(run, &rows[i]);
 		else
 		{
 			memcpy(run->message_id, message_id, sizeof(run->message_id));
@@ -145,5 +116,5 @@ retl_refail_page(RetlRun *run)
 				(void) retl_run_add_event(run, pk, id);
 		}
 	}
-	return n < REFAIL_PAGE;
+	return n < RETL_STORE_FAILED_PAGE;
 }

@@ -1,0 +1,180 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.h
+ *	  The store: every statement the worker runs against retl's catalog
+ *	  tables (retl.runs, retl.failed_events, retl.fingerprints ...), each
+ *	  prepared once per worker and kept, with plain C values in and out.
+ *
+ * store.c       transactions, extension and database checks, recovery,
+ *               history pruning
+ * claim.c       claiming queued runs, a run's row, its start or failure
+ * progress.c    stops, counters and checkpoints, the end of a run
+ * failed.c      failed events: recorded, re-read, forgotten
+ * fingerprints.c  retl.fingerprints for the content diff (read/diff.c)
+ *
+ * The retl_catalog_* functions are the worker's older entry points: they
+ * take a run or a batch and pass their values to the store.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RETL_STORE_H
+#define RETL_STORE_H
+
+#include "dest.h"
+
+#include "lib/ilist.h"
+
+struct RetlRun;
+struct RetlBatch;
+
+/* store.c */
+extern MemoryContext retl_store_begin(void);
+extern void retl_store_commit(MemoryContext caller);
+
+/* claim.c: a claimed run's sync, destination and state, as stored */
+typedef struct RetlRunRow
+{
+	int64		sync_id;
+	char	   *sync_name;
+	bool		full;			/* the run is of kind 'full' */
+	Oid			relid;			/* the source */
+	Oid			owner;			/* the sync's owner */
+	char	   *event_type;
+	Jsonb	   *mapping;
+	char	   *pk;				/* the primary key column, or NULL */
+	Jsonb	   *options;
+	char	   *kind;			/* the destination's kind */
+	Jsonb	   *config;			/* its secrets row, NULL when missing */
+	bytea	   *prev_snapshot;	/* the sync's cursor, or NULL */
+	bytea	   *snapshot;		/* the run's snapshot (a resumed run), or NULL */
+	Jsonb	   *checkpoint;		/* the run's checkpoint, or NULL */
+	bool		retry_failed;	/* the run or the sync asks for retries */
+	bool		has_retryable;	/* the sync has retryable failed events */
+	bool		diff;			/* detector 'diff' */
+	bool		mirror;			/* mode 'mirror' */
+	bool		fp_values;		/* fingerprints of column values (0.4) */
+} RetlRunRow;
+
+extern int	retl_store_claim_runs(int64 *ids, int max);
+extern bool retl_store_run_row(int64 run_id, MemoryContext cxt,
+							   RetlRunRow *row);
+extern void retl_store_run_started(int64 run_id, bytea *snapshot,
+								   const char *full_reason,
+								   int64 rows_estimated);
+extern void retl_store_setup_failed(int64 run_id, const char *error);
+
+/* progress.c: what retl.runs keeps of a run while it runs */
+typedef struct RetlRunProgress
+{
+	int64		run_id;
+	int64		rows_read;
+	int64		rows_estimated; /* or -1: unknown */
+	int64		rows_deleted;
+	int64		events_sent;
+	int64		events_succeeded;
+	int64		events_failed;
+	const char *read_method;	/* NULL: not chosen yet */
+	/* the checkpoint: position and the counters there */
+	int64		ckpt_pos;
+	const char *ckpt_key;		/* or NULL */
+	int64		ckpt_rows;
+	int64		ckpt_sent;
+	int64		ckpt_succeeded;
+	int64		ckpt_failed;
+	int64		ckpt_resent;
+} RetlRunProgress;
+
+extern int	retl_store_draining(const int64 *ids, int n, int64 *draining);
+extern void retl_store_progress(const RetlRunProgress *p);
+extern void retl_store_lock_sync(int64 run_id);
+extern void retl_store_run_end(int64 run_id, const char *status,
+							   text *error, bytea *snapshot);
+extern void retl_store_end_failed(int64 run_id, text *error);
+
+/* failed.c: one failed event to record (texts scrubbed of secrets) */
+typedef struct RetlFailedEvent
+{
+	int64		sync_id;
+	int64		run_id;
+	int64		failed_id;		/* the row of a retried event, or 0 */
+	const char *pk;				/* or NULL */
+	const char *message_id;		/* or NULL or "" */
+	text	   *payload;
+	int			http_status;	/* or 0 */
+	text	   *response;		/* or NULL */
+	text	   *error;
+	int			attempts;
+	bool		retryable;
+} RetlFailedEvent;
+
+/* A stored failed event to send again. */
+typedef struct RetlFailedRow
+{
+	int64		id;
+	char	   *pk;				/* or NULL */
+	char	   *payload;
+	char	   *message_id;		/* or NULL */
+} RetlFailedRow;
+
+#define RETL_STORE_FAILED_PAGE 500	/* failed events per page */
+
+extern void retl_store_failed_event(const RetlFailedEvent *ev);
+extern void retl_store_forget_failed_ids(const int64 *ids, int n);
+extern int	retl_store_failed_page(int64 sync_id, int64 after_id,
+								   int64 run_id, RetlFailedRow **rows);
+extern void retl_store_forget_failed(int64 id);
+
+/* fingerprints.c: keys whose fingerprints are written */
+typedef struct RetlFpRows
+{
+	char	  **pks;
+	int64	   *fps;
+	int64	   *prevs;			/* the versions their messageIds had */
+	char	  **idents;			/* or NULL elements */
+	int			n;
+} RetlFpRows;
+
+/* A stored key met by the deletions walk. */
+typedef struct RetlStoredRow
+{
+	char	   *pk;
+	int64		fp;
+	char	   *identity;		/* or NULL */
+} RetlStoredRow;
+
+/* receives one stored fingerprint of a sync */
+typedef void (*RetlStoredFn) (void *arg, const char *pk, int len, int64 fp,
+							  int64 previous);
+
+#define RETL_STORE_FP_PAGE 1000 /* stored keys per deletions page */
+
+extern int64 retl_store_fp_count(int64 sync_id);
+extern void retl_store_fp_scan(int64 sync_id, RetlStoredFn fn, void *arg);
+extern int	retl_store_fp_page(int64 sync_id, const char *after,
+							   RetlStoredRow **rows);
+extern void retl_store_fp_forget(int64 sync_id, char **pks, int n);
+extern void retl_store_fp_acked(int64 sync_id, const RetlFpRows *fresh,
+								const RetlFpRows *known, char **dels,
+								int ndel);
+
+/* the worker's entry points, taking its runs and batches */
+extern void retl_catalog_recover(void);
+extern void retl_catalog_poll_stops(dlist_head *runs);
+extern void retl_catalog_flush_due(dlist_head *runs, int interval_ms,
+								   int ckpt_interval_ms);
+extern void retl_catalog_finish(struct RetlRun *run);
+extern void retl_catalog_finish_failed(struct RetlRun *run, const char *error);
+extern struct RetlRun *retl_catalog_writing;
+extern void retl_catalog_fail_batch(struct RetlBatch *batch, const char *error,
+									const RetlOutcome *outcomes,
+									char **reasons);
+extern void retl_catalog_fail_event(struct RetlRun *run, const char *pk,
+									const char *payload, int len,
+									const char *error);
+extern void retl_catalog_batch_delivered(struct RetlBatch *batch);
+extern Oid	retl_catalog_extension_oid(void);
+extern bool retl_catalog_version_ok(void);
+extern bool retl_catalog_database_locked(void);
+extern void retl_catalog_prune_history(void);
+
+#endif							/* RETL_STORE_H */
