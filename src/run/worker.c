@@ -104,18 +104,6 @@ batch_error(RetlBatch *b)
 }
 
 /*
- * Forgets events that were sent but will not be delivered by this run
- * (stop, drain timeout): the next run sends them again.
- */
-static void
-batch_discard(RetlBatch *b)
-{
-	b->run->events_sent -= b->nevents;
-	b->run->dirty = true;
-	retl_batch_free(b);
-}
-
-/*
  * Does this status reject some events of the batch (so that splitting the
  * batch isolates them), rather than the whole destination?
  */
@@ -123,34 +111,6 @@ static bool
 status_rejects_events(long status)
 {
 	return status == 400 || status == 413 || status == 422;
-}
-
-/*
- * Copies the events of a batch for which pick is true (all of them when
- * pick is NULL) from index from to index to into a new batch that shares
- * its ack.
- */
-static RetlBatch *
-batch_part(RetlBatch *b, int from, int to, const bool *pick)
-{
-	RetlRun    *run = b->run;
-	RetlBatch  *part = retl_batch_create(run);
-
-	part->ack = b->ack;
-	appendStringInfoString(&part->body, run->dest.prefix);
-	for (int i = from; i < to; i++)
-	{
-		if (pick != NULL && !pick[i])
-			continue;
-		retl_batch_append(part, b->body.data + b->ev_start[i], b->ev_len[i],
-						  b->ev_pk[i], b->ev_msgid[i], b->ev_failed_id[i]);
-		part->ev_fp[part->nevents - 1] = b->ev_fp[i];
-		part->ev_ident[part->nevents - 1] = b->ev_ident[i]
-			? MemoryContextStrdup(part->cxt, b->ev_ident[i]) : NULL;
-		part->ev_delete[part->nevents - 1] = b->ev_delete[i];
-	}
-	appendStringInfoString(&part->body, run->dest.suffix);
-	return part;
 }
 
 /*
@@ -192,7 +152,7 @@ batch_outcomes(RetlBatch *b)
 		pick[i] = out[i] == RETL_OUTCOME_OK;
 	if (n[RETL_OUTCOME_OK] > 0)
 	{
-		RetlBatch  *ok = batch_part(b, 0, b->nevents, pick);
+		RetlBatch  *ok = retl_batch_part(b, 0, b->nevents, pick);
 
 		retl_catalog_batch_delivered(ok);
 		if (run->diff)
@@ -207,7 +167,7 @@ batch_outcomes(RetlBatch *b)
 
 		for (int i = 0; i < b->nevents; i++)
 			pick[i] = out[i] == RETL_OUTCOME_RETRY;
-		again = batch_part(b, 0, b->nevents, pick);
+		again = retl_batch_part(b, 0, b->nevents, pick);
 		again->attempts = b->attempts;
 		again->retry_after_s = b->retry_after_s;
 		again->retry_at = GetCurrentTimestamp() + retry_delay_ms(again) * 1000;
@@ -229,26 +189,6 @@ batch_outcomes(RetlBatch *b)
 	retl_ckpt_ack_done(run, b->ack, n[RETL_OUTCOME_OK], n[RETL_OUTCOME_FAIL]);
 	retl_batch_free(b);
 	return true;
-}
-
-/*
- * Splits a rejected batch in halves, sent next, until the bad events are
- * isolated (as Census and Hightouch do): only those fail.
- */
-static void
-batch_split(RetlBatch *b)
-{
-	RetlRun    *run = b->run;
-	int			half = b->nevents / 2;
-	RetlBatch  *left = batch_part(b, 0, half, NULL);
-	RetlBatch  *right = batch_part(b, half, b->nevents, NULL);
-
-	b->ack->parts++;			/* one part becomes two */
-	run->events_sent -= b->nevents; /* counted again when the halves go */
-	dlist_push_head(&run->ready, &right->node);
-	dlist_push_head(&run->ready, &left->node);
-	run->nready += 2;
-	retl_batch_free(b);
 }
 
 /*
@@ -303,7 +243,7 @@ batch_done(RetlBatch *b)
 	else if (b->blocked)
 		batch_failed(b, batch_error(b), true);
 	else if (retryable && (run->stopping || run->failed))
-		batch_discard(b);		/* the next run sends it */
+		retl_batch_discard(b);	/* the next run sends it */
 	else if (retryable && b->attempts < run->dest.max_attempts)
 	{
 		b->retry_at = GetCurrentTimestamp() + retry_delay_ms(b) * 1000;
@@ -311,7 +251,7 @@ batch_done(RetlBatch *b)
 		run->nwaiting++;
 	}
 	else if (!retryable && status_rejects_events(b->http_status) && b->nevents > 1)
-		batch_split(b);
+		retl_batch_split(b);
 	else
 		batch_failed(b, batch_error(b),
 					 retryable || !status_rejects_events(b->http_status));
@@ -399,7 +339,7 @@ stop_reading(RetlRun *run)
 		dlist_foreach_modify(iter, &run->waiting)
 		{
 			dlist_delete(iter.cur);
-			batch_discard(dlist_container(RetlBatch, node, iter.cur));
+			retl_batch_discard(dlist_container(RetlBatch, node, iter.cur));
 		}
 		run->nwaiting = 0;
 	}
@@ -459,7 +399,7 @@ drain_timeout(RetlRun *run)
 	{
 		dlist_delete(iter.cur);
 		run->in_flight--;
-		batch_discard(dlist_container(RetlBatch, node, iter.cur));
+		retl_batch_discard(dlist_container(RetlBatch, node, iter.cur));
 	}
 }
 
