@@ -20,7 +20,7 @@
 
 struct RetlRun;
 
-/* ---------- JSON encoder (jsonout.c) ---------- */
+/* ---------- JSON encoder (jsonout.c, jsontype.c, jsontime.c) ---------- */
 
 /*
  * How one SQL type is written as JSON.  Looked up once per column, then
