@@ -44,47 +44,7 @@ typedef struct RetlOwnerScope
 
 #include "run.h"
 
-/*
- * A request's worth of events.  Each batch has its own memory context:
- * deleting it also removes its easy handle from the multi handle and frees
- * the response buffer (a reset callback), so an error cannot leak curl
- * resources.
- */
-typedef struct RetlBatch
-{
-	dlist_node	node;			/* in the run's ready or waiting list */
-	struct RetlRun *run;
-	MemoryContext cxt;
-	StringInfoData body;
-	int			nevents;
-	int			cap;
-	int		   *ev_start;		/* offset of each event in body */
-	int		   *ev_len;
-	char	  **ev_pk;			/* primary key text, or NULL */
-	int64	   *ev_failed_id;	/* retl.failed_events id of a retry, or 0 */
-	char	  **ev_msgid;		/* messageId, for retl.failed_events */
-	int64	   *ev_fp;			/* diff runs: fingerprint to store, or 0 */
-	char	  **ev_ident;		/* diff runs: "userId":...,"anonymousId":... */
-	bool	   *ev_delete;		/* diff runs: a deletion event */
-	RetlAck    *ack;
-	int			attempts;
-	TimestampTz retry_at;
-	/* transfer state; malloc'd or curl's, never palloc'd from callbacks */
-	CURL	   *easy;
-	struct curl_slist *req_headers; /* per-request headers of kinds with prepare */
-	char		errbuf[CURL_ERROR_SIZE];
-	char	   *resp;
-	size_t		resp_len;
-	long		http_status;
-	CURLcode	result;
-	long		retry_after_s;
-	long		ratelimit_reset_s;	/* X-RateLimit-Reset, as seconds to wait */
-	char		redirect[256];	/* Location of a 3xx answer (not followed) */
-	bool		blocked;		/* netguard refused the address */
-	const char *blocked_by;		/* the setting that refused it */
-	char		blocked_addr[64];	/* the address it refused */
-	Size		counted;		/* bytes counted in retl_pending_bytes */
-} RetlBatch;
+#include "batch.h"
 
 /* reader.c */
 extern void retl_reader_start(RetlRun *run);
@@ -122,27 +82,14 @@ extern void retl_session_restore(void);
 /* refail.c */
 extern bool retl_refail_page(RetlRun *run);
 
-/* runevent.c */
-extern void retl_run_encode(RetlRun *run);
-extern bool retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id);
-extern void retl_run_add_diff_event(RetlRun *run, const char *pk,
-									int64 failed_id, int64 fp, bool deletion);
-extern void retl_batch_close(RetlRun *run);
+/* runevent.c: build.h (encode.c) and batch.h */
+#include "build.h"
 
 /* tidlist.c */
 extern bool retl_tidlist_collect(RetlRun *run, const char *filter);
 extern bool retl_tidlist_page(RetlRun *run, int want);
 
-/* transport.c */
-extern Size retl_pending_bytes;	/* bodies of closed batches, all runs */
-
-#define PENDING_CAP (32 * 1024 * 1024)	/* stop reading above this ... */
-#define PENDING_SOFT_CAP (PENDING_CAP / 2)	/* ... read small pages above */
-extern RetlBatch *retl_batch_create(RetlRun *run);
-extern void retl_batch_append(RetlBatch *b, const char *ev, int len,
-							  const char *pk, const char *message_id,
-							  int64 failed_id);
-extern void retl_batch_free(RetlBatch *batch);
+/* transport.c's functions: send.h; the batch functions: batch.h */
 
 /* diff.c */
 extern void retl_diff_start(RetlRun *run);

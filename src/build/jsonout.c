@@ -1,13 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * jsonout.c
- *	  Fast JSON encoder for column values.
+ *	  Fast JSON encoder for column values: the writers of each kind of
+ *	  value, and the dispatch on it.
  *
  * The worker turns every column of every row into JSON.  All catalog work
- * is done once per column by retl_json_type_get(), which caches in a
- * RetlJsonType everything the per-row path needs; retl_json_append_datum()
- * then writes a value with no catalog access and no SQL calls (except the
- * type's own output function for types without a native JSON form).
+ * is done once per column by retl_json_type_get() (jsontype.c), which
+ * caches in a RetlJsonType everything the per-row path needs;
+ * retl_json_append_datum() then writes a value with no catalog access and
+ * no SQL calls (except the type's own output function for types without a
+ * native JSON form).  Dates and times are written in jsontime.c.  Runs in
+ * the caller's memory context (a row's).
  *
  *-------------------------------------------------------------------------
  */
@@ -16,231 +19,17 @@
 #include <math.h>
 
 #include "access/htup_details.h"
-#include "access/tupdesc.h"
-#include "catalog/pg_type.h"
 #include "common/base64.h"
 #include "common/shortest_dec.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/date.h"
-#include "utils/datetime.h"
 #include "utils/jsonb.h"
-#include "utils/lsyscache.h"
-#include "utils/typcache.h"
 
 #include "retl.h"
-
-/* How a value of one type is written. */
-typedef enum RetlJsonKind
-{
-	RJ_INT2,
-	RJ_INT4,
-	RJ_INT8,
-	RJ_OID,
-	RJ_FLOAT4,
-	RJ_FLOAT8,
-	RJ_NUMERIC,
-	RJ_BOOL,
-	RJ_TEXT,					/* text, varchar, bpchar: escape the bytes */
-	RJ_NAME,
-	RJ_TIMESTAMPTZ,
-	RJ_TIMESTAMP,
-	RJ_DATE,
-	RJ_JSON,
-	RJ_JSONB,
-	RJ_BYTEA,
-	RJ_ARRAY,
-	RJ_COMPOSITE,
-	RJ_RECORD,					/* anonymous record: row type from the datum */
-	RJ_GENERIC					/* quoted output function text */
-} RetlJsonKind;
-
-/* One row type seen by an RJ_RECORD column, keyed by type id and typmod. */
-typedef struct RetlJsonRecord
-{
-	Oid			typid;
-	int32		typmod;
-	RetlJsonType *comp;
-	struct RetlJsonRecord *next;
-} RetlJsonRecord;
-
-struct RetlJsonType
-{
-	RetlJsonKind kind;
-	Oid			typid;			/* base type (domains resolved) */
-	MemoryContext cxt;			/* where this and its lazy parts live */
-	FmgrInfo	outfunc;		/* output function, for fallbacks */
-
-	/* RJ_ARRAY */
-	RetlJsonType *elem;
-	int16		elmlen;
-	bool		elmbyval;
-	char		elmalign;
-
-	/* RJ_COMPOSITE */
-	TupleDesc	tupdesc;
-	RetlJsonType **attrs;		/* NULL for dropped attributes */
-	char	  **keys;			/* pre-escaped "name": */
-	int		   *keylens;
-	Datum	   *values;			/* deform buffers, reused for every row */
-	bool	   *nulls;
-
-	/* RJ_RECORD */
-	RetlJsonRecord *records;
-};
+#include "jsontype.h"
 
 static void append_datum(StringInfo buf, Datum value, RetlJsonType *t);
-
-/* ---------- type lookup (once per column) ---------- */
-
-/*
- * Map a base type OID to the kind with a native JSON form, or RJ_GENERIC.
- * Pure OID comparisons; arrays and composites are handled by the caller.
- */
-static RetlJsonKind
-kind_of_scalar(Oid typid)
-{
-	switch (typid)
-	{
-		case INT2OID:
-			return RJ_INT2;
-		case INT4OID:
-			return RJ_INT4;
-		case INT8OID:
-			return RJ_INT8;
-		case OIDOID:
-			return RJ_OID;
-		case FLOAT4OID:
-			return RJ_FLOAT4;
-		case FLOAT8OID:
-			return RJ_FLOAT8;
-		case NUMERICOID:
-			return RJ_NUMERIC;
-		case BOOLOID:
-			return RJ_BOOL;
-		case TEXTOID:
-		case VARCHAROID:
-		case BPCHAROID:
-			return RJ_TEXT;
-		case NAMEOID:
-			return RJ_NAME;
-		case TIMESTAMPTZOID:
-			return RJ_TIMESTAMPTZ;
-		case TIMESTAMPOID:
-			return RJ_TIMESTAMP;
-		case DATEOID:
-			return RJ_DATE;
-		case JSONOID:
-			return RJ_JSON;
-		case JSONBOID:
-			return RJ_JSONB;
-		case BYTEAOID:
-			return RJ_BYTEA;
-		case RECORDOID:
-			return RJ_RECORD;
-		default:
-			return RJ_GENERIC;
-	}
-}
-
-/*
- * Cache what an array column needs per row: the element's storage
- * properties for deconstruct_array and the element's own encoder.
- */
-static void
-setup_array(RetlJsonType *t, Oid elemtype, MemoryContext cxt)
-{
-	get_typlenbyvalalign(elemtype, &t->elmlen, &t->elmbyval, &t->elmalign);
-	t->elem = retl_json_type_get(elemtype, cxt);
-}
-
-/*
- * Cache what a composite needs per row: a private copy of the row type,
- * one encoder and one pre-escaped key per live attribute, and deform
- * buffers.  Must be called with cxt as the current memory context.
- */
-static void
-setup_composite(RetlJsonType *t, TupleDesc src, MemoryContext cxt)
-{
-	int			natts = src->natts;
-	int			i;
-
-	check_stack_depth();
-	t->kind = RJ_COMPOSITE;
-	t->tupdesc = CreateTupleDescCopy(src);
-	t->attrs = palloc0(natts * sizeof(RetlJsonType *));
-	t->keys = palloc0(natts * sizeof(char *));
-	t->keylens = palloc0(natts * sizeof(int));
-	t->values = palloc(natts * sizeof(Datum));
-	t->nulls = palloc(natts * sizeof(bool));
-
-	for (i = 0; i < natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(t->tupdesc, i);
-		StringInfoData key;
-
-		if (att->attisdropped)
-			continue;
-		initStringInfo(&key);
-		retl_json_escape(&key, NameStr(att->attname),
-						 strlen(NameStr(att->attname)));
-		appendStringInfoChar(&key, ':');
-		t->keys[i] = key.data;
-		t->keylens[i] = key.len;
-		t->attrs[i] = retl_json_type_get(att->atttypid, cxt);
-	}
-}
-
-/*
- * Cache a named composite type's row descriptor.  Done eagerly: PostgreSQL
- * forbids a composite type from containing itself, so this terminates.
- */
-static void
-setup_named_composite(RetlJsonType *t, Oid typid, MemoryContext cxt)
-{
-	TupleDesc	src = lookup_rowtype_tupdesc(typid, -1);
-
-	setup_composite(t, src, cxt);
-	ReleaseTupleDesc(src);
-}
-
-/*
- * Build the encoder for one SQL type.  All catalog lookups happen here, and
- * everything is allocated in cxt, so that it can be reused for every row.
- * Domains are encoded as their base type.
- */
-RetlJsonType *
-retl_json_type_get(Oid typid, MemoryContext cxt)
-{
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	RetlJsonType *t = palloc0(sizeof(RetlJsonType));
-	Oid			base = getBaseType(typid);
-	Oid			outfn;
-	Oid			elemtype;
-	bool		isvarlena;
-
-	t->typid = base;
-	t->cxt = cxt;
-	t->kind = kind_of_scalar(base);
-	getTypeOutputInfo(base, &outfn, &isvarlena);
-	fmgr_info_cxt(outfn, &t->outfunc, cxt);
-
-	if (t->kind == RJ_GENERIC)
-	{
-		elemtype = get_element_type(base);
-		if (OidIsValid(elemtype))
-		{
-			t->kind = RJ_ARRAY;
-			setup_array(t, elemtype, cxt);
-		}
-		else if (get_typtype(base) == TYPTYPE_COMPOSITE)
-			setup_named_composite(t, base, cxt);
-	}
-
-	MemoryContextSwitchTo(old);
-	return t;
-}
 
 /* ---------- strings ---------- */
 
@@ -316,8 +105,8 @@ retl_json_escape(StringInfo buf, const char *s, int len)
  * Append a value as the quoted text of its type's output function: the
  * fallback for every type without a native JSON form.
  */
-static void
-append_output_text(StringInfo buf, Datum value, RetlJsonType *t)
+void
+retl_json_append_output_text(StringInfo buf, Datum value, RetlJsonType *t)
 {
 	char	   *s = OutputFunctionCall(&t->outfunc, value);
 
@@ -400,145 +189,6 @@ append_numeric(StringInfo buf, Datum value, RetlJsonType *t)
 	else
 		appendStringInfoString(buf, s);
 	pfree(s);
-}
-
-/* ---------- dates and times ---------- */
-
-/*
- * Write v as exactly ndigits decimal digits (zero-padded) at p and return
- * the position after them.  Used instead of snprintf on the per-row path.
- */
-static char *
-put_digits(char *p, int v, int ndigits)
-{
-	int			i;
-
-	for (i = ndigits - 1; i >= 0; i--)
-	{
-		p[i] = '0' + v % 10;
-		v /= 10;
-	}
-	return p + ndigits;
-}
-
-/*
- * Write a positive year with at least four digits.  Years past 9999 (which
- * PostgreSQL allows) simply get more digits.
- */
-static char *
-put_year(char *p, int year)
-{
-	if (year <= 9999)
-		return put_digits(p, year, 4);
-	return p + pg_ultoa_n((uint32) year, p);
-}
-
-/*
- * Append a timestamp as "YYYY-MM-DDTHH:MM:SS.mmmZ", reading it as UTC
- * (no time zone conversion); infinities become "infinity"/"-infinity".
- * Returns false, writing nothing, for years before 1 AD or values that
- * timestamp2tm rejects, so the caller can fall back to the output text.
- */
-static bool
-append_timestamp_iso(StringInfo buf, Timestamp ts)
-{
-	struct pg_tm tm;
-	fsec_t		fsec;
-	char	   *p;
-
-	if (TIMESTAMP_IS_NOBEGIN(ts))
-	{
-		appendStringInfoString(buf, "\"-infinity\"");
-		return true;
-	}
-	if (TIMESTAMP_IS_NOEND(ts))
-	{
-		appendStringInfoString(buf, "\"infinity\"");
-		return true;
-	}
-	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0 || tm.tm_year < 1)
-		return false;
-
-	enlargeStringInfo(buf, 40);
-	p = buf->data + buf->len;
-	*p++ = '"';
-	p = put_year(p, tm.tm_year);
-	*p++ = '-';
-	p = put_digits(p, tm.tm_mon, 2);
-	*p++ = '-';
-	p = put_digits(p, tm.tm_mday, 2);
-	*p++ = 'T';
-	p = put_digits(p, tm.tm_hour, 2);
-	*p++ = ':';
-	p = put_digits(p, tm.tm_min, 2);
-	*p++ = ':';
-	p = put_digits(p, tm.tm_sec, 2);
-	*p++ = '.';
-	p = put_digits(p, fsec / 1000, 3);
-	*p++ = 'Z';
-	*p++ = '"';
-	*p = '\0';
-	buf->len = p - buf->data;
-	return true;
-}
-
-/*
- * Append a timestamptz as a quoted ISO 8601 UTC time with milliseconds.
- * BC and out-of-range values fall back to timestamptz_out's text.
- */
-void
-retl_json_append_timestamptz(StringInfo buf, TimestampTz ts)
-{
-	char	   *s;
-
-	if (append_timestamp_iso(buf, ts))
-		return;
-	s = DatumGetCString(DirectFunctionCall1(timestamptz_out,
-											TimestampTzGetDatum(ts)));
-	retl_json_escape(buf, s, strlen(s));
-	pfree(s);
-}
-
-/*
- * Append a date as "YYYY-MM-DD"; infinities become "infinity"/"-infinity",
- * and BC dates fall back to the date output text.
- */
-static void
-append_date(StringInfo buf, Datum value, RetlJsonType *t)
-{
-	DateADT		d = DatumGetDateADT(value);
-	int			year,
-				mon,
-				mday;
-	char	   *p;
-
-	if (DATE_IS_NOBEGIN(d))
-	{
-		appendStringInfoString(buf, "\"-infinity\"");
-		return;
-	}
-	if (DATE_IS_NOEND(d))
-	{
-		appendStringInfoString(buf, "\"infinity\"");
-		return;
-	}
-	j2date(d + POSTGRES_EPOCH_JDATE, &year, &mon, &mday);
-	if (year < 1)
-	{
-		append_output_text(buf, value, t);
-		return;
-	}
-	enlargeStringInfo(buf, 24);
-	p = buf->data + buf->len;
-	*p++ = '"';
-	p = put_year(p, year);
-	*p++ = '-';
-	p = put_digits(p, mon, 2);
-	*p++ = '-';
-	p = put_digits(p, mday, 2);
-	*p++ = '"';
-	*p = '\0';
-	buf->len = p - buf->data;
 }
 
 /* ---------- json, jsonb, bytea ---------- */
@@ -718,38 +368,6 @@ append_row(StringInfo buf, HeapTupleHeader td, RetlJsonType *t)
 }
 
 /*
- * Find (or build once, in t's context) the encoder for the row type that
- * an anonymous record datum carries.  Registered record typmods are stable
- * for the backend's life, so the per-column list stays tiny.
- */
-static RetlJsonType *
-record_encoder(RetlJsonType *t, Oid typid, int32 typmod)
-{
-	RetlJsonRecord *r;
-	MemoryContext old;
-	TupleDesc	src;
-
-	for (r = t->records; r != NULL; r = r->next)
-		if (r->typid == typid && r->typmod == typmod)
-			return r->comp;
-
-	old = MemoryContextSwitchTo(t->cxt);
-	r = palloc0(sizeof(RetlJsonRecord));
-	r->typid = typid;
-	r->typmod = typmod;
-	r->comp = palloc0(sizeof(RetlJsonType));
-	r->comp->typid = typid;
-	r->comp->cxt = t->cxt;
-	src = lookup_rowtype_tupdesc(typid, typmod);
-	setup_composite(r->comp, src, t->cxt);
-	ReleaseTupleDesc(src);
-	r->next = t->records;
-	t->records = r;
-	MemoryContextSwitchTo(old);
-	return r->comp;
-}
-
-/*
  * Append a composite datum as a JSON object.  Named composites use the row
  * type cached at lookup time; anonymous records use the one their header
  * names.
@@ -764,8 +382,8 @@ append_composite(StringInfo buf, Datum value, RetlJsonType *t)
 	check_stack_depth();
 	td = DatumGetHeapTupleHeader(value);
 	if (t->kind == RJ_RECORD)
-		comp = record_encoder(t, HeapTupleHeaderGetTypeId(td),
-							  HeapTupleHeaderGetTypMod(td));
+		comp = retl_json_record_type(t, HeapTupleHeaderGetTypeId(td),
+									 HeapTupleHeaderGetTypMod(td));
 	append_row(buf, td, comp);
 	if ((Pointer) td != DatumGetPointer(value))
 		pfree(td);
@@ -820,11 +438,11 @@ append_datum(StringInfo buf, Datum value, RetlJsonType *t)
 			retl_json_append_timestamptz(buf, DatumGetTimestampTz(value));
 			break;
 		case RJ_TIMESTAMP:
-			if (!append_timestamp_iso(buf, DatumGetTimestamp(value)))
-				append_output_text(buf, value, t);
+			if (!retl_json_append_timestamp(buf, DatumGetTimestamp(value)))
+				retl_json_append_output_text(buf, value, t);
 			break;
 		case RJ_DATE:
-			append_date(buf, value, t);
+			retl_json_append_date(buf, value, t);
 			break;
 		case RJ_JSON:
 			append_json(buf, value);
@@ -843,7 +461,7 @@ append_datum(StringInfo buf, Datum value, RetlJsonType *t)
 			append_composite(buf, value, t);
 			break;
 		case RJ_GENERIC:
-			append_output_text(buf, value, t);
+			retl_json_append_output_text(buf, value, t);
 			break;
 	}
 }

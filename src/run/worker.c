@@ -61,66 +61,6 @@ worker_sigusr1(SIGNAL_ARGS)
 }
 
 /*
- * Forgets events that were sent but will not be delivered by this run
- * (stop, drain timeout): the next run sends them again.
- */
-void
-retl_batch_discard(RetlBatch *b)
-{
-	b->run->events_sent -= b->nevents;
-	b->run->dirty = true;
-	retl_batch_free(b);
-}
-
-/*
- * Copies the events of a batch for which pick is true (all of them when
- * pick is NULL) from index from to index to into a new batch that shares
- * its ack.
- */
-RetlBatch *
-retl_batch_part(RetlBatch *b, int from, int to, const bool *pick)
-{
-	RetlRun    *run = b->run;
-	RetlBatch  *part = retl_batch_create(run);
-
-	part->ack = b->ack;
-	appendStringInfoString(&part->body, run->dest.prefix);
-	for (int i = from; i < to; i++)
-	{
-		if (pick != NULL && !pick[i])
-			continue;
-		retl_batch_append(part, b->body.data + b->ev_start[i], b->ev_len[i],
-						  b->ev_pk[i], b->ev_msgid[i], b->ev_failed_id[i]);
-		part->ev_fp[part->nevents - 1] = b->ev_fp[i];
-		part->ev_ident[part->nevents - 1] = b->ev_ident[i]
-			? MemoryContextStrdup(part->cxt, b->ev_ident[i]) : NULL;
-		part->ev_delete[part->nevents - 1] = b->ev_delete[i];
-	}
-	appendStringInfoString(&part->body, run->dest.suffix);
-	return part;
-}
-
-/*
- * Splits a rejected batch in halves, sent next, until the bad events are
- * isolated (as Census and Hightouch do): only those fail.
- */
-void
-retl_batch_split(RetlBatch *b)
-{
-	RetlRun    *run = b->run;
-	int			half = b->nevents / 2;
-	RetlBatch  *left = retl_batch_part(b, 0, half, NULL);
-	RetlBatch  *right = retl_batch_part(b, half, b->nevents, NULL);
-
-	b->ack->parts++;			/* one part becomes two */
-	run->events_sent -= b->nevents; /* counted again when the halves go */
-	dlist_push_head(&run->ready, &right->node);
-	dlist_push_head(&run->ready, &left->node);
-	run->nready += 2;
-	retl_batch_free(b);
-}
-
-/*
  * Handles every request that finished since the last turn.
  */
 static void

@@ -22,6 +22,7 @@ extern void retl_transport_init(void);
 extern void retl_transport_send(RetlBatch *batch);
 extern bool retl_transport_wait(long timeout_ms);
 extern RetlBatch *retl_transport_next_done(void);
+extern void retl_transport_release(RetlBatch *batch);
 
 /*
  * Sets one option of a request, or returns curl's code from the calling

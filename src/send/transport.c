@@ -35,7 +35,6 @@ typedef struct SockWatch
 } SockWatch;
 
 static CURLM *multi = NULL;
-Size		retl_pending_bytes = 0;
 static SockWatch socks[MAX_SOCKETS];
 static int	nsocks = 0;
 
@@ -220,14 +219,14 @@ header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
 }
 
 /*
- * Frees a batch's transfer when its memory context goes away: removes the
- * easy handle from the multi handle and frees the response buffer.
+ * Frees a batch's transfer: removes the easy handle from the multi handle
+ * and frees the response buffer.  Called before each attempt, and by the
+ * reset callback of the batch's memory context (batch.c) when it goes
+ * away.
  */
-static void
-batch_release(void *arg)
+void
+retl_transport_release(RetlBatch *b)
 {
-	RetlBatch  *b = (RetlBatch *) arg;
-
 	if (b->easy != NULL)
 	{
 		curl_multi_remove_handle(multi, b->easy);
@@ -240,83 +239,6 @@ batch_release(void *arg)
 	free(b->resp);
 	b->resp = NULL;
 	b->resp_len = 0;
-}
-
-/*
- * Creates an empty batch in its own memory context under the run's.
- */
-RetlBatch *
-retl_batch_create(RetlRun *run)
-{
-	MemoryContext cxt = AllocSetContextCreate(run->cxt, "retl batch",
-											  ALLOCSET_DEFAULT_SIZES);
-	RetlBatch  *b = MemoryContextAllocZero(cxt, sizeof(RetlBatch));
-	MemoryContextCallback *cb = MemoryContextAlloc(cxt, sizeof(*cb));
-
-	b->cxt = cxt;
-	b->run = run;
-	b->cap = 64;
-	b->ev_start = MemoryContextAlloc(cxt, b->cap * sizeof(int));
-	b->ev_len = MemoryContextAlloc(cxt, b->cap * sizeof(int));
-	b->ev_pk = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
-	b->ev_failed_id = MemoryContextAlloc(cxt, b->cap * sizeof(int64));
-	b->ev_msgid = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
-	b->ev_fp = MemoryContextAlloc(cxt, b->cap * sizeof(int64));
-	b->ev_ident = MemoryContextAlloc(cxt, b->cap * sizeof(char *));
-	b->ev_delete = MemoryContextAlloc(cxt, b->cap * sizeof(bool));
-	cb->func = batch_release;
-	cb->arg = b;
-	MemoryContextRegisterResetCallback(cxt, cb);
-	/* one allocation of the usual size: growing by doubling wastes memory */
-	b->body.maxlen = Max(8192, run->avg_batch_bytes + run->avg_batch_bytes / 8);
-	b->body.data = MemoryContextAlloc(cxt, b->body.maxlen);
-	resetStringInfo(&b->body);
-	return b;
-}
-
-/*
- * Appends one event to a batch, after the separator when it is not the
- * first.  The caller checks the batch limits.
- */
-void
-retl_batch_append(RetlBatch *b, const char *ev, int len, const char *pk,
-				  const char *message_id, int64 failed_id)
-{
-	if (b->nevents == b->cap)
-	{
-		b->cap *= 2;
-		b->ev_start = repalloc(b->ev_start, b->cap * sizeof(int));
-		b->ev_len = repalloc(b->ev_len, b->cap * sizeof(int));
-		b->ev_pk = repalloc(b->ev_pk, b->cap * sizeof(char *));
-		b->ev_failed_id = repalloc(b->ev_failed_id, b->cap * sizeof(int64));
-		b->ev_msgid = repalloc(b->ev_msgid, b->cap * sizeof(char *));
-		b->ev_fp = repalloc(b->ev_fp, b->cap * sizeof(int64));
-		b->ev_ident = repalloc(b->ev_ident, b->cap * sizeof(char *));
-		b->ev_delete = repalloc(b->ev_delete, b->cap * sizeof(bool));
-	}
-	if (b->nevents > 0)
-		appendStringInfoString(&b->body, b->run->dest.separator);
-	b->ev_start[b->nevents] = b->body.len;
-	b->ev_len[b->nevents] = len;
-	b->ev_pk[b->nevents] = pk ? MemoryContextStrdup(b->cxt, pk) : NULL;
-	b->ev_failed_id[b->nevents] = failed_id;
-	b->ev_msgid[b->nevents] = message_id && message_id[0]
-		? MemoryContextStrdup(b->cxt, message_id) : NULL;
-	b->ev_fp[b->nevents] = 0;
-	b->ev_ident[b->nevents] = NULL;
-	b->ev_delete[b->nevents] = false;
-	appendBinaryStringInfo(&b->body, ev, len);
-	b->nevents++;
-}
-
-/*
- * Frees a batch and everything it holds.
- */
-void
-retl_batch_free(RetlBatch *b)
-{
-	retl_pending_bytes -= b->counted;
-	MemoryContextDelete(b->cxt);
 }
 
 /*
@@ -412,8 +334,7 @@ setopt_failed(RetlBatch *b, const char *option, CURLcode rc)
 {
 	const char *kind = b->run->dest.kind->name;
 
-	retl_pending_bytes -= b->counted;
-	b->counted = 0;
+	retl_batch_uncount(b);
 
 	if (rc == CURLE_UNKNOWN_OPTION || rc == CURLE_NOT_BUILT_IN)
 		ereport(ERROR,
@@ -440,7 +361,7 @@ retl_transport_send(RetlBatch *b)
 	const char *option = NULL;
 	CURLcode	rc;
 
-	batch_release(b);
+	retl_transport_release(b);
 	b->errbuf[0] = '\0';
 	b->http_status = 0;
 	b->retry_after_s = 0;

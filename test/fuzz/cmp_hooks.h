@@ -3,7 +3,8 @@
  * cmp_hooks.h
  *	  Routes the string comparisons of the fuzzed retl sources through
  *	  libFuzzer's comparison hooks (test/fuzz/Makefile force-includes this
- *	  file into src/build/mapping.c, src/build/jsonout.c and src/build/event.c only).
+ *	  file into src/build/mapping.c, jsonout.c, jsontype.c, jsontime.c
+ *	  and event.c only).
  *
  * The mapping parser decides by strcmp/strncmp/memcmp/strstr against
  * names ("userId", "properties", "drop", ...).  Under a sanitizer those

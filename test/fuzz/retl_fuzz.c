@@ -2,7 +2,8 @@
  *
  * retl_fuzz.c
  *	  libFuzzer harness for retl's mapping parser (src/build/mapping.c) and JSON
- *	  builder (src/build/jsonout.c, src/build/event.c), run inside a PostgreSQL backend.
+ *	  builder (src/build/jsonout.c, jsontype.c, jsontime.c, event.c), run
+ *	  inside a PostgreSQL backend.
  *
  * The code under test needs the backend (palloc, jsonb, the catalogs, the
  * types' input and output functions), so the fuzzer runs in one: this file

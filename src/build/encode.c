@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * runevent.c
- *	  Finishes the events a run builds and packs them into batches: the
+ * encode.c
+ *	  Finishes the events a run builds and hands them to its batches: the
  *	  destination kind's encoding, the conversion to UTF-8, the per-event
- *	  limit, and the batch limits of count and bytes.
+ *	  limit, and when a batch is full (the batch itself: batch/batch.c).
  *
  * An event that cannot be sent (over the destination's per-event limit,
  * or not UTF-8) goes to retl.failed_events and counts as sent and failed.
@@ -17,7 +17,6 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
-#include "utils/memutils.h"
 
 /*
  * Describes the first invalid UTF-8 sequence of an event built in a
@@ -83,34 +82,6 @@ retl_run_encode(RetlRun *run)
 }
 
 /*
- * Closes the batch being built, if it has events, and queues it for
- * sending.
- */
-void
-retl_batch_close(RetlRun *run)
-{
-	RetlBatch  *b = run->building;
-
-	if (b == NULL)
-		return;
-	run->building = NULL;
-	if (b->nevents == 0)
-	{
-		/* only oversize events, already recorded as failed */
-		retl_ckpt_ack_done(run, b->ack, 0, 0);
-		retl_batch_free(b);
-		return;
-	}
-	appendStringInfoString(&b->body, run->dest.suffix);
-	b->counted = b->body.len;
-	retl_pending_bytes += b->counted;
-	run->avg_batch_bytes = run->avg_batch_bytes == 0 ? (Size) b->body.len
-		: (run->avg_batch_bytes * 7 + b->body.len) / 8;
-	dlist_push_tail(&run->ready, &b->node);
-	run->nready++;
-}
-
-/*
  * Why the event in run->event_buf must not be sent (over the destination's
  * per-event limit, or not UTF-8), or NULL.  Consumes run->event_reject.
  */
@@ -131,39 +102,51 @@ event_reject(RetlRun *run)
  * batch first when the event would exceed its count or byte limit.  An
  * event that cannot be sent (over the destination's per-event limit, or
  * not UTF-8) is never sent: it goes to retl.failed_events with the reason,
- * and counts as sent and failed.  failed_id is the retl.failed_events row
- * the event retries, or 0.  Returns whether the event went into the batch.
+ * and counts as sent and failed.  ev carries what the batch keeps of the
+ * event besides its text.  Returns whether the event went into the batch.
  */
-bool
-retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
+static bool
+add_event(RetlRun *run, RetlBatchEvent *ev)
 {
-	RetlDest   *d = &run->dest;
-	StringInfo	ev = &run->event_buf;
+	StringInfo	buf = &run->event_buf;
 	RetlBatch  *b = run->building;
 	char	   *reject = event_reject(run);
 	bool		rejected = reject != NULL;
 
-	if (b != NULL && !rejected &&
-		(b->nevents >= d->batch_size ||
-		 b->body.len + ev->len + strlen(d->separator) + strlen(d->suffix) > d->max_batch_bytes))
+	if (b != NULL && !rejected && !retl_batch_fits(b, buf->len))
 	{
 		retl_batch_close(run);
 		b = NULL;
 	}
 	if (b == NULL)
-	{
-		b = run->building = retl_batch_create(run);
-		b->ack = retl_ckpt_new_ack(run);
-		appendStringInfoString(&b->body, d->prefix);
-	}
+		b = run->building = retl_batch_create(run, retl_ckpt_new_ack(run));
 	retl_ckpt_event(run, b->ack, rejected);
 	if (rejected)
 	{
-		retl_catalog_fail_event(run, pk, ev->data, ev->len, reject);
+		retl_catalog_fail_event(run, ev->pk, buf->data, buf->len, reject);
 		return false;
 	}
-	retl_batch_append(b, ev->data, ev->len, pk, run->message_id, failed_id);
+	ev->text = buf->data;
+	ev->len = buf->len;
+	ev->message_id = run->message_id;
+	retl_batch_append(b, ev);
 	return true;
+}
+
+/*
+ * Adds the event in run->event_buf to the batch being built (add_event).
+ * failed_id is the retl.failed_events row the event retries, or 0.
+ * Returns whether the event went into the batch.
+ */
+bool
+retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
+{
+	RetlBatchEvent ev = {
+		.pk = pk,
+		.failed_id = failed_id,
+	};
+
+	return add_event(run, &ev);
 }
 
 /*
@@ -176,15 +159,13 @@ void
 retl_run_add_diff_event(RetlRun *run, const char *pk, int64 failed_id,
 						int64 fp, bool deletion)
 {
-	RetlBatch  *b;
-	int			i;
+	RetlBatchEvent ev = {
+		.pk = pk,
+		.failed_id = failed_id,
+		.fp = fp,
+		.ident = run->ident_buf.len > 0 ? run->ident_buf.data : NULL,
+		.deletion = deletion,
+	};
 
-	if (!retl_run_add_event(run, pk, failed_id))
-		return;
-	b = run->building;
-	i = b->nevents - 1;
-	b->ev_fp[i] = fp;
-	b->ev_delete[i] = deletion;
-	b->ev_ident[i] = run->ident_buf.len > 0
-		? MemoryContextStrdup(b->cxt, run->ident_buf.data) : NULL;
+	(void) add_event(run, &ev);
 }
