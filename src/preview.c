@@ -19,6 +19,7 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
+#include "read.h"
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
@@ -102,7 +103,7 @@ preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
 	 * read as the catalog's owner, for the sync the caller could load.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(retl_catalog_owner(),
+	SetUserIdAndSecContext(retl_privileges_catalog_owner(),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	rc = SPI_execute_with_args("SELECT fingerprint, previous FROM retl.fingerprints"
 							   " WHERE sync_id OPERATOR(pg_catalog.=) $1"

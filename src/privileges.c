@@ -41,7 +41,7 @@ static emit_log_hook_type prev_emit_log_hook = NULL;
  * extension): it bypasses their row-level security and may write them.
  */
 Oid
-retl_catalog_owner(void)
+retl_privileges_catalog_owner(void)
 {
 	Oid			nsp = get_namespace_oid("retl", false);
 	Oid			runs = get_relname_relid("runs", nsp);
@@ -118,7 +118,7 @@ retl_run_control(PG_FUNCTION_ARGS)
 
 	/* an error in between is undone by the (sub)transaction's abort */
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(retl_catalog_owner(),
+	SetUserIdAndSecContext(retl_privileges_catalog_owner(),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	rc = enqueue
 		? SPI_execute_with_args("SELECT retl._enqueue_run($1, $2, $3)",

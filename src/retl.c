@@ -10,7 +10,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "dest.h"
+#include "send.h"
 
 #include "access/xact.h"
 #include "fmgr.h"

@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * retl.h
- *	  Shared declarations of the retl extension: GUCs, shared memory,
- *	  snapshots and destination kinds (the JSON encoder, mappings and
- *	  events: build.h).
+ *	  What every part of retl shares: the version, the GUCs, shared memory
+ *	  and wake-ups (retl.c), the privileges module and the processes'
+ *	  entry points.  Each layer of the data path has its own header
+ *	  (src/README, "Layers").
  *
  *-------------------------------------------------------------------------
  */
@@ -41,28 +42,10 @@ extern bool retl_worker_idle(Oid dboid, bool idle);
 
 /* ---------- privileges (privileges.c) ---------- */
 extern void retl_privileges_init(void);
+extern Oid	retl_privileges_catalog_owner(void);
 
 /* ---------- launcher and worker entry points ---------- */
 extern PGDLLEXPORT void retl_launcher_main(Datum arg);
 extern PGDLLEXPORT void retl_worker_main(Datum arg);
-
-/* ---------- JSON encoder, mappings and events: build.h ---------- */
-#include "build.h"
-
-extern int64 retl_diff_fingerprint(const char *message_id);	/* diff.c */
-extern int64 retl_diff_version_of(int64 fp, int64 stored_fp,
-								  int64 stored_previous);	/* diff.c */
-extern Oid	retl_catalog_owner(void);	/* privileges.c */
-
-/* ---------- snapshots and the xmin cursor (snapshot.c) ---------- */
-extern bytea *retl_snapshot_capture(Oid relid);
-extern const char *retl_snapshot_guard(bytea *blob, Oid relid);
-extern uint64 retl_widen_xid(TransactionId xid, FullTransactionId next);
-extern uint64 retl_xmin_version(Datum xmin, bool isnull, FullTransactionId next);
-
-/* ---------- input that raises no error (noerror.c): build.h ---------- */
-
-/* ---------- options helpers: dest/json.h ---------- */
-#include "json.h"
 
 #endif							/* RETL_H */

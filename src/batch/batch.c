@@ -20,7 +20,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
+#include "send.h"
 
 #include "utils/memutils.h"
 

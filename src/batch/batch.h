@@ -12,6 +12,8 @@
 #ifndef RETL_BATCH_H
 #define RETL_BATCH_H
 
+#include "retl.h"
+
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "utils/timestamp.h"

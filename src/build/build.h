@@ -13,6 +13,8 @@
 #ifndef RETL_BUILD_H
 #define RETL_BUILD_H
 
+#include "retl.h"
+
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"

@@ -12,7 +12,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
+#include "store.h"
 
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -123,7 +125,7 @@ add_event(RetlRun *run, RetlBatchEvent *ev)
 	retl_ckpt_event(run, b->ack, rejected);
 	if (rejected)
 	{
-		retl_catalog_fail_event(run, ev->pk, buf->data, buf->len, reject);
+		retl_store_fail_event(run, ev->pk, buf->data, buf->len, reject);
 		return false;
 	}
 	ev->text = buf->data;

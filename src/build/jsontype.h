@@ -11,6 +11,8 @@
 #ifndef RETL_JSONTYPE_H
 #define RETL_JSONTYPE_H
 
+#include "retl.h"
+
 #include "access/tupdesc.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"

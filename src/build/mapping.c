@@ -14,6 +14,7 @@
  *-------------------------------------------------------------------------
  */
 #include "retl.h"
+#include "build.h"
 #include "json.h"
 
 #include "access/htup_details.h"

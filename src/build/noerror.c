@@ -20,7 +20,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "build.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"

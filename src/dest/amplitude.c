@@ -24,6 +24,7 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
+#include "build.h"
 
 #define AMPLITUDE_URL "https://api2.amplitude.com"
 

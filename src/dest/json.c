@@ -9,6 +9,7 @@
  *-------------------------------------------------------------------------
  */
 #include "retl.h"
+#include "build.h"
 #include "json.h"
 
 #include "utils/builtins.h"

@@ -37,6 +37,7 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
+#include "build.h"
 
 #include "common/base64.h"
 #include "mb/pg_wchar.h"

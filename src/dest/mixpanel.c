@@ -25,6 +25,7 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
+#include "build.h"
 
 typedef struct MixpanelPriv
 {

@@ -18,6 +18,7 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
+#include "build.h"
 
 #define STATSIG_URL "https://events.statsigapi.net"
 

@@ -9,6 +9,7 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
+#include "build.h"
 
 #include "datatype/timestamp.h"
 #include "utils/fmgrprotos.h"

@@ -38,7 +38,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
+#include "store.h"
 
 #include "common/hashfn.h"
 #include "utils/hsearch.h"

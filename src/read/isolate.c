@@ -22,7 +22,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
 
 #include "access/xact.h"
 #include "miscadmin.h"

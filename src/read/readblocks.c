@@ -21,7 +21,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
 
 #include "access/relation.h"
 #include "catalog/pg_class.h"

@@ -20,7 +20,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
+#include "store.h"
 
 #include "access/htup_details.h"
 #include "access/relation.h"
@@ -171,7 +173,7 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 	MemoryContextSwitchTo(old);
 	run->rows_read++;
 	if (verdict != NULL && verdict[0] != '\0')
-		retl_catalog_fail_event(run, pk, run->event_buf.data,
+		retl_store_fail_event(run, pk, run->event_buf.data,
 								run->event_buf.len, verdict);
 	else if (verdict == NULL && run->diff)
 		retl_run_add_diff_event(run, pk, 0, fp, false);

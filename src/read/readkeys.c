@@ -30,7 +30,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
 
 #include "access/detoast.h"
 #include "access/htup_details.h"

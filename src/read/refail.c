@@ -13,7 +13,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "store.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"

@@ -21,6 +21,7 @@
  *-------------------------------------------------------------------------
  */
 #include "retl.h"
+#include "read.h"
 
 #include "access/transam.h"
 #include "catalog/pg_inherits.h"

@@ -17,7 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"

@@ -27,7 +27,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
 
 /*
  * Starts the ack record of a new batch.

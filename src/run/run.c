@@ -18,7 +18,10 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
+#include "send.h"
+#include "store.h"
 
 #include "access/xact.h"
 #include "utils/memutils.h"
@@ -133,7 +136,7 @@ batch_failed(RetlBatch *b, const char *error, bool run_fails)
 {
 	RetlRun    *run = b->run;
 
-	retl_catalog_fail_batch(b, error, NULL, NULL);
+	retl_store_fail_batch(b, error, NULL, NULL);
 	run->events_failed += b->nevents;
 	run->dirty = true;
 	retl_ckpt_ack_done(run, b->ack, 0, b->nevents);
@@ -164,7 +167,7 @@ batch_done(RetlBatch *b)
 		return;
 	if (ok)
 	{
-		retl_catalog_batch_delivered(b);
+		retl_store_batch_delivered(b);
 		if (run->diff)
 			retl_diff_acked(b);
 		run->events_succeeded += b->nevents;
@@ -359,7 +362,7 @@ retl_run_finish(RetlRun *run)
 	current_run = run;
 	set_phase(run, RETL_RUN_FINISHING);
 	retl_reader_close(run);
-	retl_catalog_finish(run);
+	retl_store_finish(run);
 	dlist_delete(&run->node);
 	ereport(DEBUG1,
 			(errmsg("retl run " INT64_FORMAT " of sync \"%s\" ended",
@@ -369,7 +372,7 @@ retl_run_finish(RetlRun *run)
 }
 
 /*
- * Ends a run whose end could not be recorded (retl_catalog_finish raised
+ * Ends a run whose end could not be recorded (retl_store_finish raised
  * an error, e.g. a trigger or the notification): it is marked failed with
  * that error, so that it is never left active (and retl_stop or
  * retl_drop_sync never leave it 'stopping').  If even that fails, the run
@@ -382,7 +385,7 @@ finish_failed(RetlRun *run, const char *message)
 
 	PG_TRY();
 	{
-		retl_catalog_finish_failed(run, message);
+		retl_store_finish_failed(run, message);
 	}
 	PG_CATCH();
 	{
@@ -406,10 +409,10 @@ finish_failed(RetlRun *run, const char *message)
 void
 retl_run_fail_current(ErrorData *edata)
 {
-	RetlRun    *run = current_run ? current_run : retl_catalog_writing;
+	RetlRun    *run = current_run ? current_run : retl_store_writing;
 
 	current_run = NULL;
-	retl_catalog_writing = NULL;
+	retl_store_writing = NULL;
 	if (run == NULL)
 		return;
 	if (run->phase == RETL_RUN_FINISHING)

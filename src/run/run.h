@@ -6,9 +6,7 @@
  *
  * A run moves through its phases in one direction (src/README, "Run
  * phases"); only run.c's set_phase moves it, and refuses a move the
- * machine does not have.  Until worker.h is dissolved, this header is
- * included by worker.h, after the reader's types that RetlRun holds
- * (RetlReadMethod, RetlLeaf, RetlOwnerScope) and before RetlBatch.
+ * machine does not have.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,10 +14,9 @@
 #define RETL_RUN_H
 
 #include "dest.h"
+#include "read.h"
 
 #include "lib/ilist.h"
-
-struct RetlBatch;
 
 /*
  * Where a run is.  A run moves only forward: claimed, then retrying (when

@@ -10,7 +10,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "store.h"
+#include "setup.h"
 
 #include "access/xact.h"
 #include "utils/lsyscache.h"
@@ -248,16 +250,4 @@ retl_run_claim(RetlClaimQueue *queue)
 		if (ok)
 			return run;
 	}
-}
-
-/*
- * retl_run_claim with the worker's queue, for worker.c's call until the
- * worker keeps the queue itself (the merge of issue 15 moves it there).
- */
-RetlRun *
-retl_catalog_claim(void)
-{
-	static RetlClaimQueue worker_queue;
-
-	return retl_run_claim(&worker_queue);
 }

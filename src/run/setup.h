@@ -21,6 +21,5 @@ typedef struct RetlClaimQueue
 } RetlClaimQueue;
 
 extern struct RetlRun *retl_run_claim(RetlClaimQueue *queue);
-extern struct RetlRun *retl_catalog_claim(void);
 
 #endif							/* RETL_SETUP_H */

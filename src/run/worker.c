@@ -15,7 +15,11 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
+#include "send.h"
+#include "store.h"
+#include "setup.h"
 
 #include <malloc.h>
 
@@ -41,6 +45,7 @@
 #define IDLE_EXIT_MS 60000		/* keep the connection warm for the next run */
 
 static dlist_head runs = DLIST_STATIC_INIT(runs);
+static RetlClaimQueue claims;	/* runs claimed, not set up yet */
 static volatile sig_atomic_t got_sigusr1 = false;
 static TimestampTz last_prune = 0;	/* history pruning: once a minute */
 static Oid	extension_oid = InvalidOid;	/* the catalog this worker serves */
@@ -81,8 +86,8 @@ poll_control(void)
 	RetlRun    *run;
 
 	if (!dlist_is_empty(&runs))
-		retl_catalog_poll_stops(&runs);
-	while ((run = retl_catalog_claim()) != NULL)
+		retl_store_poll_stops(&runs);
+	while ((run = retl_run_claim(&claims)) != NULL)
 	{
 		dlist_push_tail(&runs, &run->node);
 		ereport(DEBUG1,
@@ -199,7 +204,7 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 		TimestampDifferenceExceeds(*last_poll, GetCurrentTimestamp(),
 								   dlist_is_empty(&runs) ? IDLE_POLL_MS : CONTROL_POLL_MS))
 	{
-		if (retl_catalog_extension_oid() != extension_oid)
+		if (retl_store_extension_oid() != extension_oid)
 		{
 			/*
 			 * DROP EXTENSION took the catalog with it: the runs in memory
@@ -208,7 +213,7 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 			ereport(LOG, (errmsg("retl worker exiting: extension retl was dropped in this database")));
 			proc_exit(0);
 		}
-		if (retl_catalog_database_locked())
+		if (retl_store_database_locked())
 		{
 			/* runs left 'running' resume when a worker starts again */
 			ereport(LOG, (errmsg("retl worker exiting: the database is being dropped or altered")));
@@ -217,7 +222,7 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 		poll_control();
 		if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), 60000))
 		{
-			retl_catalog_prune_history();
+			retl_store_prune_history();
 			last_prune = GetCurrentTimestamp();
 		}
 		report_activity();
@@ -234,7 +239,7 @@ worker_turn(TimestampTz *last_poll, bool latch_was_set)
 			report_activity();
 		}
 	}
-	retl_catalog_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
+	retl_store_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
 }
 
 /*
@@ -257,8 +262,8 @@ retl_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "retl worker", PGC_USERSET, PGC_S_OVERRIDE);
-	extension_oid = retl_catalog_extension_oid();
-	if (!OidIsValid(extension_oid) || !retl_catalog_version_ok())
+	extension_oid = retl_store_extension_oid();
+	if (!OidIsValid(extension_oid) || !retl_store_version_ok())
 		proc_exit(0);
 	StartTransactionCommand();
 	pgstat_report_appname(psprintf("retl worker %s", get_database_name(dboid)));
@@ -272,7 +277,7 @@ retl_worker_main(Datum arg)
 	mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
 	retl_transport_init();
-	retl_catalog_recover();
+	retl_store_recover();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "retl worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 
@@ -310,10 +315,10 @@ retl_worker_main(Datum arg)
 		got_sigusr1 = false;
 		MemoryContextSwitchTo(loop_cxt);
 		collect_done();
-		retl_catalog_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
+		retl_store_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
 		latch_set = retl_transport_wait(next_timeout(last_poll));
 		collect_done();
-		retl_catalog_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
+		retl_store_flush_due(&runs, FLUSH_MS, CKPT_FLUSH_MS);
 		maybe_idle_exit(dboid, &idle_since);
 		MemoryContextReset(loop_cxt);
 	}

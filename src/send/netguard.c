@@ -19,7 +19,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
+#include "send.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

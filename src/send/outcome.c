@@ -11,7 +11,10 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
+#include "send.h"
+#include "store.h"
 
 #include <math.h>
 
@@ -142,13 +145,13 @@ retl_send_outcomes(RetlBatch *b)
 	{
 		RetlBatch  *ok = retl_batch_part(b, 0, b->nevents, pick);
 
-		retl_catalog_batch_delivered(ok);
+		retl_store_batch_delivered(ok);
 		if (run->diff)
 			retl_diff_acked(ok);
 		retl_batch_free(ok);
 	}
 	if (n[RETL_OUTCOME_FAIL] > 0)
-		retl_catalog_fail_batch(b, retl_send_error(b), out, reasons);
+		retl_store_fail_batch(b, retl_send_error(b), out, reasons);
 	if (n[RETL_OUTCOME_RETRY] > 0)
 	{
 		RetlBatch  *again;

@@ -18,7 +18,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
+#include "send.h"
 
 #include "miscadmin.h"
 #include "storage/latch.h"

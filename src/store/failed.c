@@ -13,7 +13,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
+#include "batch.h"
 #include "store_internal.h"
 
 #include "catalog/pg_type.h"
@@ -111,7 +112,7 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
  * events_succeeded + events_failed = events_sent.
  */
 void
-retl_catalog_fail_event(RetlRun *run, const char *pk, const char *payload,
+retl_store_fail_event(RetlRun *run, const char *pk, const char *payload,
 						int len, const char *error)
 {
 	/* rejected before sending (invalid key, oversize): retrying cannot help */
@@ -130,7 +131,7 @@ retl_catalog_fail_event(RetlRun *run, const char *pk, const char *payload,
  * the destination gave one, in a short transaction of its own.
  */
 void
-retl_catalog_fail_batch(RetlBatch *b, const char *error,
+retl_store_fail_batch(RetlBatch *b, const char *error,
 						const RetlOutcome *outcomes, char **reasons)
 {
 	MemoryContext caller = retl_store_begin();
@@ -170,7 +171,7 @@ retl_store_forget_failed_ids(const int64 *ids, int n)
  * Removes the failed events that a delivered batch re-sent successfully.
  */
 void
-retl_catalog_batch_delivered(RetlBatch *b)
+retl_store_batch_delivered(RetlBatch *b)
 {
 	int64	   *ids = palloc(Max(b->nevents, 1) * sizeof(int64));
 	int			n = 0;

@@ -4,13 +4,13 @@
  *	  What retl.runs records of an active run: the stops retl_stop()
  *	  asked for, the counters and checkpoint, and the end of the run.
  *
- * Each retl_catalog_* function here runs one short transaction; the
- * retl_store_* functions it calls take plain values, and run inside it
+ * Each function here that takes a run runs one short transaction; the
+ * statements it calls take plain values, and run inside it
  * (retl_store_draining runs its own).
  *
  *-------------------------------------------------------------------------
  */
-#include "worker.h"
+#include "run.h"
 #include "store_internal.h"
 
 #include "catalog/pg_type.h"
@@ -20,7 +20,7 @@
  * The run whose counters are being written, if any: an error raised then
  * is charged to it.
  */
-RetlRun    *retl_catalog_writing = NULL;
+RetlRun    *retl_store_writing = NULL;
 
 static RetlStoreStmt draining_stmt = {
 	"UPDATE retl.runs SET status = 'draining'"
@@ -50,7 +50,7 @@ retl_store_draining(const int64 *ids, int n, int64 *draining)
  * 'stopping' to 'draining'.  One statement for all active runs.
  */
 void
-retl_catalog_poll_stops(dlist_head *runs)
+retl_store_poll_stops(dlist_head *runs)
 {
 	dlist_iter	iter;
 	int			n = 0;
@@ -171,9 +171,9 @@ write_counters(RetlRun *run)
 		.ckpt_resent = run->ckpt.resent
 	};
 
-	retl_catalog_writing = run;
+	retl_store_writing = run;
 	retl_store_progress(&p);
-	retl_catalog_writing = NULL;
+	retl_store_writing = NULL;
 	run->ckpt_written_seq = run->ckpt.seq;
 	run->acked_since_write = 0;
 	run->window_full = false;	/* dispatch looks again at once */
@@ -192,7 +192,7 @@ write_counters(RetlRun *run)
  * acknowledged batches (src/README, "Checkpoints").
  */
 void
-retl_catalog_flush_due(dlist_head *runs, int interval_ms, int ckpt_interval_ms)
+retl_store_flush_due(dlist_head *runs, int interval_ms, int ckpt_interval_ms)
 {
 	dlist_iter	iter;
 	MemoryContext caller = NULL;
@@ -282,7 +282,7 @@ retl_store_run_end(int64 run_id, const char *status, text *error,
  * retl_runs.
  */
 void
-retl_catalog_finish(RetlRun *run)
+retl_store_finish(RetlRun *run)
 {
 	const char *status = run->stopping ? "stopped" :
 		run->failed ? "failed" : "succeeded";
@@ -322,12 +322,12 @@ retl_store_end_failed(int64 run_id, text *error)
 }
 
 /*
- * Ends a run whose regular end (retl_catalog_finish) raised an error: the
+ * Ends a run whose regular end (retl_store_finish) raised an error: the
  * run is failed with that error, whatever it was doing, so that it is
  * never left active.  The counters keep their last written values.
  */
 void
-retl_catalog_finish_failed(RetlRun *run, const char *error)
+retl_store_finish_failed(RetlRun *run, const char *error)
 {
 	retl_store_end_failed(run->id,
 						  retl_scrub(run->secrets,

@@ -166,7 +166,7 @@ retl_store_int8_array(const int64 *vals, int n)
  * extension was dropped (or dropped and created again) exits.
  */
 Oid
-retl_catalog_extension_oid(void)
+retl_store_extension_oid(void)
 {
 	Oid			oid;
 	MemoryContext cxt = CurrentMemoryContext;
@@ -188,7 +188,7 @@ static RetlStoreStmt version_stmt = {
  * ALTER EXTENSION retl UPDATE: say so instead of failing every run.
  */
 bool
-retl_catalog_version_ok(void)
+retl_store_version_ok(void)
 {
 	bool		ok = false;
 	MemoryContext cxt = retl_store_begin();
@@ -241,7 +241,7 @@ static RetlStoreStmt recover_stmt = {
  * events_succeeded + events_failed + resent = events_sent.
  */
 void
-retl_catalog_recover(void)
+retl_store_recover(void)
 {
 	MemoryContext cxt = retl_store_begin();
 
@@ -257,7 +257,7 @@ retl_catalog_recover(void)
  * without waiting, and leaves when it cannot have it.
  */
 bool
-retl_catalog_database_locked(void)
+retl_store_database_locked(void)
 {
 	LOCKTAG		tag;
 	LockAcquireResult r;
@@ -286,7 +286,7 @@ static RetlStoreStmt prune_stmt = {
  * time, so that history does not grow without limit (pg_cron #416, #408).
  */
 void
-retl_catalog_prune_history(void)
+retl_store_prune_history(void)
 {
 	Datum		values[1] = {CStringGetTextDatum(retl_history_retention)};
 	MemoryContext cxt = retl_store_begin();

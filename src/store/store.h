@@ -12,8 +12,9 @@
  * failed.c      failed events: recorded, re-read, forgotten
  * fingerprints.c  retl.fingerprints for the content diff (read/diff.c)
  *
- * The retl_catalog_* functions are the worker's older entry points: they
- * take a run or a batch and pass their values to the store.
+ * The functions that take a run or a batch (retl_store_flush_due,
+ * retl_store_finish, retl_store_fail_batch ...) pass its values to the
+ * statements, which take plain values.
  *
  *-------------------------------------------------------------------------
  */
@@ -158,23 +159,23 @@ extern void retl_store_fp_acked(int64 sync_id, const RetlFpRows *fresh,
 								int ndel);
 
 /* the worker's entry points, taking its runs and batches */
-extern void retl_catalog_recover(void);
-extern void retl_catalog_poll_stops(dlist_head *runs);
-extern void retl_catalog_flush_due(dlist_head *runs, int interval_ms,
+extern void retl_store_recover(void);
+extern void retl_store_poll_stops(dlist_head *runs);
+extern void retl_store_flush_due(dlist_head *runs, int interval_ms,
 								   int ckpt_interval_ms);
-extern void retl_catalog_finish(struct RetlRun *run);
-extern void retl_catalog_finish_failed(struct RetlRun *run, const char *error);
-extern struct RetlRun *retl_catalog_writing;
-extern void retl_catalog_fail_batch(struct RetlBatch *batch, const char *error,
+extern void retl_store_finish(struct RetlRun *run);
+extern void retl_store_finish_failed(struct RetlRun *run, const char *error);
+extern struct RetlRun *retl_store_writing;
+extern void retl_store_fail_batch(struct RetlBatch *batch, const char *error,
 									const RetlOutcome *outcomes,
 									char **reasons);
-extern void retl_catalog_fail_event(struct RetlRun *run, const char *pk,
+extern void retl_store_fail_event(struct RetlRun *run, const char *pk,
 									const char *payload, int len,
 									const char *error);
-extern void retl_catalog_batch_delivered(struct RetlBatch *batch);
-extern Oid	retl_catalog_extension_oid(void);
-extern bool retl_catalog_version_ok(void);
-extern bool retl_catalog_database_locked(void);
-extern void retl_catalog_prune_history(void);
+extern void retl_store_batch_delivered(struct RetlBatch *batch);
+extern Oid	retl_store_extension_oid(void);
+extern bool retl_store_version_ok(void);
+extern bool retl_store_database_locked(void);
+extern void retl_store_prune_history(void);
 
 #endif							/* RETL_STORE_H */

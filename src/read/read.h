@@ -1,22 +1,27 @@
 /*-------------------------------------------------------------------------
  *
- * worker.h
- *	  State of the per-database worker: runs, batches, and the functions
- *	  of the reader, the transport and the catalog that drive them.
+ * read.h
+ *	  The read side of a run: how its source is read (reader.c,
+ *	  readblocks.c, readkeys.c, tidlist.c), the owner's scope (isolate.c),
+ *	  failed events re-sent (refail.c), the content diff (diff.c) and the
+ *	  xmin cursor (snapshot.c).
+ *
+ * Every function that reads the source runs in a page's transaction
+ * (retl_reader_page); see src/README, "Reading".
  *
  *-------------------------------------------------------------------------
  */
-#ifndef RETL_WORKER_H
-#define RETL_WORKER_H
+#ifndef RETL_READ_H
+#define RETL_READ_H
 
-#include "dest.h"
+#include "build.h"
 
 #include "executor/spi.h"
-#include "lib/ilist.h"
 #include "storage/block.h"
 #include "storage/itemptr.h"
 
-struct RetlRun;
+typedef struct RetlRun RetlRun;
+typedef struct RetlBatch RetlBatch;
 
 /* How a run reads its source (shown in retl.runs.read_method). */
 typedef enum RetlReadMethod
@@ -41,10 +46,6 @@ typedef struct RetlOwnerScope
 	int			save_sec;
 	int			guc_level;
 } RetlOwnerScope;
-
-#include "run.h"
-
-#include "batch.h"
 
 /* reader.c */
 extern void retl_reader_start(RetlRun *run);
@@ -82,14 +83,9 @@ extern void retl_session_restore(void);
 /* refail.c */
 extern bool retl_refail_page(RetlRun *run);
 
-/* runevent.c: build.h (encode.c) and batch.h */
-#include "build.h"
-
 /* tidlist.c */
 extern bool retl_tidlist_collect(RetlRun *run, const char *filter);
 extern bool retl_tidlist_page(RetlRun *run, int want);
-
-/* transport.c's functions: send.h; the batch functions: batch.h */
 
 /* diff.c */
 extern void retl_diff_start(RetlRun *run);
@@ -100,19 +96,14 @@ extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp,
 extern uint64 retl_diff_version(RetlRun *run, const char *pk, int64 fp);
 extern bool retl_diff_deletes_page(RetlRun *run);
 extern void retl_diff_acked(RetlBatch *b);
+extern int64 retl_diff_fingerprint(const char *message_id);
+extern int64 retl_diff_version_of(int64 fp, int64 stored_fp,
+								  int64 stored_previous);
 
-/* transport.c, netguard.c and outcome.c: send/send.h */
-#include "send.h"
+/* snapshot.c: the xmin cursor */
+extern bytea *retl_snapshot_capture(Oid relid);
+extern const char *retl_snapshot_guard(bytea *blob, Oid relid);
+extern uint64 retl_widen_xid(TransactionId xid, FullTransactionId next);
+extern uint64 retl_xmin_version(Datum xmin, bool isnull, FullTransactionId next);
 
-#include "store.h"
-#include "setup.h"
-
-/*
- * worker.c: moved by h4 (batch/), called by run.c.
- */
-extern RetlBatch *retl_batch_part(RetlBatch *b, int from, int to,
-								  const bool *pick);
-extern void retl_batch_split(RetlBatch *b);
-extern void retl_batch_discard(RetlBatch *b);
-
-#endif							/* RETL_WORKER_H */
+#endif							/* RETL_READ_H */
