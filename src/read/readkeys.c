@@ -16,10 +16,11 @@
  *	  whole), so "key > last" skips nothing.  Rows whose key is NULL come
  *	  last, in one query.
  *
- * store: otherwise (aggregates, window functions, DISTINCT, no key) the
- *	  source is read once, in the first page's transaction, sorted by key
- *	  when there is one, into a tuplestore that the worker owns: SQL cannot
- *	  name it, unlike a cursor.  Pages then read from the store.
+ * store (readstore.c): otherwise (aggregates, window functions, DISTINCT,
+ *	  no key) the source is read once, in the first page's transaction,
+ *	  sorted by key when there is one, into a tuplestore that the worker
+ *	  owns: SQL cannot name it, unlike a cursor.  Pages then read from the
+ *	  store.
  *
  * Either way a resumed run starts "after this key", and nothing named stays
  * open between pages.  A source without a key cannot resume, and is read
@@ -32,13 +33,10 @@
  */
 #include "run.h"
 
-#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "executor/tuptable.h"
 #include "miscadmin.h"
-#include "nodes/params.h"
 #include "nodes/plannodes.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -47,51 +45,10 @@
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 #include "utils/resowner.h"
-#include "utils/tuplestore.h"
 #include "utils/typcache.h"
 
-#define PAGE_MAX_MS 100			/* time per transaction */
+#include "keyreader.h"
 
-typedef struct RetlKeyReader
-{
-	MemoryContext cxt;			/* the reader's, child of the run's */
-	bool		store;			/* method store, else keys */
-	bool		ordered;		/* the key has a btree order */
-	int			col;			/* select-list index of the key, or -1 */
-	char	   *keyname;		/* its quoted name */
-	Oid			type;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	Oid			collation;
-	FmgrInfo	cmp;			/* the type's btree comparison */
-	Oid			typinput;
-	Oid			typioparam;
-	int			limit;			/* rows per keys query */
-	char	   *base;			/* SELECT list FROM source WHERE true[filter] */
-	SPIPlanPtr	first;			/* ORDER BY key LIMIT n */
-	SPIPlanPtr	next;			/* key > $1 ORDER BY key LIMIT n */
-	SPIPlanPtr	equal;			/* key = $1 */
-	bool		keys_done;
-	bool		nulls_done;
-	bool		have_last;
-	Datum		last;			/* last key read, in cxt */
-	Tuplestorestate *ts;		/* store: the rows */
-	TupleDesc	desc;
-	TupleTableSlot *slot;
-	bool		filled;
-	bool		have_prev;
-	Datum		prev;			/* store: key of the previous row */
-	MemoryContextCallback cb;
-} RetlKeyReader;
-
-/* A DestReceiver that detoasts rows into the store, keeping their shape. */
-typedef struct StoreReceiver
-{
-	DestReceiver pub;
-	RetlKeyReader *kr;
-	MemoryContext tmp;
-} StoreReceiver;
 
 /*
  * Frees the plans and the store; a reset callback of the run's context,
@@ -170,8 +127,8 @@ key_reader(RetlRun *run)
 /*
  * Compares two keys in the order of ORDER BY key.
  */
-static int
-key_cmp(RetlKeyReader *kr, Datum a, Datum b)
+int
+retl_keys_cmp(RetlKeyReader *kr, Datum a, Datum b)
 {
 	return DatumGetInt32(FunctionCall2Coll(&kr->cmp, kr->collation, a, b));
 }
@@ -179,8 +136,8 @@ key_cmp(RetlKeyReader *kr, Datum a, Datum b)
 /*
  * Remembers the last key read (copied into the reader's memory).
  */
-static void
-set_last(RetlKeyReader *kr, Datum key)
+void
+retl_keys_set_last(RetlKeyReader *kr, Datum key)
 {
 	MemoryContext old = MemoryContextSwitchTo(kr->cxt);
 
@@ -194,8 +151,8 @@ set_last(RetlKeyReader *kr, Datum key)
 /*
  * The checkpoint text of the last key read, or NULL.
  */
-static char *
-last_text(RetlRun *run, RetlKeyReader *kr)
+char *
+retl_keys_last_text(RetlRun *run, RetlKeyReader *kr)
 {
 	return kr->have_last ? OutputFunctionCall(&run->map->pk_out, kr->last) : NULL;
 }
@@ -313,7 +270,7 @@ retl_keys_choose(RetlRun *run)
 	RetlKeyReader *kr = key_reader(run);
 
 	if (kr->ordered && run->ckpt.key != NULL)
-		set_last(kr, OidInputFunctionCall(kr->typinput, run->ckpt.key,
+		retl_keys_set_last(kr, OidInputFunctionCall(kr->typinput, run->ckpt.key,
 										  kr->typioparam, -1));
 	kr->store = !kr->ordered || !keys_plan_streams(kr);
 	if (kr->store && kr->next != NULL)
@@ -365,7 +322,7 @@ keys_process(RetlRun *run, RetlKeyReader *kr, SPITupleTable *tt, uint64 n)
 		Datum		a = row_key(kr, tt, i - 1, &null_a);
 		Datum		b = row_key(kr, tt, i, &null_b);
 
-		dups[i] = !null_a && !null_b && key_cmp(kr, a, b) == 0;
+		dups[i] = !null_a && !null_b && retl_keys_cmp(kr, a, b) == 0;
 	}
 	retl_reader_tuples(run, tt->vals, tt->tupdesc, n, dups);
 	pfree(dups);
@@ -403,23 +360,23 @@ keys_step(RetlRun *run, RetlKeyReader *kr)
 	lastkey = row_key(kr, tt, n - 1, &isnull);
 	if (full)
 	{
-		while (cut > 0 && key_cmp(kr, row_key(kr, tt, cut - 1, &isnull), lastkey) == 0)
+		while (cut > 0 && retl_keys_cmp(kr, row_key(kr, tt, cut - 1, &isnull), lastkey) == 0)
 			cut--;
 	}
 	if (cut == 0)
 	{
 		/* one key fills the whole result: read all of its rows */
-		set_last(kr, lastkey);
+		retl_keys_set_last(kr, lastkey);
 		SPI_freetuptable(tt);
 		n = keys_query(kr, &kr->equal, psprintf(" AND %s = $1", kr->keyname), 1);
 		tt = SPI_tuptable;
 		cut = n;
 	}
 	else
-		set_last(kr, row_key(kr, tt, cut - 1, &isnull));
+		retl_keys_set_last(kr, row_key(kr, tt, cut - 1, &isnull));
 	kr->keys_done = !full;
 	keys_process(run, kr, tt, cut);
-	retl_ckpt_span(run, 0, last_text(run, kr), (int64) cut);
+	retl_ckpt_span(run, 0, retl_keys_last_text(run, kr), (int64) cut);
 	SPI_freetuptable(tt);
 	return cut;
 }
@@ -440,7 +397,7 @@ nulls_step(RetlRun *run, RetlKeyReader *kr)
 	n = SPI_processed;
 	kr->nulls_done = true;
 	keys_process(run, kr, tt, n);
-	retl_ckpt_span(run, 0, last_text(run, kr), (int64) n);
+	retl_ckpt_span(run, 0, retl_keys_last_text(run, kr), (int64) n);
 	SPI_freetuptable(tt);
 	return n;
 }
@@ -470,142 +427,6 @@ keys_page(RetlRun *run, RetlKeyReader *kr, int want)
 }
 
 /*
- * Receiver startup: keeps a copy of the rows' shape for reading them back.
- */
-static void
-store_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
-{
-	StoreReceiver *r = (StoreReceiver *) self;
-	MemoryContext old = MemoryContextSwitchTo(r->kr->cxt);
-
-	/* the executor's copy ends with the query; the store's rows do not */
-	r->kr->desc = CreateTupleDescCopy(typeinfo);
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * Receiver: stores one row, with its TOASTed values fetched now, while
- * the page's snapshot is active.
- */
-static bool
-store_receive(TupleTableSlot *slot, DestReceiver *self)
-{
-	StoreReceiver *r = (StoreReceiver *) self;
-	TupleDesc	desc = r->kr->desc;
-	MemoryContext old = MemoryContextSwitchTo(r->tmp);
-	Datum	   *values = palloc(desc->natts * sizeof(Datum));
-
-	slot_getallattrs(slot);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		values[i] = slot->tts_values[i];
-		if (!slot->tts_isnull[i] && TupleDescAttr(desc, i)->attlen == -1 &&
-			VARATT_IS_EXTERNAL(DatumGetPointer(values[i])))
-			values[i] = PointerGetDatum(detoast_external_attr((struct varlena *)
-															  DatumGetPointer(values[i])));
-	}
-	tuplestore_putvalues(r->kr->ts, desc, values, slot->tts_isnull);
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(r->tmp);
-	return true;
-}
-
-/*
- * Receiver shutdown and destruction: nothing to do.
- */
-static void
-store_noop(DestReceiver *self)
-{
-}
-
-/*
- * Reads the whole source into the store, sorted by key when there is one,
- * after the checkpoint's key for a resumed run.  The store lives in the
- * reader's memory and across transactions, and spills to temporary files
- * past work_mem.
- */
-static void
-store_fill(RetlRun *run, RetlKeyReader *kr)
-{
-	StoreReceiver r;
-	SPIExecuteOptions opts;
-	MemoryContext old;
-	char	   *sql = kr->base;
-
-	memset(&r, 0, sizeof(r));
-	r.pub.receiveSlot = store_receive;
-	r.pub.rStartup = store_startup;
-	r.pub.rShutdown = store_noop;
-	r.pub.rDestroy = store_noop;
-	r.pub.mydest = DestTuplestore;	/* not DestNone: SPI would discard */
-	r.kr = kr;
-	r.tmp = AllocSetContextCreate(CurrentMemoryContext, "retl store row",
-								  ALLOCSET_DEFAULT_SIZES);
-	memset(&opts, 0, sizeof(opts));
-	opts.read_only = true;
-	opts.dest = &r.pub;
-	if (kr->ordered && kr->have_last)
-	{
-		opts.params = makeParamList(1);
-		opts.params->params[0].value = kr->last;
-		opts.params->params[0].isnull = false;
-		opts.params->params[0].ptype = kr->type;
-		opts.params->params[0].pflags = PARAM_FLAG_CONST;
-		sql = psprintf("%s AND (%s > $1 OR %s IS NULL)", sql, kr->keyname,
-					   kr->keyname);
-	}
-	if (kr->ordered)
-		sql = psprintf("%s ORDER BY %s", sql, kr->keyname);
-	old = MemoryContextSwitchTo(kr->cxt);
-	/* interXact: the store outlives this transaction, as a held cursor's */
-	kr->ts = tuplestore_begin_heap(false, true, work_mem);
-	MemoryContextSwitchTo(old);
-	if (SPI_execute_extended(sql, &opts) != SPI_OK_SELECT)
-		elog(ERROR, "retl: reading the source failed");
-	old = MemoryContextSwitchTo(kr->cxt);
-	if (kr->desc == NULL)
-		elog(ERROR, "retl: reading the source returned no row description");
-	kr->slot = MakeSingleTupleTableSlot(kr->desc, &TTSOpsMinimalTuple);
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(r.tmp);
-	kr->filled = true;
-}
-
-/*
- * Store method: fills the store at the first page, then turns up to want
- * of its rows into events.  Equal neighbouring keys are duplicates.
- * Returns true when the store is read to its end.
- */
-static bool
-store_page(RetlRun *run, RetlKeyReader *kr, int want)
-{
-	HeapTuple  *rows = palloc(want * sizeof(HeapTuple));
-	bool	   *dups = palloc0(want * sizeof(bool));
-	int			n = 0;
-
-	if (!kr->filled)
-		store_fill(run, kr);
-	while (n < want && tuplestore_gettupleslot(kr->ts, true, false, kr->slot))
-	{
-		bool		isnull = true;
-		Datum		key = kr->col >= 0 ? slot_getattr(kr->slot, kr->col + 1, &isnull) : 0;
-
-		rows[n] = ExecCopySlotHeapTuple(kr->slot);
-		if (kr->ordered && !isnull)
-		{
-			dups[n] = kr->have_prev && key_cmp(kr, kr->prev, key) == 0;
-			set_last(kr, key);
-			kr->prev = kr->last;
-			kr->have_prev = true;
-		}
-		n++;
-	}
-	retl_reader_tuples(run, rows, kr->desc, n, dups);
-	retl_ckpt_span(run, 0, last_text(run, kr), n);
-	return n < want;
-}
-
-/*
  * Reads a page of a keys or store run.  Returns true when the source is
  * read.
  */
@@ -615,7 +436,7 @@ retl_keys_page(RetlRun *run, int want)
 	RetlKeyReader *kr = key_reader(run);
 
 	if (kr->store)
-		return store_page(run, kr, Max(want, 1));
+		return retl_readstore_page(run, kr, Max(want, 1));
 	return keys_page(run, kr, want);
 }
 
