@@ -58,6 +58,13 @@ extern uint64 retl_reader_row_version(RetlRun *run, Datum *values, bool *nulls);
 extern uint64 retl_reader_execute(RetlRun *run, SPIPlanPtr plan,
 								  const char *sql, int nargs, Oid *types,
 								  Datum *args);
+extern void retl_reader_receiver(DestReceiver *r,
+								 bool (*receive) (TupleTableSlot *slot,
+												  DestReceiver *self),
+								 void (*startup) (DestReceiver *self,
+												  int operation,
+												  TupleDesc typeinfo),
+								 void (*shutdown) (DestReceiver *self));
 extern void retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc,
 							   uint64 n, const bool *dups);
 

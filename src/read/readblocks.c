@@ -42,18 +42,6 @@
 #define PAGE_MAX_MS 100			/* time per transaction */
 
 /*
- * Orders OIDs for qsort.
- */
-static int
-cmp_oid(const void *a, const void *b)
-{
-	Oid			x = *(const Oid *) a;
-	Oid			y = *(const Oid *) b;
-
-	return x < y ? -1 : x > y;
-}
-
-/*
  * The checkpoint position of a block of the current leaf.
  */
 int64
@@ -160,7 +148,7 @@ retl_blocks_start(RetlRun *run)
 		else if (relkind != RELKIND_PARTITIONED_TABLE)
 			return;				/* a foreign leaf */
 	}
-	qsort(oids, n, sizeof(Oid), cmp_oid);
+	qsort(oids, n, sizeof(Oid), oid_cmp);
 	run->leaves = palloc0(Max(n, 1) * sizeof(RetlLeaf));
 	for (int i = 0; i < n; i++)
 	{

@@ -281,11 +281,30 @@ stream_shutdown(DestReceiver *self)
 }
 
 /*
- * A RowStream lives on its caller's stack: nothing to free.
+ * A receiver that lives on its caller's stack: nothing to free.
  */
 static void
-stream_destroy(DestReceiver *self)
+receiver_destroy(DestReceiver *self)
 {
+}
+
+/*
+ * Sets up a DestReceiver of the reader's own, which SPI hands every row of
+ * a statement (SPI_execute_*_extended with options.dest) instead of
+ * collecting them in a tuple table.
+ */
+void
+retl_reader_receiver(DestReceiver *r,
+					 bool (*receive) (TupleTableSlot *slot, DestReceiver *self),
+					 void (*startup) (DestReceiver *self, int operation,
+									  TupleDesc typeinfo),
+					 void (*shutdown) (DestReceiver *self))
+{
+	r->receiveSlot = receive;
+	r->rStartup = startup;
+	r->rShutdown = shutdown;
+	r->rDestroy = receiver_destroy;
+	r->mydest = DestTuplestore;	/* not DestNone: SPI would discard */
 }
 
 /*
@@ -320,11 +339,8 @@ retl_reader_execute(RetlRun *run, SPIPlanPtr plan, const char *sql,
 		return n;
 	}
 	memset(&s, 0, sizeof(s));
-	s.pub.receiveSlot = stream_receive;
-	s.pub.rStartup = stream_startup;
-	s.pub.rShutdown = stream_shutdown;
-	s.pub.rDestroy = stream_destroy;
-	s.pub.mydest = DestTuplestore;	/* not DestNone: SPI would discard */
+	retl_reader_receiver(&s.pub, stream_receive, stream_startup,
+						 stream_shutdown);
 	s.run = run;
 	memset(&opts, 0, sizeof(opts));
 	opts.read_only = true;

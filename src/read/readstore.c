@@ -67,7 +67,7 @@ store_receive(TupleTableSlot *slot, DestReceiver *self)
 }
 
 /*
- * Receiver shutdown and destruction: nothing to do.
+ * The store receiver has nothing to do at its shutdown.
  */
 static void
 store_noop(DestReceiver *self)
@@ -89,11 +89,7 @@ store_fill(RetlRun *run, RetlKeyReader *kr)
 	char	   *sql = kr->base;
 
 	memset(&r, 0, sizeof(r));
-	r.pub.receiveSlot = store_receive;
-	r.pub.rStartup = store_startup;
-	r.pub.rShutdown = store_noop;
-	r.pub.rDestroy = store_noop;
-	r.pub.mydest = DestTuplestore;	/* not DestNone: SPI would discard */
+	retl_reader_receiver(&r.pub, store_receive, store_startup, store_noop);
 	r.kr = kr;
 	r.tmp = AllocSetContextCreate(CurrentMemoryContext, "retl store row",
 								  ALLOCSET_DEFAULT_SIZES);
