@@ -14,6 +14,7 @@
  */
 #include "run.h"
 #include "batch.h"
+#include "checkpoint.h"
 #include "store.h"
 
 #include "mb/pg_wchar.h"

@@ -22,6 +22,7 @@
  *-------------------------------------------------------------------------
  */
 #include "run.h"
+#include "checkpoint.h"
 
 #include "access/relation.h"
 #include "catalog/pg_class.h"

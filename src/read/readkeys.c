@@ -32,6 +32,7 @@
  *-------------------------------------------------------------------------
  */
 #include "run.h"
+#include "checkpoint.h"
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"

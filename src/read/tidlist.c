@@ -18,6 +18,7 @@
  *-------------------------------------------------------------------------
  */
 #include "run.h"
+#include "checkpoint.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"

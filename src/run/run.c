@@ -20,6 +20,7 @@
  */
 #include "run.h"
 #include "batch.h"
+#include "checkpoint.h"
 #include "send.h"
 #include "store.h"
 

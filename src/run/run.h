@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * run.h
- *	  One run of a sync: its state, its phase, its checkpoint, and the
- *	  functions that drive it (run.c, checkpoint.c).
+ *	  One run of a sync: its state, its phase, and the functions that
+ *	  drive it (run.c).  Its checkpoint's bookkeeping is batch/checkpoint.h.
  *
  * A run moves through its phases in one direction (src/README, "Run
  * phases"); only run.c's set_phase moves it, and refuses a move the
@@ -13,6 +13,7 @@
 #ifndef RETL_RUN_H
 #define RETL_RUN_H
 
+#include "checkpoint.h"
 #include "dest.h"
 #include "read.h"
 
@@ -36,40 +37,6 @@ typedef enum RetlRunPhase
 								 * requests in flight finish */
 	RETL_RUN_FINISHING			/* recording the run's end */
 } RetlRunPhase;
-
-/* Acknowledgement state of one batch (kept after the batch is freed). */
-typedef struct RetlAck
-{
-	dlist_node	node;			/* in the run's acks, in creation order */
-	int64		end_seq;		/* sequence number after its last event */
-	int			parts;			/* parts not done yet (splits add parts) */
-	int			nsent;			/* events, counting oversize ones */
-	int			nsucceeded;
-	int			nfailed;
-} RetlAck;
-
-/* A span of the source that was read: a block range or a cursor fetch. */
-typedef struct RetlSpan
-{
-	dlist_node	node;
-	int64		end_pos;		/* leaf and block after the span (blocks) */
-	char	   *end_key;		/* last key of the span (keys, store), or NULL */
-	int64		last_seq;		/* sequence number after its last event */
-	int64		rows;
-} RetlSpan;
-
-/* What is acknowledged: the source position and the counters there. */
-typedef struct RetlCheckpoint
-{
-	int64		pos;			/* blocks: leaf OID << 32 | block */
-	char	   *key;			/* keys, store: the last key read, or NULL */
-	int64		rows;
-	int64		sent;
-	int64		succeeded;
-	int64		failed;
-	int64		resent;			/* sent before a crash, outcome lost */
-	int64		seq;			/* events up to this one are covered (memory) */
-} RetlCheckpoint;
 
 /* One run being executed by this worker. */
 typedef struct RetlRun
@@ -144,7 +111,7 @@ typedef struct RetlRun
 	int64		events_failed;
 	bool		dirty;
 	TimestampTz last_flush;
-	/* checkpoint.c */
+	/* batch/checkpoint.c */
 	int64		seq;			/* events built so far */
 	int64		ckpt_seq;		/* low-water mark */
 	dlist_head	acks;
@@ -169,16 +136,5 @@ extern void retl_run_drain_timeout(RetlRun *run);
 extern void retl_run_finish(RetlRun *run);
 extern void retl_run_batch_done(struct RetlBatch *b);
 extern void retl_run_fail_current(ErrorData *edata);
-
-/* checkpoint.c */
-extern RetlAck *retl_ckpt_new_ack(RetlRun *run);
-extern void retl_ckpt_event(RetlRun *run, RetlAck *ack, bool oversize);
-extern void retl_ckpt_span(RetlRun *run, int64 end_pos, const char *end_key,
-						   int64 rows);
-extern void retl_ckpt_advance(RetlRun *run);
-extern void retl_ckpt_ack_done(RetlRun *run, RetlAck *ack, int succeeded,
-							   int failed);
-extern bool retl_ckpt_may_send(RetlRun *run, struct RetlBatch *b);
-extern void retl_ckpt_sent(RetlRun *run, struct RetlBatch *b);
 
 #endif							/* RETL_RUN_H */

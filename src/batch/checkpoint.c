@@ -25,10 +25,16 @@
  * batch_size (or the span there and a batch), so that acknowledgements
  * out of order cannot stretch it.
  *
+ * The reader, the builder and the run all call these, so they sit below
+ * them, with the batches.  They take the run, the state all layers share
+ * (run/run.h), and write only its checkpoint fields; they call nothing
+ * above them.
+ *
  *-------------------------------------------------------------------------
  */
 #include "run.h"
 #include "batch.h"
+#include "checkpoint.h"
 
 /*
  * Starts the ack record of a new batch.
