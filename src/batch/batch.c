@@ -14,9 +14,12 @@
  *
  * Batches are built in the reader's page transaction (retl_run_add_event),
  * and split, parted and freed in the worker's loop between transactions;
- * nothing here runs SQL or raises an error but out of memory.  A closed
- * batch's body counts in retl_pending_bytes until the batch is freed, or
- * until the transport gives up on it (retl_batch_uncount).
+ * nothing here runs SQL or raises an error but out of memory.  Nothing
+ * here changes the run either: these functions return the batches they
+ * make, and the run queues them and counts their events (run/run.c,
+ * build/encode.c).  A closed batch's body counts in retl_pending_bytes
+ * until the batch is freed, or until the run gives up on sending it
+ * (retl_batch_uncount).
  *
  *-------------------------------------------------------------------------
  */
@@ -122,31 +125,21 @@ retl_batch_append(RetlBatch *b, const RetlBatchEvent *ev)
 }
 
 /*
- * Closes the batch being built, if it has events, and queues it for
- * sending.
+ * Closes a batch that has events: appends the destination's suffix and
+ * counts its body in retl_pending_bytes.  Returns false, and leaves the
+ * batch as it is, when it has none (only oversize events, already
+ * recorded as failed): queueing it, or finishing it at once, is the
+ * caller's business.
  */
-void
-retl_batch_close(RetlRun *run)
+bool
+retl_batch_close(RetlBatch *b)
 {
-	RetlBatch  *b = run->building;
-
-	if (b == NULL)
-		return;
-	run->building = NULL;
 	if (b->nevents == 0)
-	{
-		/* only oversize events, already recorded as failed */
-		retl_ckpt_ack_done(run, b->ack, 0, 0);
-		retl_batch_free(b);
-		return;
-	}
-	appendStringInfoString(&b->body, run->dest.suffix);
+		return false;
+	appendStringInfoString(&b->body, b->run->dest.suffix);
 	b->counted = b->body.len;
 	retl_pending_bytes += b->counted;
-	run->avg_batch_bytes = run->avg_batch_bytes == 0 ? (Size) b->body.len
-		: (run->avg_batch_bytes * 7 + b->body.len) / 8;
-	dlist_push_tail(&run->ready, &b->node);
-	run->nready++;
+	return true;
 }
 
 /*
@@ -194,35 +187,22 @@ retl_batch_part(RetlBatch *b, int from, int to, const bool *pick)
 }
 
 /*
- * Splits a rejected batch in halves, sent next, until the bad events are
- * isolated (as Census and Hightouch do): only those fail.
+ * Splits a rejected batch in halves, until the bad events are isolated
+ * (as Census and Hightouch do): only those fail.  The halves share the
+ * batch's ack, which gets one more part; the batch itself is left to the
+ * caller, which sends the halves next.
  */
-void
+RetlBatchHalves
 retl_batch_split(RetlBatch *b)
 {
-	RetlRun    *run = b->run;
 	int			half = b->nevents / 2;
-	RetlBatch  *left = retl_batch_part(b, 0, half, NULL);
-	RetlBatch  *right = retl_batch_part(b, half, b->nevents, NULL);
+	RetlBatchHalves halves = {
+		.left = retl_batch_part(b, 0, half, NULL),
+		.right = retl_batch_part(b, half, b->nevents, NULL),
+	};
 
 	b->ack->parts++;			/* one part becomes two */
-	run->events_sent -= b->nevents; /* counted again when the halves go */
-	dlist_push_head(&run->ready, &right->node);
-	dlist_push_head(&run->ready, &left->node);
-	run->nready += 2;
-	retl_batch_free(b);
-}
-
-/*
- * Forgets events that were sent but will not be delivered by this run
- * (stop, drain timeout): the next run sends them again.
- */
-void
-retl_batch_discard(RetlBatch *b)
-{
-	b->run->events_sent -= b->nevents;
-	b->run->dirty = true;
-	retl_batch_free(b);
+	return halves;
 }
 
 /*

@@ -81,6 +81,13 @@ typedef struct RetlBatchEvent
 	bool		deletion;		/* diff runs: a deletion event */
 } RetlBatchEvent;
 
+/* The two halves of a split batch (retl_batch_split). */
+typedef struct RetlBatchHalves
+{
+	RetlBatch  *left;
+	RetlBatch  *right;
+} RetlBatchHalves;
+
 extern Size retl_pending_bytes; /* bodies of closed batches, all runs */
 
 #define PENDING_CAP (32 * 1024 * 1024)	/* stop reading above this ... */
@@ -89,11 +96,10 @@ extern Size retl_pending_bytes; /* bodies of closed batches, all runs */
 extern RetlBatch *retl_batch_create(struct RetlRun *run, struct RetlAck *ack);
 extern bool retl_batch_fits(RetlBatch *b, int len);
 extern void retl_batch_append(RetlBatch *b, const RetlBatchEvent *ev);
-extern void retl_batch_close(struct RetlRun *run);
+extern bool retl_batch_close(RetlBatch *b);
 extern RetlBatch *retl_batch_part(RetlBatch *b, int from, int to,
 								  const bool *pick);
-extern void retl_batch_split(RetlBatch *b);
-extern void retl_batch_discard(RetlBatch *b);
+extern RetlBatchHalves retl_batch_split(RetlBatch *b);
 extern void retl_batch_uncount(RetlBatch *b);
 extern void retl_batch_free(RetlBatch *batch);
 

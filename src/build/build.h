@@ -118,6 +118,7 @@ extern void retl_event_identity(StringInfo buf, RetlMapping *map,
 
 /* ---------- a run's events: encoded, then batched (encode.c) ---------- */
 extern void retl_run_encode(struct RetlRun *run);
+extern void retl_run_close_batch(struct RetlRun *run);
 extern bool retl_run_add_event(struct RetlRun *run, const char *pk,
 							   int64 failed_id);
 extern void retl_run_add_diff_event(struct RetlRun *run, const char *pk,

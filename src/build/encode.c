@@ -3,7 +3,8 @@
  * encode.c
  *	  Finishes the events a run builds and hands them to its batches: the
  *	  destination kind's encoding, the conversion to UTF-8, the per-event
- *	  limit, and when a batch is full (the batch itself: batch/batch.c).
+ *	  limit, and when a batch is full and queued for sending (the batch
+ *	  itself: batch/batch.c).
  *
  * An event that cannot be sent (over the destination's per-event limit,
  * or not UTF-8) goes to retl.failed_events and counts as sent and failed.
@@ -101,6 +102,32 @@ event_reject(RetlRun *run)
 }
 
 /*
+ * Closes the batch being built, if there is one, and queues it for
+ * sending.  A batch without events (only oversize ones, already recorded
+ * as failed) is done at once.  The run's usual batch size sizes the next
+ * batch's body (retl_batch_create).
+ */
+void
+retl_run_close_batch(RetlRun *run)
+{
+	RetlBatch  *b = run->building;
+
+	if (b == NULL)
+		return;
+	run->building = NULL;
+	if (!retl_batch_close(b))
+	{
+		retl_ckpt_ack_done(run, b->ack, 0, 0);
+		retl_batch_free(b);
+		return;
+	}
+	run->avg_batch_bytes = run->avg_batch_bytes == 0 ? (Size) b->body.len
+		: (run->avg_batch_bytes * 7 + b->body.len) / 8;
+	dlist_push_tail(&run->ready, &b->node);
+	run->nready++;
+}
+
+/*
  * Adds the event in run->event_buf to the batch being built, closing the
  * batch first when the event would exceed its count or byte limit.  An
  * event that cannot be sent (over the destination's per-event limit, or
@@ -118,7 +145,7 @@ add_event(RetlRun *run, RetlBatchEvent *ev)
 
 	if (b != NULL && !rejected && !retl_batch_fits(b, buf->len))
 	{
-		retl_batch_close(run);
+		retl_run_close_batch(run);
 		b = NULL;
 	}
 	if (b == NULL)

@@ -20,6 +20,7 @@
  */
 #include "run.h"
 #include "batch.h"
+#include "build.h"
 #include "checkpoint.h"
 #include "send.h"
 #include "store.h"
@@ -121,7 +122,7 @@ read_page(RetlRun *run)
 	set_phase(run, phase_after(run));
 	if (run->phase == RETL_RUN_DRAINING)
 	{
-		retl_batch_close(run);
+		retl_run_close_batch(run);
 		retl_reader_close(run);
 	}
 }
@@ -150,7 +151,117 @@ batch_failed(RetlBatch *b, const char *error, bool run_fails)
 }
 
 /*
- * Handles a finished request: success, retry later, split, or failure.
+ * Forgets events that were sent but will not be delivered by this run
+ * (stop, drain timeout): the next run sends them again.
+ */
+static void
+discard_batch(RetlBatch *b)
+{
+	b->run->events_sent -= b->nevents;
+	b->run->dirty = true;
+	retl_batch_free(b);
+}
+
+/*
+ * Records the events of a batch as delivered: the catalog, and for diff
+ * runs their fingerprints.
+ */
+static void
+store_delivered(RetlBatch *b)
+{
+	retl_store_batch_delivered(b);
+	if (b->run->diff)
+		retl_diff_acked(b);
+}
+
+/*
+ * Queues a batch to be sent again once its retry delay has passed.
+ */
+static void
+wait_retry(RetlBatch *b)
+{
+	RetlRun    *run = b->run;
+
+	dlist_push_tail(&run->waiting, &b->node);
+	run->nwaiting++;
+}
+
+/*
+ * The events of a batch whose outcome is the given one, as a new batch
+ * that shares its ack.  pick is scratch space of nevents entries.
+ */
+static RetlBatch *
+outcome_part(RetlBatch *b, const RetlSendOutcomes *o, RetlOutcome which,
+			 bool *pick)
+{
+	for (int i = 0; i < b->nevents; i++)
+		pick[i] = o->outcomes[i] == which;
+	return retl_batch_part(b, 0, b->nevents, pick);
+}
+
+/*
+ * Applies the per-event outcomes the destination's answer gave
+ * (retl_send_outcomes): accepted events are delivered, rejected ones go
+ * to retl.failed_events with the destination's reason, and throttled ones
+ * go again later as a part of their own, waiting at least the verdicts'
+ * retry_after_s, unless the run is stopping or failed (the next run sends
+ * them).  Then the batch is done.
+ */
+static void
+apply_outcomes(RetlBatch *b, const RetlSendOutcomes *o)
+{
+	RetlRun    *run = b->run;
+	const int  *n = o->count;
+	bool	   *pick = palloc0(b->nevents * sizeof(bool));
+
+	if (n[RETL_OUTCOME_OK] > 0)
+	{
+		RetlBatch  *ok = outcome_part(b, o, RETL_OUTCOME_OK, pick);
+
+		store_delivered(ok);
+		retl_batch_free(ok);
+	}
+	if (n[RETL_OUTCOME_FAIL] > 0)
+		retl_store_fail_batch(b, retl_send_error(b), o->outcomes, o->reasons);
+	if (n[RETL_OUTCOME_RETRY] > 0)
+	{
+		RetlBatch  *again = outcome_part(b, o, RETL_OUTCOME_RETRY, pick);
+
+		again->attempts = b->attempts;
+		again->retry_after_s = o->retry_after_s;
+		again->retry_at = GetCurrentTimestamp() + retl_send_retry_delay_ms(again) * 1000;
+		b->ack->parts++;
+		if (run->stopping || run->failed)
+			discard_batch(again);	/* not delivered: the next run sends it */
+		else
+			wait_retry(again);
+	}
+	run->events_succeeded += n[RETL_OUTCOME_OK];
+	run->events_failed += n[RETL_OUTCOME_FAIL];
+	retl_ckpt_ack_done(run, b->ack, n[RETL_OUTCOME_OK], n[RETL_OUTCOME_FAIL]);
+	retl_batch_free(b);
+}
+
+/*
+ * Splits a rejected batch in halves (retl_batch_split), sent next.  Its
+ * events are counted again when the halves go.
+ */
+static void
+split_batch(RetlBatch *b)
+{
+	RetlRun    *run = b->run;
+	RetlBatchHalves halves = retl_batch_split(b);
+
+	run->events_sent -= b->nevents; /* counted again when the halves go */
+	dlist_push_head(&run->ready, &halves.right->node);
+	dlist_push_head(&run->ready, &halves.left->node);
+	run->nready += 2;
+	retl_batch_free(b);
+}
+
+/*
+ * Handles a finished request: per-event outcomes, success, retry later,
+ * split, or failure.
  */
 static void
 batch_done(RetlBatch *b)
@@ -160,17 +271,16 @@ batch_done(RetlBatch *b)
 		b->http_status < 300;
 	bool		retryable = b->result != CURLE_OK || b->http_status == 429 ||
 		b->http_status == 408 || b->http_status >= 500;
+	RetlSendOutcomes outcomes;
 
 	dlist_delete(&b->node);
 	run->in_flight--;
 	run->dirty = true;
-	if (retl_send_outcomes(b))
-		return;
-	if (ok)
+	if (retl_send_outcomes(b, &outcomes))
+		apply_outcomes(b, &outcomes);
+	else if (ok)
 	{
-		retl_store_batch_delivered(b);
-		if (run->diff)
-			retl_diff_acked(b);
+		store_delivered(b);
 		run->events_succeeded += b->nevents;
 		retl_ckpt_ack_done(run, b->ack, b->nevents, 0);
 		retl_batch_free(b);
@@ -178,17 +288,16 @@ batch_done(RetlBatch *b)
 	else if (b->blocked)
 		batch_failed(b, retl_send_error(b), true);
 	else if (retryable && (run->stopping || run->failed))
-		retl_batch_discard(b);	/* the next run sends it */
+		discard_batch(b);		/* the next run sends it */
 	else if (retryable && b->attempts < run->dest.max_attempts)
 	{
 		b->retry_at = GetCurrentTimestamp() +
 			retl_send_retry_delay_ms(b) * 1000;
-		dlist_push_tail(&run->waiting, &b->node);
-		run->nwaiting++;
+		wait_retry(b);
 	}
 	else if (!retryable && retl_send_rejects_events(b->http_status) &&
 			 b->nevents > 1)
-		retl_batch_split(b);
+		split_batch(b);
 	else
 		batch_failed(b, retl_send_error(b),
 					 retryable || !retl_send_rejects_events(b->http_status));
@@ -204,6 +313,25 @@ retl_run_batch_done(RetlBatch *b)
 	current_run = b->run;
 	batch_done(b);
 	current_run = NULL;
+}
+
+/*
+ * Starts sending a batch (retl_transport_send).  When curl refused an
+ * option of its request, the batch is never sent: it stops counting in
+ * retl_pending_bytes, and the run fails with the refusal
+ * (retl_transport_refused raises it).
+ */
+static void
+send_batch(RetlBatch *b)
+{
+	const char *option = NULL;
+	CURLcode	rc = retl_transport_send(b, &option);
+
+	if (rc != CURLE_OK)
+	{
+		retl_batch_uncount(b);
+		retl_transport_refused(b, option, rc);
+	}
 }
 
 /*
@@ -229,7 +357,7 @@ dispatch(RetlRun *run)
 			continue;
 		dlist_delete(&b->node);
 		run->nwaiting--;
-		retl_transport_send(b);
+		send_batch(b);
 		dlist_push_tail(&run->inflight, &b->node);
 		run->in_flight++;
 	}
@@ -244,7 +372,7 @@ dispatch(RetlRun *run)
 		dlist_delete(&b->node);
 		run->nready--;
 		retl_ckpt_sent(run, b);
-		retl_transport_send(b);
+		send_batch(b);
 		dlist_push_tail(&run->inflight, &b->node);
 		run->in_flight++;
 		run->events_sent += b->nevents;
@@ -288,7 +416,7 @@ stop_reading(RetlRun *run)
 		dlist_foreach_modify(iter, &run->waiting)
 		{
 			dlist_delete(iter.cur);
-			retl_batch_discard(dlist_container(RetlBatch, node, iter.cur));
+			discard_batch(dlist_container(RetlBatch, node, iter.cur));
 		}
 		run->nwaiting = 0;
 	}
@@ -349,7 +477,7 @@ retl_run_drain_timeout(RetlRun *run)
 	{
 		dlist_delete(iter.cur);
 		run->in_flight--;
-		retl_batch_discard(dlist_container(RetlBatch, node, iter.cur));
+		discard_batch(dlist_container(RetlBatch, node, iter.cur));
 	}
 }
 

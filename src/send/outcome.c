@@ -5,16 +5,15 @@
  *	  the reason it failed, whether its status rejects single events, and
  *	  the per-event verdicts the destination kind read from its answer.
  *
- * These run in the worker's loop, outside any transaction except the
- * catalog writes of retl_send_outcomes (catalog.c opens its own), in the
- * caller's memory context.
+ * These run in the worker's loop, outside any transaction, in the caller's
+ * memory context.  They only read a finished request and return what it
+ * means; the run applies it (run/run.c, batch_done).
  *
  *-------------------------------------------------------------------------
  */
 #include "run.h"
 #include "batch.h"
 #include "send.h"
-#include "store.h"
 
 #include <math.h>
 
@@ -92,22 +91,22 @@ retl_send_rejects_events(long status)
 }
 
 /*
- * Applies per-event outcomes that the destination kind read from the
- * response: accepted events are done, throttled ones are sent again later
- * (only them: Braze and Kinesis have no dedupe), rejected ones go to
- * retl.failed_events with the destination's reason.  The retried part
- * waits at least the verdicts' retry_after_s.  Returns false when the
- * kind found no per-event information in the response.
+ * Reads the per-event outcomes that the destination kind found in the
+ * response into *res: accepted events are done, throttled ones are to be
+ * sent again later (only them: Braze and Kinesis have no dedupe), rejected
+ * ones go to retl.failed_events with the destination's reason.  Throttled
+ * events of a batch out of attempts are rejected instead.  The retried
+ * part waits at least res->retry_after_s.  Returns false when the kind
+ * found no per-event information in the response.  Applying them is the
+ * run's business (run/run.c): this only reads the answer.
  */
 bool
-retl_send_outcomes(RetlBatch *b)
+retl_send_outcomes(RetlBatch *b, RetlSendOutcomes *res)
 {
-	RetlRun    *run = b->run;
-	RetlDest   *d = &run->dest;
+	RetlDest   *d = &b->run->dest;
 	RetlOutcome *out = palloc0(b->nevents * sizeof(RetlOutcome));
 	char	  **reasons = palloc0(b->nevents * sizeof(char *));
-	bool	   *pick = palloc0(b->nevents * sizeof(bool));
-	int			n[3] = {0, 0, 0};
+	int		   *n = res->count;
 	RetlRequest req = retl_send_request(b);
 	RetlVerdicts verdicts = {
 		.outcomes = out,
@@ -124,6 +123,7 @@ retl_send_outcomes(RetlBatch *b)
 	b->retry_after_s = verdicts.retry_after_s;
 	if (!read)
 		return false;
+	memset(n, 0, sizeof(res->count));
 	for (int i = 0; i < b->nevents; i++)
 		n[out[i]]++;
 	if (n[RETL_OUTCOME_RETRY] > 0 && b->attempts >= d->max_attempts)
@@ -139,45 +139,8 @@ retl_send_outcomes(RetlBatch *b)
 		n[RETL_OUTCOME_FAIL] += n[RETL_OUTCOME_RETRY];
 		n[RETL_OUTCOME_RETRY] = 0;
 	}
-	for (int i = 0; i < b->nevents; i++)
-		pick[i] = out[i] == RETL_OUTCOME_OK;
-	if (n[RETL_OUTCOME_OK] > 0)
-	{
-		RetlBatch  *ok = retl_batch_part(b, 0, b->nevents, pick);
-
-		retl_store_batch_delivered(ok);
-		if (run->diff)
-			retl_diff_acked(ok);
-		retl_batch_free(ok);
-	}
-	if (n[RETL_OUTCOME_FAIL] > 0)
-		retl_store_fail_batch(b, retl_send_error(b), out, reasons);
-	if (n[RETL_OUTCOME_RETRY] > 0)
-	{
-		RetlBatch  *again;
-
-		for (int i = 0; i < b->nevents; i++)
-			pick[i] = out[i] == RETL_OUTCOME_RETRY;
-		again = retl_batch_part(b, 0, b->nevents, pick);
-		again->attempts = b->attempts;
-		again->retry_after_s = verdicts.retry_after_s;
-		again->retry_at = GetCurrentTimestamp() + retl_send_retry_delay_ms(again) * 1000;
-		b->ack->parts++;
-		if (run->stopping || run->failed)
-		{
-			/* not delivered: the next run sends it */
-			run->events_sent -= again->nevents;
-			retl_batch_free(again);
-		}
-		else
-		{
-			dlist_push_tail(&run->waiting, &again->node);
-			run->nwaiting++;
-		}
-	}
-	run->events_succeeded += n[RETL_OUTCOME_OK];
-	run->events_failed += n[RETL_OUTCOME_FAIL];
-	retl_ckpt_ack_done(run, b->ack, n[RETL_OUTCOME_OK], n[RETL_OUTCOME_FAIL]);
-	retl_batch_free(b);
+	res->outcomes = out;
+	res->reasons = reasons;
+	res->retry_after_s = verdicts.retry_after_s;
 	return true;
 }

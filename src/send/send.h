@@ -19,7 +19,9 @@ typedef struct RetlBatch RetlBatch;
 
 /* transport.c */
 extern void retl_transport_init(void);
-extern void retl_transport_send(RetlBatch *batch);
+extern CURLcode retl_transport_send(RetlBatch *batch, const char **failed);
+extern void retl_transport_refused(RetlBatch *batch, const char *option,
+								   CURLcode rc) pg_attribute_noreturn();
 extern bool retl_transport_wait(long timeout_ms);
 extern RetlBatch *retl_transport_next_done(void);
 extern void retl_transport_release(RetlBatch *batch);
@@ -48,10 +50,25 @@ extern CURLcode retl_guard_request(RetlBatch *b, CURL *easy,
 extern void retl_define_guard_gucs(void);
 
 /* outcome.c */
+
+/*
+ * What a destination's answer says of each event of a batch
+ * (retl_send_outcomes): the outcome of each event, the destination's
+ * reason for each failed one (or NULL), how many events have each outcome,
+ * and the wait before the retried ones go again.
+ */
+typedef struct RetlSendOutcomes
+{
+	RetlOutcome *outcomes;		/* nevents */
+	char	  **reasons;		/* nevents */
+	int			count[RETL_OUTCOME_FAIL + 1];	/* events per RetlOutcome */
+	long		retry_after_s;
+} RetlSendOutcomes;
+
 extern RetlRequest retl_send_request(RetlBatch *b);
 extern long retl_send_retry_delay_ms(RetlBatch *b);
 extern char *retl_send_error(RetlBatch *b);
 extern bool retl_send_rejects_events(long status);
-extern bool retl_send_outcomes(RetlBatch *b);
+extern bool retl_send_outcomes(RetlBatch *b, RetlSendOutcomes *res);
 
 #endif							/* RETL_SEND_H */

@@ -325,18 +325,17 @@ setup_easy(RetlBatch *b, const char **failed)
 }
 
 /*
- * Raises the error of an option curl refused: its name and curl's reason,
- * never its value (it may be a credential).  The run fails with it.  The
- * batch is never sent: it stops counting in retl_pending_bytes now (its
- * memory goes with the run's), and its acknowledgement stays open, so the
- * checkpoint stops before its events and the next run sends them.
+ * Raises the error of an option curl refused (retl_transport_send): its
+ * name and curl's reason, never its value (it may be a credential).  The
+ * run fails with it.  The batch is never sent: the caller stops counting
+ * it in retl_pending_bytes before (its memory goes with the run's), and
+ * its acknowledgement stays open, so the checkpoint stops before its
+ * events and the next run sends them.
  */
-static void
-setopt_failed(RetlBatch *b, const char *option, CURLcode rc)
+void
+retl_transport_refused(RetlBatch *b, const char *option, CURLcode rc)
 {
 	const char *kind = b->run->dest.kind->name;
-
-	retl_batch_uncount(b);
 
 	if (rc == CURLE_UNKNOWN_OPTION || rc == CURLE_NOT_BUILT_IN)
 		ereport(ERROR,
@@ -355,12 +354,13 @@ setopt_failed(RetlBatch *b, const char *option, CURLcode rc)
 
 /*
  * Starts sending a batch.  The body stays in the batch's context until the
- * transfer ends, as CURLOPT_POSTFIELDS requires.
+ * transfer ends, as CURLOPT_POSTFIELDS requires.  Returns CURLE_OK, or the
+ * code of the first option curl refused, named in *failed: then nothing
+ * is sent, and the caller raises the error (retl_transport_refused).
  */
-void
-retl_transport_send(RetlBatch *b)
+CURLcode
+retl_transport_send(RetlBatch *b, const char **failed)
 {
-	const char *option = NULL;
 	CURLcode	rc;
 
 	retl_transport_release(b);
@@ -373,14 +373,15 @@ retl_transport_send(RetlBatch *b)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not create a curl handle")));
-	if ((rc = setup_easy(b, &option)) != CURLE_OK ||
-		(rc = retl_guard_request(b, b->easy, &option)) != CURLE_OK)
-		setopt_failed(b, option, rc);
+	if ((rc = setup_easy(b, failed)) != CURLE_OK ||
+		(rc = retl_guard_request(b, b->easy, failed)) != CURLE_OK)
+		return rc;
 	b->attempts++;
 	if (curl_multi_add_handle(multi, b->easy) != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not add a request to the curl multi handle")));
+	return CURLE_OK;
 }
 
 /*
