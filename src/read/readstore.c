@@ -12,6 +12,7 @@
  *-------------------------------------------------------------------------
  */
 #include "keyreader.h"
+#include "checkpoint.h"
 
 #include "access/detoast.h"
 #include "miscadmin.h"
