@@ -33,7 +33,6 @@ typedef struct RetlJsonType RetlJsonType;
 extern RetlJsonType *retl_json_type_get(Oid typid, MemoryContext cxt);
 extern void retl_json_append_datum(StringInfo buf, Datum value,
 								   RetlJsonType *type);
-extern void retl_json_escape(StringInfo buf, const char *s, int len);
 extern void retl_json_append_timestamptz(StringInfo buf, TimestampTz ts);
 
 /* ---------- mappings and event building (mapping.c, event.c) ---------- */
@@ -124,7 +123,6 @@ extern void retl_run_add_diff_event(struct RetlRun *run, const char *pk,
 									int64 failed_id, int64 fp, bool deletion);
 
 /* ---------- input that raises no error (noerror.c) ---------- */
-extern bool retl_json_valid(char *text, int len);
 extern bool retl_iso_timestamptz(const char *s, TimestampTz *result);
 extern bool retl_try_input(PGFunction input, const char *str, Datum *result);
 extern char *retl_describe_char(const char *s, int len, int at, int encoding);

@@ -24,7 +24,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 #define AMPLITUDE_URL "https://api2.amplitude.com"
 

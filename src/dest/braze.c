@@ -25,7 +25,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 static const char *const braze_keys[] = {
 	"url", "api_key", "batch_size", "max_batch_bytes", "max_in_flight",

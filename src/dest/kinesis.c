@@ -37,7 +37,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 #include "common/base64.h"
 #include "mb/pg_wchar.h"

@@ -25,7 +25,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 typedef struct MixpanelPriv
 {

@@ -18,7 +18,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 #define STATSIG_URL "https://events.statsigapi.net"
 
