@@ -116,11 +116,11 @@ extern void retl_event_identity(StringInfo buf, RetlMapping *map,
 								RetlEventCtx *ctx, Datum *values, bool *nulls);
 
 /* ---------- a run's events: encoded, then batched (encode.c) ---------- */
-extern void retl_run_encode(struct RetlRun *run);
-extern bool retl_run_add_event(struct RetlRun *run, const char *pk,
-							   int64 failed_id);
-extern void retl_run_add_diff_event(struct RetlRun *run, const char *pk,
-									int64 failed_id, int64 fp, bool deletion);
+extern void retl_encode_event(struct RetlRun *run);
+extern bool retl_encode_add(struct RetlRun *run, const char *pk,
+							int64 failed_id);
+extern void retl_encode_add_diff(struct RetlRun *run, const char *pk,
+								 int64 failed_id, int64 fp, bool deletion);
 
 /* ---------- input that raises no error (noerror.c) ---------- */
 extern bool retl_iso_timestamptz(const char *s, TimestampTz *result);

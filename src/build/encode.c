@@ -66,7 +66,7 @@ event_to_utf8(RetlRun *run)
  * be sent.  Stored failed payloads were finished before and skip this.
  */
 void
-retl_run_encode(RetlRun *run)
+retl_encode_event(RetlRun *run)
 {
 	Jsonb	   *event;
 
@@ -141,7 +141,7 @@ add_event(RetlRun *run, RetlBatchEvent *ev)
  * Returns whether the event went into the batch.
  */
 bool
-retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
+retl_encode_add(RetlRun *run, const char *pk, int64 failed_id)
 {
 	RetlBatchEvent ev = {
 		.pk = pk,
@@ -158,8 +158,8 @@ retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
  * it is itself a deletion.
  */
 void
-retl_run_add_diff_event(RetlRun *run, const char *pk, int64 failed_id,
-						int64 fp, bool deletion)
+retl_encode_add_diff(RetlRun *run, const char *pk, int64 failed_id,
+					 int64 fp, bool deletion)
 {
 	RetlBatchEvent ev = {
 		.pk = pk,

@@ -358,8 +358,8 @@ retl_check_event_type(PG_FUNCTION_ARGS)
  * attempt limit.  Returns true, for the kind's parse callback to return.
  */
 bool
-retl_outcomes_unknown(const RetlRequest *req, RetlVerdicts *verdicts,
-					  const char *why)
+retl_dest_outcomes_unknown(const RetlRequest *req, RetlVerdicts *verdicts,
+						   const char *why)
 {
 	char	   *reason = psprintf("the outcome is unknown: %s", why);
 

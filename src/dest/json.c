@@ -247,7 +247,7 @@ retl_json_valid(char *text, int len)
  * text is checked first (retl_json_valid), so that jsonb_in never raises.
  */
 Jsonb *
-retl_parse_json(const char *text, int len)
+retl_json_parse(const char *text, int len)
 {
 	char	   *copy = pnstrdup(text, len);
 
@@ -311,7 +311,7 @@ retl_json_index(const JsonbValue *v, int nevents)
  * Appends a jsonb value (scalar or container) as JSON text.
  */
 void
-retl_append_jsonb_value(StringInfo out, JsonbValue *v)
+retl_json_append_value(StringInfo out, JsonbValue *v)
 {
 	if (v == NULL)
 	{
