@@ -123,8 +123,6 @@ extern void retl_encode_add_diff(struct RetlRun *run, const char *pk,
 								 int64 failed_id, int64 fp, bool deletion);
 
 /* ---------- input that raises no error (noerror.c) ---------- */
-extern bool retl_iso_timestamptz(const char *s, TimestampTz *result);
-extern bool retl_try_input(PGFunction input, const char *str, Datum *result);
 extern char *retl_describe_char(const char *s, int len, int at, int encoding);
 extern char *retl_to_utf8(const char *s, int len, StringInfo out);
 
