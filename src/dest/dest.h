@@ -169,8 +169,8 @@ extern void retl_std_append_trait_keys(StringInfo out, Jsonb *event,
 									   const char *after);
 
 /* secrets (secrets.c) */
-extern List *retl_secret_values(RetlDest *dest, Jsonb *config);
-extern text *retl_scrub(List *secrets, const char *s, int len);
+extern List *retl_secrets_values(RetlDest *dest, Jsonb *config);
+extern text *retl_secrets_scrub(List *secrets, const char *s, int len);
 
 /* the kinds, one file each */
 extern const RetlDestKind retl_dest_webhook;

@@ -93,10 +93,10 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 		.pk = pk,
 		.message_id = message_id,
 		/* a vendor may echo a credential back: none reaches the table */
-		.payload = retl_scrub(run->secrets, payload, len),
+		.payload = retl_secrets_scrub(run->secrets, payload, len),
 		.http_status = http_status,
-		.response = response ? retl_scrub(run->secrets, response, -1) : NULL,
-		.error = retl_scrub(run->secrets, error, -1),
+		.response = response ? retl_secrets_scrub(run->secrets, response, -1) : NULL,
+		.error = retl_secrets_scrub(run->secrets, error, -1),
 		.attempts = attempts,
 		.retryable = retryable
 	};
