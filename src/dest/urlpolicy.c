@@ -246,7 +246,8 @@ retl_urlpolicy_text_denied(const char *text)
  * Raises insufficient_privilege when a destination URL points outside
  * retl.allowed_hosts, or, with retl.deny_private_networks on, at an
  * address literal that it refuses (host names are checked once resolved,
- * in the callbacks below).  Used at create time and before every request.
+ * in send/netguard.c's curl callbacks).  Used at create time and before
+ * every request.
  */
 void
 retl_urlpolicy_check(const char *url)
