@@ -3,8 +3,8 @@
  * build.h
  *	  What the build layer exports: the JSON encoder (jsonout.c,
  *	  jsontype.c, jsontime.c), mappings (mapping.c), events (event.c),
- *	  their encoding for the destination and UTF-8 (encode.c), and input
- *	  that raises no error (noerror.c).
+ *	  their encoding for the destination and UTF-8 (encode.c), and text
+ *	  converted to UTF-8 without an error (noerror.c).
  *
  * Included by retl.h, after postgres.h.
  *
@@ -122,7 +122,7 @@ extern bool retl_encode_add(struct RetlRun *run, const char *pk,
 extern void retl_encode_add_diff(struct RetlRun *run, const char *pk,
 								 int64 failed_id, int64 fp, bool deletion);
 
-/* ---------- input that raises no error (noerror.c) ---------- */
+/* ---------- UTF-8 without an error (noerror.c) ---------- */
 extern char *retl_describe_char(const char *s, int len, int at, int encoding);
 extern char *retl_to_utf8(const char *s, int len, StringInfo out);
 
