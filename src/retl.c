@@ -12,6 +12,7 @@
  */
 #include "dest.h"
 #include "send.h"
+#include "urlpolicy.h"
 
 #include "access/xact.h"
 #include "fmgr.h"
@@ -523,7 +524,7 @@ define_gucs(void)
 							   "An interval; the worker deletes older runs in small batches.",
 							   &retl_history_retention, "30 days",
 							   PGC_SIGHUP, 0, check_interval, NULL, NULL);
-	retl_define_guard_gucs();
+	retl_urlpolicy_define_gucs();
 	MarkGUCPrefixReserved("retl");
 }
 

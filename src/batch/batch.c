@@ -12,7 +12,7 @@
  * over an event whole (RetlBatchEvent), and parts of a batch are copied
  * event by event.
  *
- * Batches are built in the reader's page transaction (retl_run_add_event),
+ * Batches are built in the reader's page transaction (retl_encode_add),
  * and split, parted and freed in the worker's loop between transactions;
  * nothing here runs SQL or raises an error but out of memory.  Nothing
  * here changes the run either: these functions return the batches they

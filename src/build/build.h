@@ -3,10 +3,10 @@
  * build.h
  *	  What the build layer exports: the JSON encoder (jsonout.c,
  *	  jsontype.c, jsontime.c), mappings (mapping.c), events (event.c),
- *	  their encoding for the destination and UTF-8 (encode.c), and input
- *	  that raises no error (noerror.c).
+ *	  their encoding for the destination and UTF-8 (encode.c), and text
+ *	  converted to UTF-8 without an error (noerror.c).
  *
- * Included by retl.h, after postgres.h.
+ * Includes retl.h (and so postgres.h) itself.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,7 +33,6 @@ typedef struct RetlJsonType RetlJsonType;
 extern RetlJsonType *retl_json_type_get(Oid typid, MemoryContext cxt);
 extern void retl_json_append_datum(StringInfo buf, Datum value,
 								   RetlJsonType *type);
-extern void retl_json_escape(StringInfo buf, const char *s, int len);
 extern void retl_json_append_timestamptz(StringInfo buf, TimestampTz ts);
 
 /* ---------- mappings and event building (mapping.c, event.c) ---------- */
@@ -117,17 +116,17 @@ extern void retl_event_identity(StringInfo buf, RetlMapping *map,
 								RetlEventCtx *ctx, Datum *values, bool *nulls);
 
 /* ---------- a run's events: encoded, then batched (encode.c) ---------- */
-extern void retl_run_encode(struct RetlRun *run);
-extern void retl_run_close_batch(struct RetlRun *run);
-extern bool retl_run_add_event(struct RetlRun *run, const char *pk,
-							   int64 failed_id);
-extern void retl_run_add_diff_event(struct RetlRun *run, const char *pk,
-									int64 failed_id, int64 fp, bool deletion);
+extern void retl_encode_event(struct RetlRun *run);
+extern void retl_encode_close_batch(struct RetlRun *run);
+extern void retl_encode_reject(struct RetlRun *run, const char *pk,
+							   const char *payload, int len,
+							   const char *error);
+extern bool retl_encode_add(struct RetlRun *run, const char *pk,
+							int64 failed_id);
+extern void retl_encode_add_diff(struct RetlRun *run, const char *pk,
+								 int64 failed_id, int64 fp, bool deletion);
 
-/* ---------- input that raises no error (noerror.c) ---------- */
-extern bool retl_json_valid(char *text, int len);
-extern bool retl_iso_timestamptz(const char *s, TimestampTz *result);
-extern bool retl_try_input(PGFunction input, const char *str, Datum *result);
+/* ---------- UTF-8 without an error (noerror.c) ---------- */
 extern char *retl_describe_char(const char *s, int len, int at, int encoding);
 extern char *retl_to_utf8(const char *s, int len, StringInfo out);
 

@@ -68,7 +68,7 @@ event_to_utf8(RetlRun *run)
  * be sent.  Stored failed payloads were finished before and skip this.
  */
 void
-retl_run_encode(RetlRun *run)
+retl_encode_event(RetlRun *run)
 {
 	Jsonb	   *event;
 
@@ -83,6 +83,25 @@ retl_run_encode(RetlRun *run)
 							   run->encode_buf.len);
 	}
 	run->event_reject = event_to_utf8(run);
+}
+
+/*
+ * Records an event that is never sent (over the destination's limit, not
+ * UTF-8, an invalid or duplicate key) in retl.failed_events.  The owner's
+ * scope, when the event was built in it, is suspended meanwhile: the owner
+ * may not write retl.failed_events, the worker does.  The event counts as
+ * sent and failed, so that events_succeeded + events_failed = events_sent.
+ */
+void
+retl_encode_reject(RetlRun *run, const char *pk, const char *payload,
+				   int len, const char *error)
+{
+	retl_owner_suspend(run);
+	retl_store_fail_event(run, pk, payload, len, error);
+	retl_owner_resume(run);
+	run->events_sent++;
+	run->events_failed++;
+	run->dirty = true;
 }
 
 /*
@@ -108,7 +127,7 @@ event_reject(RetlRun *run)
  * batch's body (retl_batch_create).
  */
 void
-retl_run_close_batch(RetlRun *run)
+retl_encode_close_batch(RetlRun *run)
 {
 	RetlBatch  *b = run->building;
 
@@ -145,7 +164,7 @@ add_event(RetlRun *run, RetlBatchEvent *ev)
 
 	if (b != NULL && !rejected && !retl_batch_fits(b, buf->len))
 	{
-		retl_run_close_batch(run);
+		retl_encode_close_batch(run);
 		b = NULL;
 	}
 	if (b == NULL)
@@ -153,7 +172,7 @@ add_event(RetlRun *run, RetlBatchEvent *ev)
 	retl_ckpt_event(run, b->ack, rejected);
 	if (rejected)
 	{
-		retl_store_fail_event(run, ev->pk, buf->data, buf->len, reject);
+		retl_encode_reject(run, ev->pk, buf->data, buf->len, reject);
 		return false;
 	}
 	ev->text = buf->data;
@@ -169,7 +188,7 @@ add_event(RetlRun *run, RetlBatchEvent *ev)
  * Returns whether the event went into the batch.
  */
 bool
-retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
+retl_encode_add(RetlRun *run, const char *pk, int64 failed_id)
 {
 	RetlBatchEvent ev = {
 		.pk = pk,
@@ -186,8 +205,8 @@ retl_run_add_event(RetlRun *run, const char *pk, int64 failed_id)
  * it is itself a deletion.
  */
 void
-retl_run_add_diff_event(RetlRun *run, const char *pk, int64 failed_id,
-						int64 fp, bool deletion)
+retl_encode_add_diff(RetlRun *run, const char *pk, int64 failed_id,
+					 int64 fp, bool deletion)
 {
 	RetlBatchEvent ev = {
 		.pk = pk,

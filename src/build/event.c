@@ -18,6 +18,7 @@
  */
 #include "retl.h"
 #include "build.h"
+#include "json.h"
 
 #include "common/hashfn.h"
 

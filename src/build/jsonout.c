@@ -28,78 +28,11 @@
 
 #include "retl.h"
 #include "jsontype.h"
+#include "json.h"
 
 static void append_datum(StringInfo buf, Datum value, RetlJsonType *t);
 
 /* ---------- strings ---------- */
-
-/*
- * Append the JSON escape sequence for one byte that cannot appear raw in a
- * JSON string.  Written by hand: this runs for every control character.
- */
-static void
-append_escape(StringInfo buf, unsigned char c)
-{
-	static const char hex[] = "0123456789abcdef";
-	char		esc[6] = {'\\', 'u', '0', '0', 0, 0};
-
-	switch (c)
-	{
-		case '"':
-			appendBinaryStringInfo(buf, "\\\"", 2);
-			return;
-		case '\\':
-			appendBinaryStringInfo(buf, "\\\\", 2);
-			return;
-		case '\n':
-			appendBinaryStringInfo(buf, "\\n", 2);
-			return;
-		case '\t':
-			appendBinaryStringInfo(buf, "\\t", 2);
-			return;
-		case '\r':
-			appendBinaryStringInfo(buf, "\\r", 2);
-			return;
-		case '\b':
-			appendBinaryStringInfo(buf, "\\b", 2);
-			return;
-		case '\f':
-			appendBinaryStringInfo(buf, "\\f", 2);
-			return;
-	}
-	esc[4] = hex[c >> 4];
-	esc[5] = hex[c & 0xf];
-	appendBinaryStringInfo(buf, esc, 6);
-}
-
-/*
- * Append s[0..len) as a quoted JSON string.  Runs of bytes that need no
- * escaping are copied in one go, which is the common case by far.
- */
-void
-retl_json_escape(StringInfo buf, const char *s, int len)
-{
-	const char *end = s + len;
-	const char *run = s;
-	const char *p;
-
-	enlargeStringInfo(buf, len + 2);
-	appendStringInfoCharMacro(buf, '"');
-	for (p = s; p < end; p++)
-	{
-		unsigned char c = (unsigned char) *p;
-
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		if (p > run)
-			appendBinaryStringInfo(buf, run, p - run);
-		append_escape(buf, c);
-		run = p + 1;
-	}
-	if (p > run)
-		appendBinaryStringInfo(buf, run, p - run);
-	appendStringInfoCharMacro(buf, '"');
-}
 
 /*
  * Append a value as the quoted text of its type's output function: the

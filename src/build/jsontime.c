@@ -18,6 +18,7 @@
 
 #include "retl.h"
 #include "jsontype.h"
+#include "json.h"
 
 /*
  * Write v as exactly ndigits decimal digits (zero-padded) at p and return

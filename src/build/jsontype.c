@@ -22,6 +22,7 @@
 
 #include "retl.h"
 #include "jsontype.h"
+#include "json.h"
 
 /*
  * Map a base type OID to the kind with a native JSON form, or RJ_GENERIC.

@@ -24,7 +24,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 #define AMPLITUDE_URL "https://api2.amplitude.com"
 
@@ -98,16 +97,16 @@ amplitude_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 		appendStringInfoString(out, "null");
 	appendStringInfoString(out, ",\"event_type\":");
 	if (track)
-		retl_append_jsonb_value(out, retl_json_get(event, "event"));
+		retl_json_append_value(out, retl_json_get(event, "event"));
 	else
 		appendStringInfoString(out, "\"$identify\"");
 	appendStringInfo(out, ",\"time\":" INT64_FORMAT ",\"insert_id\":",
 					 retl_std_time_ms(event));
-	retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
+	retl_json_append_value(out, retl_json_get(event, "messageId"));
 	if (track)
 	{
 		appendStringInfoString(out, ",\"event_properties\":");
-		retl_append_jsonb_value(out, retl_json_get(event, "properties"));
+		retl_json_append_value(out, retl_json_get(event, "properties"));
 	}
 	else if (retl_std_deleted(event))
 	{
@@ -118,7 +117,7 @@ amplitude_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	else
 	{
 		appendStringInfoString(out, ",\"user_properties\":{\"$set\":");
-		retl_append_jsonb_value(out, retl_json_get(event, "traits"));
+		retl_json_append_value(out, retl_json_get(event, "traits"));
 		appendStringInfoChar(out, '}');
 	}
 	appendStringInfoChar(out, '}');
@@ -180,7 +179,7 @@ amplitude_parse(RetlDest *dest, const RetlRequest *req, long status,
 	}
 	if (status != 400)
 		return false;
-	resp = retl_parse_json(body, strlen(body));
+	resp = retl_json_parse(body, strlen(body));
 	if (resp == NULL)
 		return false;
 	for (int i = 0; i < req->nevents; i++)

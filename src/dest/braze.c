@@ -25,7 +25,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 static const char *const braze_keys[] = {
 	"url", "api_key", "batch_size", "max_batch_bytes", "max_in_flight",
@@ -96,11 +95,11 @@ braze_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	if (dest->track)
 	{
 		appendStringInfoString(out, ",\"name\":");
-		retl_append_jsonb_value(out, retl_json_get(event, "event"));
+		retl_json_append_value(out, retl_json_get(event, "event"));
 		appendStringInfoString(out, ",\"time\":");
-		retl_append_jsonb_value(out, retl_json_get(event, "timestamp"));
+		retl_json_append_value(out, retl_json_get(event, "timestamp"));
 		appendStringInfoString(out, ",\"properties\":");
-		retl_append_jsonb_value(out, retl_json_get(event, "properties"));
+		retl_json_append_value(out, retl_json_get(event, "properties"));
 		appendStringInfoChar(out, '}');
 		return;
 	}
@@ -110,7 +109,7 @@ braze_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 		StringInfoData obj;
 
 		initStringInfo(&obj);
-		retl_append_jsonb_value(&obj, traits);
+		retl_json_append_value(&obj, traits);
 		/* splice the traits' members in: drop their braces */
 		if (obj.len > 2)
 		{
@@ -141,16 +140,16 @@ braze_parse(RetlDest *dest, const RetlRequest *req, long status,
 
 	if (status < 200 || status >= 300)
 		return false;
-	resp = retl_parse_json(body, strlen(body));
+	resp = retl_json_parse(body, strlen(body));
 	if (resp == NULL || !JB_ROOT_IS_OBJECT(resp))
-		return retl_outcomes_unknown(req, verdicts,
-									 "the Braze answer is not a JSON object");
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  "the Braze answer is not a JSON object");
 	errors = retl_json_get(resp, "errors");
 	if (errors == NULL)
 		return false;
 	if (errors->type != jbvBinary || !JsonContainerIsArray(errors->val.binary.data))
-		return retl_outcomes_unknown(req, verdicts,
-									 "the Braze answer's errors is not an array");
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  "the Braze answer's errors is not an array");
 	it = JsonbIteratorInit(errors->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
@@ -167,8 +166,8 @@ braze_parse(RetlDest *dest, const RetlRequest *req, long status,
 		index = retl_json_get(err, "index");
 		type = retl_json_get(err, "type");
 		if (array == NULL || array->type != jbvString)
-			return retl_outcomes_unknown(req, verdicts,
-										 "a Braze error names no input_array");
+			return retl_dest_outcomes_unknown(req, verdicts,
+											  "a Braze error names no input_array");
 		if ((size_t) array->val.string.len != strlen(ours) ||
 			strncmp(array->val.string.val, ours, array->val.string.len) != 0)
 			continue;
@@ -177,9 +176,9 @@ braze_parse(RetlDest *dest, const RetlRequest *req, long status,
 			StringInfoData shown;
 
 			initStringInfo(&shown);
-			retl_append_jsonb_value(&shown, index);
-			return retl_outcomes_unknown(req, verdicts,
-										 psprintf("a Braze error points at index %.40s, not at an object of the %d sent",
+			retl_json_append_value(&shown, index);
+			return retl_dest_outcomes_unknown(req, verdicts,
+											  psprintf("a Braze error points at index %.40s, not at an object of the %d sent",
 												  shown.data, req->nevents));
 		}
 		verdicts->outcomes[i] = RETL_OUTCOME_FAIL;

@@ -8,7 +8,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "send.h"
+#include "dest.h"
+#include "urlpolicy.h"
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -295,7 +296,7 @@ retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config, bool track)
 	(void) retl_jsonb_get_bool(config, "insecure_skip_verify", &dest->insecure);
 	(void) retl_jsonb_get_bool(config, "url_is_secret", &url_secret);
 	check_url_syntax(dest->url);
-	retl_check_url_allowed(dest->url);
+	retl_urlpolicy_check(dest->url);
 	retl_dest_add_header(dest, "Content-Type",
 						 dest->content_type ? dest->content_type : "application/json");
 	retl_dest_add_header(dest, "User-Agent", "retl/" RETL_VERSION);
@@ -357,8 +358,8 @@ retl_check_event_type(PG_FUNCTION_ARGS)
  * attempt limit.  Returns true, for the kind's parse callback to return.
  */
 bool
-retl_outcomes_unknown(const RetlRequest *req, RetlVerdicts *verdicts,
-					  const char *why)
+retl_dest_outcomes_unknown(const RetlRequest *req, RetlVerdicts *verdicts,
+						   const char *why)
 {
 	char	   *reason = psprintf("the outcome is unknown: %s", why);
 

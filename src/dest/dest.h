@@ -91,7 +91,7 @@ typedef struct RetlDestKind
 	 * reasons[i] may be set for failed events.  It never raises an error
 	 * (the batch is already off the in-flight list): an answer it cannot
 	 * read, or that does not account for every event, is an unknown
-	 * outcome, which retl_outcomes_unknown() turns into a retry of every
+	 * outcome, which retl_dest_outcomes_unknown() turns into a retry of every
 	 * event -- never into a success.
 	 */
 	bool		(*parse) (RetlDest *dest, const RetlRequest *req, long status,
@@ -145,8 +145,8 @@ extern void retl_dest_open(RetlDest *dest, const char *kind, Jsonb *config,
 extern void retl_dest_close(RetlDest *dest);
 
 /* helpers shared by kinds (dest.c) */
-extern bool retl_outcomes_unknown(const RetlRequest *req,
-								  RetlVerdicts *verdicts, const char *why);
+extern bool retl_dest_outcomes_unknown(const RetlRequest *req,
+									   RetlVerdicts *verdicts, const char *why);
 extern char *retl_dest_require_url(Jsonb *config, const char *key);
 extern char *retl_dest_base_url(Jsonb *config, const char *key,
 								const char *dflt);
@@ -169,8 +169,8 @@ extern void retl_std_append_trait_keys(StringInfo out, Jsonb *event,
 									   const char *after);
 
 /* secrets (secrets.c) */
-extern List *retl_secret_values(RetlDest *dest, Jsonb *config);
-extern text *retl_scrub(List *secrets, const char *s, int len);
+extern List *retl_secrets_values(RetlDest *dest, Jsonb *config);
+extern text *retl_secrets_scrub(List *secrets, const char *s, int len);
 
 /* the kinds, one file each */
 extern const RetlDestKind retl_dest_webhook;

@@ -26,7 +26,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 #include "nodes/pg_list.h"
 
@@ -79,7 +78,7 @@ append_email(StringInfo out, JsonbValue *payload)
 	if (email == NULL || email->type != jbvString)
 		return;
 	appendStringInfoString(out, ",\"email\":");
-	retl_append_jsonb_value(out, email);
+	retl_json_append_value(out, email);
 }
 
 /*
@@ -101,16 +100,16 @@ iterable_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	if (dest->track)
 	{
 		appendStringInfoString(out, ",\"eventName\":");
-		retl_append_jsonb_value(out, retl_json_get(event, "event"));
+		retl_json_append_value(out, retl_json_get(event, "event"));
 		appendStringInfoString(out, ",\"id\":");
-		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
+		retl_json_append_value(out, retl_json_get(event, "messageId"));
 		appendStringInfo(out, ",\"createdAt\":" INT64_FORMAT,
 						 retl_std_time_ms(event) / 1000);
 	}
 	else
 		appendStringInfoString(out, ",\"preferUserId\":true");
 	appendStringInfoString(out, ",\"dataFields\":");
-	retl_append_jsonb_value(out, payload);
+	retl_json_append_value(out, payload);
 	appendStringInfoChar(out, '}');
 }
 
@@ -171,13 +170,13 @@ iterable_parse(RetlDest *dest, const RetlRequest *req, long status,
 
 	if (status != 200)
 		return false;
-	resp = retl_parse_json(body, strlen(body));
+	resp = retl_json_parse(body, strlen(body));
 	if (resp == NULL || !JB_ROOT_IS_OBJECT(resp))
-		return retl_outcomes_unknown(req, verdicts,
-									 "the Iterable answer is not a JSON object");
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  "the Iterable answer is not a JSON object");
 	if (!retl_json_int64(retl_json_get(resp, "failCount"), &nfail) || nfail < 0)
-		return retl_outcomes_unknown(req, verdicts,
-									 "the Iterable answer has no integer failCount");
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  "the Iterable answer has no integer failCount");
 	if (nfail == 0)
 		return false;
 	updates = retl_json_get(resp, "failedUpdates");
@@ -193,7 +192,7 @@ iterable_parse(RetlDest *dest, const RetlRequest *req, long status,
 			&names, &why);
 	for (int i = 0; i < req->nevents; i++)
 	{
-		Jsonb	   *ev = retl_parse_json(req->body + req->ev_start[i], req->ev_len[i]);
+		Jsonb	   *ev = retl_json_parse(req->body + req->ev_start[i], req->ev_len[i]);
 		JsonbValue *uid = retl_json_get(ev, "userId");
 		JsonbValue *email = retl_json_get(ev, "email");
 		JsonbValue *name_v = retl_json_get(ev, "eventName");
@@ -216,8 +215,8 @@ iterable_parse(RetlDest *dest, const RetlRequest *req, long status,
 			marked++;
 	}
 	if (marked < nfail)
-		return retl_outcomes_unknown(req, verdicts,
-									 psprintf("the Iterable answer counts " INT64_FORMAT " failures, its lists name %d of the events sent",
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  psprintf("the Iterable answer counts " INT64_FORMAT " failures, its lists name %d of the events sent",
 											  nfail, marked));
 	return true;
 }

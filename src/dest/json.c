@@ -3,15 +3,18 @@
  * json.c
  *	  JSON helpers that the mapping (build/) and the destination kinds
  *	  share: typed getters of options and config settings, which raise
- *	  a clear error for a value of the wrong type, and readers of vendor
- *	  answers, which never raise.
+ *	  a clear error for a value of the wrong type, readers of vendor
+ *	  answers, which never raise (their text is checked before jsonb_in
+ *	  sees it, as build/noerror.c checks its input), and the writer of a
+ *	  JSON string.
  *
  *-------------------------------------------------------------------------
  */
 #include "retl.h"
-#include "build.h"
 #include "json.h"
 
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/numeric.h"
@@ -105,12 +108,146 @@ retl_jsonb_get_object(Jsonb *jb, const char *key)
 }
 
 /*
+ * Nesting limit of answers parsed as JSON: far above any vendor's answer,
+ * far below what would exhaust the stack (pg_parse_json and jsonb_in
+ * recurse once per level and call check_stack_depth, which raises).
+ */
+#define JSON_MAX_DEPTH 1000
+
+/*
+ * Numbers that numeric_in (called by jsonb_in) accepts without raising
+ * "value overflows numeric format": at most NUMERIC_DSCALE_MAX (16383)
+ * digits after the point and a weight well under NUMERIC_WEIGHT_MAX
+ * base-10000 digits.  Conservative bounds, in decimal digits.
+ */
+#define JSON_MAX_SCALE 16000
+#define JSON_MAX_WEIGHT 100000
+
+/* State of the scalar callback of retl_json_valid. */
+typedef struct JsonCheck
+{
+	bool		bad_number;
+} JsonCheck;
+
+/*
+ * Does the JSON text nest deeper than JSON_MAX_DEPTH?  Counts brackets
+ * outside strings; the text is not assumed to be valid JSON.
+ */
+static bool
+json_too_deep(const char *s, int len)
+{
+	int			depth = 0;
+	bool		in_str = false;
+
+	for (int i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (in_str)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = false;
+		}
+		else if (c == '"')
+			in_str = true;
+		else if (c == '{' || c == '[')
+		{
+			if (++depth > JSON_MAX_DEPTH)
+				return true;
+		}
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	return false;
+}
+
+/*
+ * Would numeric_in take this JSON number (already checked as JSON syntax)
+ * without an overflow error?  Computes its decimal weight and scale from
+ * the digits and the exponent.
+ */
+static bool
+json_number_fits(const char *num)
+{
+	const char *p = num;
+	long		int_digits = 0;
+	long		frac_digits = 0;
+	long		exponent = 0;
+
+	if (*p == '-')
+		p++;
+	while (*p >= '0' && *p <= '9')
+		p++, int_digits++;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			frac_digits++;
+	if (*p == 'e' || *p == 'E')
+	{
+		bool		negative = false;
+
+		p++;
+		if (*p == '+' || *p == '-')
+			negative = *p++ == '-';
+		for (; *p >= '0' && *p <= '9'; p++)
+		{
+			exponent = exponent * 10 + (*p - '0');
+			if (exponent > JSON_MAX_WEIGHT + JSON_MAX_SCALE)
+				return false;
+		}
+		if (negative)
+			exponent = -exponent;
+	}
+	return int_digits + exponent <= JSON_MAX_WEIGHT &&
+		frac_digits - exponent <= JSON_MAX_SCALE;
+}
+
+/*
+ * Scalar callback of retl_json_valid: flags a number numeric_in would
+ * refuse.
+ */
+static void
+json_check_scalar(void *state, char *token, JsonTokenType type)
+{
+	JsonCheck  *check = (JsonCheck *) state;
+
+	if (type == JSON_TOKEN_NUMBER && !json_number_fits(token))
+		check->bad_number = true;
+	pfree(token);
+}
+
+/*
+ * Is text (len bytes, NUL-terminated) JSON that jsonb_in turns into jsonb
+ * without raising an error?  Checks what jsonb_in would raise for: the
+ * syntax and the escapes, by the same lexer (which reports problems as
+ * return codes), the nesting (check_stack_depth), and numbers too large
+ * or too precise for numeric.  Never raises an error but for lack of
+ * memory.
+ */
+bool
+retl_json_valid(char *text, int len)
+{
+	JsonLexContext *lex;
+	JsonSemAction sem;
+	JsonCheck	check = {false};
+
+	if (json_too_deep(text, len))
+		return false;
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &check;
+	sem.scalar = json_check_scalar;
+	lex = makeJsonLexContextCstringLen(text, len, GetDatabaseEncoding(), true);
+	return pg_parse_json(lex, &sem) == JSON_SUCCESS && !check.bad_number;
+}
+
+/*
  * Parses JSON text into jsonb, or returns NULL when it is not JSON.  Used
  * on response bodies, which a destination may fill with anything: the
  * text is checked first (retl_json_valid), so that jsonb_in never raises.
  */
 Jsonb *
-retl_parse_json(const char *text, int len)
+retl_json_parse(const char *text, int len)
 {
 	char	   *copy = pnstrdup(text, len);
 
@@ -174,7 +311,7 @@ retl_json_index(const JsonbValue *v, int nevents)
  * Appends a jsonb value (scalar or container) as JSON text.
  */
 void
-retl_append_jsonb_value(StringInfo out, JsonbValue *v)
+retl_json_append_value(StringInfo out, JsonbValue *v)
 {
 	if (v == NULL)
 	{
@@ -230,4 +367,74 @@ retl_json_unknown_key(Jsonb *obj, const char *const *known,
 			return key;
 	}
 	return NULL;
+}
+
+/* ---------- writing JSON strings ---------- */
+
+/*
+ * Append the JSON escape sequence for one byte that cannot appear raw in a
+ * JSON string.  Written by hand: this runs for every control character.
+ */
+static void
+append_escape(StringInfo buf, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+	char		esc[6] = {'\\', 'u', '0', '0', 0, 0};
+
+	switch (c)
+	{
+		case '"':
+			appendBinaryStringInfo(buf, "\\\"", 2);
+			return;
+		case '\\':
+			appendBinaryStringInfo(buf, "\\\\", 2);
+			return;
+		case '\n':
+			appendBinaryStringInfo(buf, "\\n", 2);
+			return;
+		case '\t':
+			appendBinaryStringInfo(buf, "\\t", 2);
+			return;
+		case '\r':
+			appendBinaryStringInfo(buf, "\\r", 2);
+			return;
+		case '\b':
+			appendBinaryStringInfo(buf, "\\b", 2);
+			return;
+		case '\f':
+			appendBinaryStringInfo(buf, "\\f", 2);
+			return;
+	}
+	esc[4] = hex[c >> 4];
+	esc[5] = hex[c & 0xf];
+	appendBinaryStringInfo(buf, esc, 6);
+}
+
+/*
+ * Append s[0..len) as a quoted JSON string.  Runs of bytes that need no
+ * escaping are copied in one go, which is the common case by far.
+ */
+void
+retl_json_escape(StringInfo buf, const char *s, int len)
+{
+	const char *end = s + len;
+	const char *run = s;
+	const char *p;
+
+	enlargeStringInfo(buf, len + 2);
+	appendStringInfoCharMacro(buf, '"');
+	for (p = s; p < end; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		if (p > run)
+			appendBinaryStringInfo(buf, run, p - run);
+		append_escape(buf, c);
+		run = p + 1;
+	}
+	if (p > run)
+		appendBinaryStringInfo(buf, run, p - run);
+	appendStringInfoCharMacro(buf, '"');
 }

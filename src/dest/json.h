@@ -23,10 +23,14 @@ extern char *retl_json_unknown_key(Jsonb *obj, const char *const *known,
 								   const char *const *also);
 
 /* vendor answers and events: never an error */
-extern Jsonb *retl_parse_json(const char *text, int len);
+extern bool retl_json_valid(char *text, int len);
+extern Jsonb *retl_json_parse(const char *text, int len);
 extern JsonbValue *retl_json_get(Jsonb *jb, const char *key);
 extern bool retl_json_int64(const JsonbValue *v, int64 *result);
 extern int64 retl_json_index(const JsonbValue *v, int nevents);
-extern void retl_append_jsonb_value(StringInfo out, JsonbValue *v);
+extern void retl_json_append_value(StringInfo out, JsonbValue *v);
+
+/* writing JSON: a quoted, escaped string */
+extern void retl_json_escape(StringInfo buf, const char *s, int len);
 
 #endif							/* RETL_JSON_H */

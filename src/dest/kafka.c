@@ -29,7 +29,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 #include "nodes/pg_list.h"
 
@@ -189,7 +188,7 @@ split_objects(const char *body)
 			start = p;
 		else if (*p == '}' && depth > 0 && --depth == 0)
 		{
-			Jsonb	   *jb = retl_parse_json(start, p - start + 1);
+			Jsonb	   *jb = retl_json_parse(start, p - start + 1);
 
 			if (jb != NULL)
 				objs = lappend(objs, jb);
@@ -218,30 +217,30 @@ kafka_parse(RetlDest *dest, const RetlRequest *req, long status,
 		recs = split_objects(body);
 	else
 	{
-		JsonbValue *offsets = retl_json_get(retl_parse_json(body, strlen(body)), "offsets");
+		JsonbValue *offsets = retl_json_get(retl_json_parse(body, strlen(body)), "offsets");
 		JsonbIterator *it;
 		JsonbValue	v;
 		JsonbIteratorToken tok;
 
 		if (offsets == NULL || offsets->type != jbvBinary ||
 			!JsonContainerIsArray(offsets->val.binary.data))
-			return retl_outcomes_unknown(req, verdicts,
-										 "the Kafka REST answer has no offsets array");
+			return retl_dest_outcomes_unknown(req, verdicts,
+											  "the Kafka REST answer has no offsets array");
 		it = JsonbIteratorInit(offsets->val.binary.data);
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 			if (tok == WJB_ELEM)
 				recs = lappend(recs, v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL);
 	}
 	if (list_length(recs) != req->nevents)
-		return retl_outcomes_unknown(req, verdicts,
-									 psprintf("the Kafka REST answer reports on %d of the %d records sent",
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  psprintf("the Kafka REST answer reports on %d of the %d records sent",
 											  list_length(recs), req->nevents));
 	foreach(lc, recs)
 	{
 		if (!classify((Jsonb *) lfirst(lc), priv->v3, &verdicts->outcomes[i],
 					  &verdicts->reasons[i]))
-			return retl_outcomes_unknown(req, verdicts,
-										 psprintf("report %d of the Kafka REST answer has no integer error_code", i));
+			return retl_dest_outcomes_unknown(req, verdicts,
+											  psprintf("report %d of the Kafka REST answer has no integer error_code", i));
 		i++;
 	}
 	return true;

@@ -37,7 +37,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 #include "common/base64.h"
 #include "mb/pg_wchar.h"
@@ -151,7 +150,7 @@ kinesis_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 											   user, strlen(user), 256));
 	}
 	else
-		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
+		retl_json_append_value(out, retl_json_get(event, "messageId"));
 	appendStringInfoChar(out, '}');
 }
 
@@ -195,7 +194,7 @@ transient_error(const char *code, int len)
 static bool
 throttled_call(const RetlRequest *req, const char *body, RetlVerdicts *verdicts)
 {
-	JsonbValue *type = retl_json_get(retl_parse_json(body, strlen(body)), "__type");
+	JsonbValue *type = retl_json_get(retl_json_parse(body, strlen(body)), "__type");
 	char	   *reason;
 
 	if (type == NULL || type->type != jbvString ||
@@ -235,12 +234,12 @@ kinesis_parse(RetlDest *dest, const RetlRequest *req, long status,
 		return throttled_call(req, body, verdicts);
 	if (status != 200)
 		return false;
-	resp = retl_parse_json(body, strlen(body));
+	resp = retl_json_parse(body, strlen(body));
 	records = retl_json_get(resp, "Records");
 	if (records == NULL || records->type != jbvBinary ||
 		!JsonContainerIsArray(records->val.binary.data))
-		return retl_outcomes_unknown(req, verdicts,
-									 "the PutRecords answer has no Records array");
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  "the PutRecords answer has no Records array");
 	it = JsonbIteratorInit(records->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
@@ -250,8 +249,8 @@ kinesis_parse(RetlDest *dest, const RetlRequest *req, long status,
 		if (tok != WJB_ELEM)
 			continue;
 		if (n >= req->nevents)
-			return retl_outcomes_unknown(req, verdicts,
-										 "the PutRecords answer lists more records than were sent");
+			return retl_dest_outcomes_unknown(req, verdicts,
+											  "the PutRecords answer lists more records than were sent");
 		rec = v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL;
 		code = retl_json_get(rec, "ErrorCode");
 		if (code != NULL && code->type == jbvString)
@@ -265,19 +264,19 @@ kinesis_parse(RetlDest *dest, const RetlRequest *req, long status,
 			nfailed++;
 		}
 		else if (retl_json_get(rec, "SequenceNumber") == NULL)
-			return retl_outcomes_unknown(req, verdicts,
-										 psprintf("record %d of the PutRecords answer has neither an ErrorCode nor a SequenceNumber", n));
+			return retl_dest_outcomes_unknown(req, verdicts,
+											  psprintf("record %d of the PutRecords answer has neither an ErrorCode nor a SequenceNumber", n));
 		n++;
 	}
 	if (n < req->nevents)
-		return retl_outcomes_unknown(req, verdicts,
-									 psprintf("the PutRecords answer lists %d of the %d records sent",
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  psprintf("the PutRecords answer lists %d of the %d records sent",
 											  n, req->nevents));
 	if (retl_json_get(resp, "FailedRecordCount") != NULL &&
 		(!retl_json_int64(retl_json_get(resp, "FailedRecordCount"), &count) ||
 		 count != nfailed))
-		return retl_outcomes_unknown(req, verdicts,
-									 "the PutRecords answer's FailedRecordCount does not match its records");
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  "the PutRecords answer's FailedRecordCount does not match its records");
 	return true;
 }
 

@@ -25,7 +25,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 typedef struct MixpanelPriv
 {
@@ -104,7 +103,7 @@ append_members(StringInfo out, JsonbValue *obj)
 	if (obj == NULL || obj->type != jbvBinary)
 		return;
 	initStringInfo(&buf);
-	retl_append_jsonb_value(&buf, obj);
+	retl_json_append_value(&buf, obj);
 	if (buf.len > 2)
 	{
 		appendStringInfoChar(out, ',');
@@ -126,12 +125,12 @@ mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	if (dest->track)
 	{
 		appendStringInfoString(out, "{\"event\":");
-		retl_append_jsonb_value(out, retl_json_get(event, "event"));
+		retl_json_append_value(out, retl_json_get(event, "event"));
 		appendStringInfo(out, ",\"properties\":{\"time\":" INT64_FORMAT ",\"distinct_id\":",
 						 retl_std_time_ms(event));
 		retl_json_escape(out, user ? user : "", user ? strlen(user) : 0);
 		appendStringInfoString(out, ",\"$insert_id\":");
-		retl_append_jsonb_value(out, retl_json_get(event, "messageId"));
+		retl_json_append_value(out, retl_json_get(event, "messageId"));
 		append_members(out, retl_json_get(event, "properties"));
 		appendStringInfoString(out, "}}");
 		return;
@@ -149,7 +148,7 @@ mixpanel_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 		return;
 	}
 	appendStringInfoString(out, ",\"$set\":");
-	retl_append_jsonb_value(out, retl_json_get(event, "traits"));
+	retl_json_append_value(out, retl_json_get(event, "traits"));
 	appendStringInfoChar(out, '}');
 }
 
@@ -187,10 +186,10 @@ engage_parse(const RetlRequest *req, const char *body, RetlVerdicts *verdicts)
 		return text[0] == '0'
 			? engage_rejected(req, verdicts, "Mixpanel rejected the profile update")
 			: false;
-	resp = retl_parse_json(body, strlen(body));
+	resp = retl_json_parse(body, strlen(body));
 	if (!retl_json_int64(retl_json_get(resp, "status"), &st) || (st != 0 && st != 1))
-		return retl_outcomes_unknown(req, verdicts,
-									 "the /engage answer has no status 0 or 1");
+		return retl_dest_outcomes_unknown(req, verdicts,
+										  "the /engage answer has no status 0 or 1");
 	if (st == 1)
 		return false;
 	err = retl_json_get(resp, "error");
@@ -221,7 +220,7 @@ mixpanel_parse(RetlDest *dest, const RetlRequest *req, long status,
 		return engage_parse(req, body, verdicts);
 	if (!dest->track || status != 400)
 		return false;
-	resp = retl_parse_json(body, strlen(body));
+	resp = retl_json_parse(body, strlen(body));
 	failed = retl_json_get(resp, "failed_records");
 	if (failed == NULL || failed->type != jbvBinary)
 		return false;
@@ -237,8 +236,8 @@ mixpanel_parse(RetlDest *dest, const RetlRequest *req, long status,
 		rec = v.type == jbvBinary ? JsonbValueToJsonb(&v) : NULL;
 		msg = retl_json_get(rec, "message");
 		if ((i = retl_json_index(retl_json_get(rec, "index"), req->nevents)) < 0)
-			return retl_outcomes_unknown(req, verdicts,
-										 "a Mixpanel failed record points at no record of the request");
+			return retl_dest_outcomes_unknown(req, verdicts,
+											  "a Mixpanel failed record points at no record of the request");
 		verdicts->outcomes[i] = RETL_OUTCOME_FAIL;
 		verdicts->reasons[i] = msg && msg->type == jbvString
 			? psprintf("Mixpanel: %.*s", msg->val.string.len, msg->val.string.val)

@@ -36,7 +36,7 @@ ends_with_ci(const char *key, size_t len, const char *suffix)
  * publishes it in web pages, and retl sends it in every /engage record.
  */
 static bool
-retl_is_secret_key(const char *key)
+retl_secrets_is_key(const char *key)
 {
 	static const char *const exact[] = {
 		"password", "token", "secret", "authorization", "proxy-authorization",
@@ -90,7 +90,7 @@ config_url_is_secret(Jsonb *config)
  * URL curl cannot parse is shown as "***" when it could hold either.
  */
 static char *
-retl_redact_url(const char *url, bool whole)
+retl_secrets_redact_url(const char *url, bool whole)
 {
 	CURLU	   *u = curl_url();
 	char	   *part = NULL;
@@ -161,8 +161,8 @@ redact_container(JsonbParseState **state, JsonbContainer *c, bool url_secret)
 	{
 		if (tok == WJB_KEY)
 		{
-			redact_next = retl_is_secret_key(pnstrdup(v.val.string.val,
-													  v.val.string.len));
+			redact_next = retl_secrets_is_key(pnstrdup(v.val.string.val,
+													   v.val.string.len));
 			url_next = is_url_key(v.val.string.val, v.val.string.len);
 		}
 		if (tok == WJB_VALUE && redact_next)
@@ -173,9 +173,9 @@ redact_container(JsonbParseState **state, JsonbContainer *c, bool url_secret)
 		}
 		else if (tok == WJB_VALUE && url_next && v.type == jbvString)
 		{
-			v.val.string.val = retl_redact_url(pnstrdup(v.val.string.val,
-														v.val.string.len),
-											   url_secret);
+			v.val.string.val = retl_secrets_redact_url(pnstrdup(v.val.string.val,
+																v.val.string.len),
+													   url_secret);
 			v.val.string.len = strlen(v.val.string.val);
 		}
 		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvBinary)
@@ -223,8 +223,8 @@ collect_secrets(JsonbContainer *c, bool all, List **out)
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
 		if (tok == WJB_KEY)
-			secret = all || retl_is_secret_key(pnstrdup(v.val.string.val,
-														v.val.string.len));
+			secret = all || retl_secrets_is_key(pnstrdup(v.val.string.val,
+														 v.val.string.len));
 		else if (tok == WJB_VALUE || tok == WJB_ELEM)
 		{
 			bool		s = tok == WJB_VALUE ? secret : all;
@@ -294,7 +294,7 @@ add_url_secrets(List **out, const char *url, bool whole)
  * vendor echoes a credential back in its response.
  */
 List *
-retl_secret_values(RetlDest *dest, Jsonb *config)
+retl_secrets_values(RetlDest *dest, Jsonb *config)
 {
 	List	   *out = NIL;
 	bool		whole = config != NULL && config_url_is_secret(config);
@@ -333,7 +333,7 @@ retl_secret_values(RetlDest *dest, Jsonb *config)
  * it almost always does: failed payloads can be large.
  */
 text *
-retl_scrub(List *secrets, const char *s, int len)
+retl_secrets_scrub(List *secrets, const char *s, int len)
 {
 	const char *src = s;
 	size_t		srclen = len < 0 ? strlen(s) : (size_t) len;

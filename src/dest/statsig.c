@@ -18,7 +18,6 @@
  *-------------------------------------------------------------------------
  */
 #include "dest.h"
-#include "build.h"
 
 #define STATSIG_URL "https://events.statsigapi.net"
 
@@ -64,14 +63,14 @@ statsig_encode(RetlDest *dest, StringInfo out, Jsonb *event)
 	char	   *user = retl_std_user(event, &anonymous);
 
 	appendStringInfoString(out, "{\"eventName\":");
-	retl_append_jsonb_value(out, retl_json_get(event, "event"));
+	retl_json_append_value(out, retl_json_get(event, "event"));
 	appendStringInfoString(out, ",\"user\":{\"userID\":");
 	if (user != NULL)
 		retl_json_escape(out, user, strlen(user));
 	else
 		appendStringInfoString(out, "null");
 	appendStringInfoString(out, "},\"metadata\":");
-	retl_append_jsonb_value(out, retl_json_get(event, "properties"));
+	retl_json_append_value(out, retl_json_get(event, "properties"));
 	appendStringInfo(out, ",\"time\":" INT64_FORMAT "}", retl_std_time_ms(event));
 }
 

@@ -389,11 +389,11 @@ static void
 queue_deletion(RetlRun *run, const char *pk, int64 fp, const char *identity)
 {
 	build_delete_event(run, identity ? identity : "\"anonymousId\":null", pk, fp);
-	retl_run_encode(run);
+	retl_encode_event(run);
 	resetStringInfo(&run->ident_buf);
 	if (identity != NULL)
 		appendStringInfoString(&run->ident_buf, identity);
-	retl_run_add_diff_event(run, pk, 0, fp, true);
+	retl_encode_add_diff(run, pk, 0, fp, true);
 }
 
 /*

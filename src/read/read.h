@@ -47,12 +47,27 @@ typedef struct RetlOwnerScope
 	int			guc_level;
 } RetlOwnerScope;
 
+/* The name of a read method, as retl.runs.read_method shows it. */
+static inline const char *
+retl_read_method_name(RetlReadMethod method)
+{
+	switch (method)
+	{
+		case RETL_READ_BLOCKS:
+			return "blocks";
+		case RETL_READ_KEYS:
+			return "keys";
+		case RETL_READ_STORE:
+			return "materialized";
+	}
+	return "unknown";
+}
+
 /* reader.c */
 extern void retl_reader_start(RetlRun *run);
 extern bool retl_reader_page(RetlRun *run);
 extern void retl_reader_close(RetlRun *run);
 extern int64 retl_reader_estimate(Oid relid);
-extern const char *retl_read_method_name(RetlReadMethod method);
 extern char *retl_reader_pk(RetlRun *run, Datum *values, bool *nulls);
 extern uint64 retl_reader_row_version(RetlRun *run, Datum *values, bool *nulls);
 extern uint64 retl_reader_execute(RetlRun *run, SPIPlanPtr plan,

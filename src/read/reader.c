@@ -39,24 +39,6 @@
 #include "utils/snapmgr.h"
 
 /*
- * The name of a read method, as retl.runs.read_method shows it.
- */
-const char *
-retl_read_method_name(RetlReadMethod method)
-{
-	switch (method)
-	{
-		case RETL_READ_BLOCKS:
-			return "blocks";
-		case RETL_READ_KEYS:
-			return "keys";
-		case RETL_READ_STORE:
-			return "materialized";
-	}
-	return "unknown";
-}
-
-/*
  * The version of an xmin sync's row: its xmin, widened to 64 bits, or 0.
  */
 uint64
@@ -169,16 +151,16 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 	resetStringInfo(&run->ident_buf);
 	if (run->diff && run->mirror)
 		retl_event_identity(&run->ident_buf, map, &run->ectx, values, nulls);
-	retl_run_encode(run);
+	retl_encode_event(run);
 	MemoryContextSwitchTo(old);
 	run->rows_read++;
 	if (verdict != NULL && verdict[0] != '\0')
-		retl_store_fail_event(run, pk, run->event_buf.data,
-								run->event_buf.len, verdict);
+		retl_encode_reject(run, pk, run->event_buf.data, run->event_buf.len,
+						   verdict);
 	else if (verdict == NULL && run->diff)
-		retl_run_add_diff_event(run, pk, 0, fp, false);
+		retl_encode_add_diff(run, pk, 0, fp, false);
 	else if (verdict == NULL)
-		(void) retl_run_add_event(run, pk, 0);
+		(void) retl_encode_add(run, pk, 0);
 	run->event_reject = NULL;	/* in row_cxt */
 	MemoryContextReset(run->row_cxt);
 }

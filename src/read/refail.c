@@ -63,7 +63,7 @@ rebuild_failed_row(RetlRun *run, const char *pk, char *message_id, int64 *fp)
 		resetStringInfo(&run->ident_buf);
 		if (run->mirror)
 			retl_event_identity(&run->ident_buf, map, &run->ectx, values, nulls);
-		retl_run_encode(run);
+		retl_encode_event(run);
 	}
 	retl_owner_leave(run);
 	return found;
@@ -80,7 +80,7 @@ queue_stored(RetlRun *run, const RetlFailedRow *row)
 	run->event_reject = NULL;
 	strlcpy(run->message_id, row->message_id ? row->message_id : "",
 			sizeof(run->message_id));
-	(void) retl_run_add_event(run, row->pk, row->id);
+	(void) retl_encode_add(run, row->pk, row->id);
 }
 
 /*
@@ -112,9 +112,9 @@ retl_refail_page(RetlRun *run)
 		{
 			memcpy(run->message_id, message_id, sizeof(run->message_id));
 			if (run->diff)
-				retl_run_add_diff_event(run, pk, id, fp, false);
+				retl_encode_add_diff(run, pk, id, fp, false);
 			else
-				(void) retl_run_add_event(run, pk, id);
+				(void) retl_encode_add(run, pk, id);
 		}
 	}
 	return n < RETL_STORE_FAILED_PAGE;

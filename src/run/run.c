@@ -122,7 +122,7 @@ read_page(RetlRun *run)
 	set_phase(run, phase_after(run));
 	if (run->phase == RETL_RUN_DRAINING)
 	{
-		retl_run_close_batch(run);
+		retl_encode_close_batch(run);
 		retl_reader_close(run);
 	}
 }

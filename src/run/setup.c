@@ -151,7 +151,7 @@ setup_run(RetlRun *run)
 									row.mapping, row.pk, row.options);
 	retl_dest_open(&run->dest, row.kind, row.config,
 				   strcmp(row.event_type, "track") == 0);
-	run->secrets = retl_secret_values(&run->dest, row.config);
+	run->secrets = retl_secrets_values(&run->dest, row.config);
 	if (run->dest.insecure)
 		ereport(WARNING,
 				(errmsg("retl run " INT64_FORMAT " of sync \"%s\": TLS verification is off (insecure_skip_verify)",

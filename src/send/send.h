@@ -44,10 +44,8 @@ extern void retl_transport_release(RetlBatch *batch);
 	} while (0)
 
 /* netguard.c */
-extern void retl_check_url_allowed(const char *url);
 extern CURLcode retl_guard_request(RetlBatch *b, CURL *easy,
 								   const char **failed);
-extern void retl_define_guard_gucs(void);
 
 /* outcome.c */
 

@@ -93,10 +93,10 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 		.pk = pk,
 		.message_id = message_id,
 		/* a vendor may echo a credential back: none reaches the table */
-		.payload = retl_scrub(run->secrets, payload, len),
+		.payload = retl_secrets_scrub(run->secrets, payload, len),
 		.http_status = http_status,
-		.response = response ? retl_scrub(run->secrets, response, -1) : NULL,
-		.error = retl_scrub(run->secrets, error, -1),
+		.response = response ? retl_secrets_scrub(run->secrets, response, -1) : NULL,
+		.error = retl_secrets_scrub(run->secrets, error, -1),
 		.attempts = attempts,
 		.retryable = retryable
 	};
@@ -105,24 +105,17 @@ record_failed(RetlRun *run, int64 failed_id, const char *pk,
 }
 
 /*
- * Records an event that is never sent (e.g. over the size limit).  Runs in
- * the reader's page transaction, usually inside the owner's scope, which
- * is suspended meanwhile: the owner may not write retl.failed_events, the
- * worker does.  It counts as sent and failed, so that
- * events_succeeded + events_failed = events_sent.
+ * Records an event that is never sent (e.g. over the size limit), in the
+ * reader's page transaction, as the worker (the caller suspends the
+ * owner's scope: retl_encode_reject).
  */
 void
 retl_store_fail_event(RetlRun *run, const char *pk, const char *payload,
-						int len, const char *error)
+					  int len, const char *error)
 {
 	/* rejected before sending (invalid key, oversize): retrying cannot help */
-	retl_owner_suspend(run);
 	record_failed(run, 0, pk, run->message_id, payload, len, 0, NULL, error, 0,
 				  false);
-	retl_owner_resume(run);
-	run->events_sent++;
-	run->events_failed++;
-	run->dirty = true;
 }
 
 /*

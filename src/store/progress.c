@@ -286,7 +286,7 @@ retl_store_finish(RetlRun *run)
 {
 	const char *status = run->stopping ? "stopped" :
 		run->failed ? "failed" : "succeeded";
-	text	   *error = run->error ? retl_scrub(run->secrets, run->error, -1) : NULL;
+	text	   *error = run->error ? retl_secrets_scrub(run->secrets, run->error, -1) : NULL;
 	MemoryContext caller = retl_store_begin();
 
 	/*
@@ -330,7 +330,7 @@ void
 retl_store_finish_failed(RetlRun *run, const char *error)
 {
 	retl_store_end_failed(run->id,
-						  retl_scrub(run->secrets,
-									 psprintf("recording the end of the run failed: %s", error),
-									 -1));
+						  retl_secrets_scrub(run->secrets,
+											 psprintf("recording the end of the run failed: %s", error),
+											 -1));
 }

@@ -48,6 +48,7 @@
 #define _GNU_SOURCE
 
 #include "retl.h"
+#include "build.h"
 
 #include <dlfcn.h>
 #include <execinfo.h>
