@@ -203,8 +203,8 @@ outcome_part(RetlBatch *b, const RetlSendOutcomes *o, RetlOutcome which,
  * Applies the per-event outcomes the destination's answer gave
  * (retl_send_outcomes): accepted events are delivered, rejected ones go
  * to retl.failed_events with the destination's reason, and throttled ones
- * go again later as a part of their own, waiting at least the verdicts'
- * retry_after_s, unless the run is stopping or failed (the next run sends
+ * go again later as a part of their own, waiting at least the batch's
+ * retry_after_s (the kind's wait), unless the run is stopping or failed (the next run sends
  * them).  Then the batch is done.
  */
 static void
@@ -228,7 +228,7 @@ apply_outcomes(RetlBatch *b, const RetlSendOutcomes *o)
 		RetlBatch  *again = outcome_part(b, o, RETL_OUTCOME_RETRY, pick);
 
 		again->attempts = b->attempts;
-		again->retry_after_s = o->retry_after_s;
+		again->retry_after_s = b->retry_after_s;
 		again->retry_at = GetCurrentTimestamp() + retl_send_retry_delay_ms(again) * 1000;
 		b->ack->parts++;
 		if (run->stopping || run->failed)

@@ -95,8 +95,9 @@ retl_send_rejects_events(long status)
  * response into *res: accepted events are done, throttled ones are to be
  * sent again later (only them: Braze and Kinesis have no dedupe), rejected
  * ones go to retl.failed_events with the destination's reason.  Throttled
- * events of a batch out of attempts are rejected instead.  The retried
- * part waits at least res->retry_after_s.  Returns false when the kind
+ * events of a batch out of attempts are rejected instead.  The kind's wait
+ * becomes the batch's retry_after_s, which the retried part (or a retry of
+ * the whole request) waits at least.  Returns false when the kind
  * found no per-event information in the response.  Applying them is the
  * run's business (run/run.c): this only reads the answer.
  */
@@ -104,19 +105,23 @@ bool
 retl_send_outcomes(RetlBatch *b, RetlSendOutcomes *res)
 {
 	RetlDest   *d = &b->run->dest;
-	RetlOutcome *out = palloc0(b->nevents * sizeof(RetlOutcome));
-	char	  **reasons = palloc0(b->nevents * sizeof(char *));
+	RetlOutcome *out;
+	char	  **reasons;
 	int		   *n = res->count;
-	RetlRequest req = retl_send_request(b);
-	RetlVerdicts verdicts = {
-		.outcomes = out,
-		.reasons = reasons,
-		.retry_after_s = b->retry_after_s,	/* the answer's Retry-After */
-	};
+	RetlRequest req;
+	RetlVerdicts verdicts;
 	bool		read;
 
 	if (d->kind->parse == NULL || b->result != CURLE_OK)
 		return false;
+	out = palloc0(b->nevents * sizeof(RetlOutcome));
+	reasons = palloc0(b->nevents * sizeof(char *));
+	req = retl_send_request(b);
+	verdicts = (RetlVerdicts) {
+		.outcomes = out,
+		.reasons = reasons,
+		.retry_after_s = b->retry_after_s,	/* the answer's Retry-After */
+	};
 	read = d->kind->parse(d, &req, b->http_status, b->resp ? b->resp : "",
 						  &verdicts);
 	/* the kind's wait holds for a retry of the whole request too */
@@ -141,6 +146,5 @@ retl_send_outcomes(RetlBatch *b, RetlSendOutcomes *res)
 	}
 	res->outcomes = out;
 	res->reasons = reasons;
-	res->retry_after_s = verdicts.retry_after_s;
 	return true;
 }

@@ -52,15 +52,15 @@ extern CURLcode retl_guard_request(RetlBatch *b, CURL *easy,
 /*
  * What a destination's answer says of each event of a batch
  * (retl_send_outcomes): the outcome of each event, the destination's
- * reason for each failed one (or NULL), how many events have each outcome,
- * and the wait before the retried ones go again.
+ * reason for each failed one (or NULL), and how many events have each
+ * outcome.  The wait before the retried ones go again is the batch's
+ * retry_after_s, which retl_send_outcomes sets from the kind's verdicts.
  */
 typedef struct RetlSendOutcomes
 {
 	RetlOutcome *outcomes;		/* nevents */
 	char	  **reasons;		/* nevents */
 	int			count[RETL_OUTCOME_FAIL + 1];	/* events per RetlOutcome */
-	long		retry_after_s;
 } RetlSendOutcomes;
 
 extern RetlRequest retl_send_request(RetlBatch *b);
