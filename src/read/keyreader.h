@@ -14,8 +14,6 @@
 #include "executor/tuptable.h"
 #include "utils/tuplestore.h"
 
-#define PAGE_MAX_MS 100			/* time per transaction */
-
 typedef struct RetlKeyReader
 {
 	MemoryContext cxt;			/* the reader's, child of the run's */

@@ -20,6 +20,8 @@
 #include "storage/block.h"
 #include "storage/itemptr.h"
 
+#define PAGE_MAX_MS 100			/* time per page transaction, any read method */
+
 typedef struct RetlRun RetlRun;
 typedef struct RetlBatch RetlBatch;
 
@@ -80,6 +82,9 @@ extern void retl_reader_receiver(DestReceiver *r,
 												  int operation,
 												  TupleDesc typeinfo),
 								 void (*shutdown) (DestReceiver *self));
+extern ParamListInfo retl_reader_params(int n, SPIPlanPtr plan,
+									   const Oid *types,
+									   const Datum *values);
 extern void retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc,
 							   uint64 n, const bool *dups);
 

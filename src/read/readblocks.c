@@ -40,7 +40,6 @@
 #define RANGE_MIN_BLOCKS 1		/* blocks per TID range query ... */
 #define RANGE_MAX_BLOCKS 4096	/* ... adapted to yield about one batch */
 #define PAGE_MAX_BLOCKS 16384	/* blocks per transaction */
-#define PAGE_MAX_MS 100			/* time per transaction */
 
 /*
  * The checkpoint position of a block of the current leaf.

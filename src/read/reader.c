@@ -12,7 +12,7 @@
  *   - blocks (readblocks.c): tables, materialized views and the leaves of
  *     partitioned tables, by ranges of blocks;
  *   - keys (readkeys.c): views whose key pages stream, "WHERE key > last";
- *   - store (readkeys.c): other views, materialized privately by key.
+ *   - store (readstore.c): other views, materialized privately by key.
  * All of the source's reading, and the building of its events, runs in
  * the owner's restricted scope (isolate.c), so GRANTs and row-level
  * security apply and the owner's code cannot touch the session; retl's
@@ -290,6 +290,27 @@ retl_reader_receiver(DestReceiver *r,
 }
 
 /*
+ * The parameters of a source statement, for SPI's extended calls: n
+ * values, none NULL, of the plan's argument types, or else of types.
+ * (makeParamList leaves each isnull unset.)
+ */
+ParamListInfo
+retl_reader_params(int n, SPIPlanPtr plan, const Oid *types,
+				   const Datum *values)
+{
+	ParamListInfo params = makeParamList(n);
+
+	for (int i = 0; i < n; i++)
+	{
+		params->params[i].value = values[i];
+		params->params[i].isnull = false;
+		params->params[i].ptype = plan ? SPI_getargtypeid(plan, i) : types[i];
+		params->params[i].pflags = PARAM_FLAG_CONST;
+	}
+	return params;
+}
+
+/*
  * Runs a statement that reads the source (a plan, or else sql with its
  * arguments) and turns its rows into events; returns how many rows it
  * read.  A diff run collects the rows first, so that the lookups of their
@@ -328,17 +349,7 @@ retl_reader_execute(RetlRun *run, SPIPlanPtr plan, const char *sql,
 	opts.read_only = true;
 	opts.dest = &s.pub;
 	if (nargs > 0)
-	{
-		opts.params = makeParamList(nargs);
-		for (int i = 0; i < nargs; i++)
-		{
-			opts.params->params[i].value = args[i];
-			opts.params->params[i].isnull = false;
-			opts.params->params[i].ptype = plan ? SPI_getargtypeid(plan, i)
-				: types[i];
-			opts.params->params[i].pflags = PARAM_FLAG_CONST;
-		}
-	}
+		opts.params = retl_reader_params(nargs, plan, types, args);
 	rc = plan ? SPI_execute_plan_extended(plan, &opts)
 		: SPI_execute_extended(sql, &opts);
 	if (rc != SPI_OK_SELECT)

@@ -99,11 +99,7 @@ store_fill(RetlRun *run, RetlKeyReader *kr)
 	opts.dest = &r.pub;
 	if (kr->ordered && kr->have_last)
 	{
-		opts.params = makeParamList(1);
-		opts.params->params[0].value = kr->last;
-		opts.params->params[0].isnull = false;
-		opts.params->params[0].ptype = kr->type;
-		opts.params->params[0].pflags = PARAM_FLAG_CONST;
+		opts.params = retl_reader_params(1, NULL, &kr->type, &kr->last);
 		sql = psprintf("%s AND (%s > $1 OR %s IS NULL)", sql, kr->keyname,
 					   kr->keyname);
 	}

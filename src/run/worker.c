@@ -40,7 +40,6 @@
 #define CONTROL_POLL_MS 500
 #define FLUSH_MS 500			/* counters */
 #define CKPT_FLUSH_MS 50		/* checkpoints: bounds re-sends after a crash */
-#define RETRY_BASE_MS 250
 #define IDLE_POLL_MS 1000		/* an idle worker still notices DROP DATABASE */
 #define IDLE_EXIT_MS 60000		/* keep the connection warm for the next run */
 
