@@ -75,7 +75,7 @@ retl_event_ctx_set_now(RetlEventCtx *ctx, TimestampTz now)
 
 /* Appends a string literal, whose length the compiler knows. */
 #define APPEND_LITERAL(buf, lit) \
-	appendBinaryStringInfo((buf), (lit), sizeof(lit) - 1)
+	retl_buf_append((buf), (lit), sizeof(lit) - 1)
 
 /*
  * Writes a leaf value.  userId, anonymousId and event are always strings,
@@ -104,7 +104,7 @@ write_leaf_value(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 	retl_json_append_datum(&ctx->scratch, values[n->column],
 						   map->coljson[n->column]);
 	if (ctx->scratch.len > 0 && ctx->scratch.data[0] == '"')
-		appendBinaryStringInfo(buf, ctx->scratch.data, ctx->scratch.len);
+		retl_buf_append(buf, ctx->scratch.data, ctx->scratch.len);
 	else
 		retl_json_escape(buf, ctx->scratch.data, ctx->scratch.len);
 }
@@ -128,16 +128,16 @@ write_members(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 		if (leaf && n->column >= 0 && nulls[n->column] && !map->keep_nulls)
 			continue;
 		/* key_json starts with a comma; drop it for the first member */
-		appendBinaryStringInfo(buf, n->key_json.data + (*first ? 1 : 0),
+		retl_buf_append(buf, n->key_json.data + (*first ? 1 : 0),
 							   n->key_json.len - (*first ? 1 : 0));
 		*first = false;
 		if (leaf)
 			write_leaf_value(buf, map, ctx, n, values, nulls);
 		else
 		{
-			appendStringInfoChar(buf, '{');
+			appendStringInfoCharMacro(buf, '{');
 			write_members(buf, map, ctx, n, values, nulls, &child_first, NULL);
-			appendStringInfoChar(buf, '}');
+			appendStringInfoCharMacro(buf, '}');
 		}
 	}
 }
@@ -149,22 +149,22 @@ static void
 format_message_id(char *out, uint64 hi, uint64 lo)
 {
 	static const char digits[] = "0123456789abcdef";
-	char		hex[32];
-	int			o = 0;
+	/* where each byte's two digits go in 8-4-4-4-12 */
+	static const uint8 at[16] = {0, 2, 4, 6, 9, 11, 14, 16,
+	19, 21, 24, 26, 28, 30, 32, 34};
 
-	for (int i = 0; i < 16; i++)
+	for (int i = 0; i < 8; i++)
 	{
-		hex[i] = digits[(hi >> (60 - 4 * i)) & 0xf];
-		hex[16 + i] = digits[(lo >> (60 - 4 * i)) & 0xf];
+		uint8		h = (uint8) (hi >> (56 - 8 * i));
+		uint8		l = (uint8) (lo >> (56 - 8 * i));
+
+		out[at[i]] = digits[h >> 4];
+		out[at[i] + 1] = digits[h & 0xf];
+		out[at[i + 8]] = digits[l >> 4];
+		out[at[i + 8] + 1] = digits[l & 0xf];
 	}
-	/* 8-4-4-4-12, without snprintf: this runs for every event */
-	for (int i = 0; i < 32; i++)
-	{
-		if (i == 8 || i == 12 || i == 16 || i == 20)
-			out[o++] = '-';
-		out[o++] = hex[i];
-	}
-	out[o] = '\0';
+	out[8] = out[13] = out[18] = out[23] = '-';
+	out[36] = '\0';
 }
 
 #define ROTL64(x, r) (((x) << (r)) | ((x) >> (64 - (r))))
@@ -348,15 +348,15 @@ retl_event_build(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 		write_members(buf, map, ctx, context, values, nulls, &ctx_first, NULL);
 	compute_message_id(buf, start, map, ctx, values, nulls, message_id);
 	if (!ctx_first)
-		appendStringInfoChar(buf, ',');
-	appendBinaryStringInfo(buf, ctx->tail, ctx->tail_len);
+		appendStringInfoCharMacro(buf, ',');
+	retl_buf_append(buf, ctx->tail, ctx->tail_len);
 	APPEND_LITERAL(buf, ",\"messageId\":\"");
 	id_at = buf->len;
-	appendBinaryStringInfo(buf, message_id, RETL_MESSAGE_ID_LEN);
-	appendBinaryStringInfo(buf, ctx->stamps, ctx->stamps_len);
+	retl_buf_append(buf, message_id, RETL_MESSAGE_ID_LEN);
+	retl_buf_append(buf, ctx->stamps, ctx->stamps_len);
 	if (!map->has_timestamp)
-		appendBinaryStringInfo(buf, ctx->stamp_ts, ctx->stamp_ts_len);
-	appendStringInfoChar(buf, '}');
+		retl_buf_append(buf, ctx->stamp_ts, ctx->stamp_ts_len);
+	appendStringInfoCharMacro(buf, '}');
 	return id_at;
 }
 
@@ -381,8 +381,8 @@ retl_event_identity(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 			if (n->column >= 0 && nulls[n->column] && !map->keep_nulls)
 				continue;
 			if (buf->len > 0)
-				appendStringInfoChar(buf, ',');
-			appendBinaryStringInfo(buf, n->key_json.data + 1, n->key_json.len - 1);
+				appendStringInfoCharMacro(buf, ',');
+			retl_buf_append(buf, n->key_json.data + 1, n->key_json.len - 1);
 			write_leaf_value(buf, map, ctx, n, values, nulls);
 		}
 }

@@ -70,7 +70,7 @@ append_text(StringInfo buf, Datum value)
 static void
 append_int64(StringInfo buf, int64 v)
 {
-	enlargeStringInfo(buf, MAXINT8LEN + 1);
+	retl_buf_reserve(buf, MAXINT8LEN + 1);
 	buf->len += pg_lltoa(v, buf->data + buf->len);
 }
 
@@ -82,12 +82,12 @@ static void
 append_float8(StringInfo buf, float8 v)
 {
 	if (isnan(v))
-		appendBinaryStringInfo(buf, "\"NaN\"", 5);
+		retl_buf_append(buf, "\"NaN\"", 5);
 	else if (isinf(v))
 		appendStringInfoString(buf, v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
 	else
 	{
-		enlargeStringInfo(buf, DOUBLE_SHORTEST_DECIMAL_LEN);
+		retl_buf_reserve(buf, DOUBLE_SHORTEST_DECIMAL_LEN);
 		buf->len += double_to_shortest_decimal_buf(v, buf->data + buf->len);
 	}
 }
@@ -97,12 +97,12 @@ static void
 append_float4(StringInfo buf, float4 v)
 {
 	if (isnan(v))
-		appendBinaryStringInfo(buf, "\"NaN\"", 5);
+		retl_buf_append(buf, "\"NaN\"", 5);
 	else if (isinf(v))
 		appendStringInfoString(buf, v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
 	else
 	{
-		enlargeStringInfo(buf, FLOAT_SHORTEST_DECIMAL_LEN);
+		retl_buf_reserve(buf, FLOAT_SHORTEST_DECIMAL_LEN);
 		buf->len += float_to_shortest_decimal_buf(v, buf->data + buf->len);
 	}
 }
@@ -141,7 +141,7 @@ append_json(StringInfo buf, Datum value)
 	int			from = 0;		/* first byte not copied yet */
 	bool		in_str = false;
 
-	enlargeStringInfo(buf, len);
+	retl_buf_reserve(buf, len);
 	for (int i = 0; i < len; i++)
 	{
 		if (in_str)
@@ -155,11 +155,11 @@ append_json(StringInfo buf, Datum value)
 			in_str = true;
 		else if (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')
 		{
-			appendBinaryStringInfo(buf, s + from, i - from);
+			retl_buf_append(buf, s + from, i - from);
 			from = i + 1;
 		}
 	}
-	appendBinaryStringInfo(buf, s + from, len - from);
+	retl_buf_append(buf, s + from, len - from);
 	if ((Pointer) txt != DatumGetPointer(value))
 		pfree(txt);
 }
@@ -187,7 +187,7 @@ append_bytea(StringInfo buf, Datum value)
 	int			enclen = pg_b64_enc_len(len);
 	int			n;
 
-	enlargeStringInfo(buf, enclen + 2);
+	retl_buf_reserve(buf, enclen + 2);
 	buf->data[buf->len++] = '"';
 	n = pg_b64_encode(VARDATA_ANY(b), len, buf->data + buf->len, enclen);
 	if (n < 0)
@@ -211,23 +211,23 @@ append_array_dim(StringInfo buf, RetlJsonType *t, int dim, int ndim,
 {
 	int			i;
 
-	appendStringInfoChar(buf, '[');
+	appendStringInfoCharMacro(buf, '[');
 	for (i = 0; i < dims[dim]; i++)
 	{
 		if (i > 0)
-			appendStringInfoChar(buf, ',');
+			appendStringInfoCharMacro(buf, ',');
 		if (dim + 1 < ndim)
 			append_array_dim(buf, t, dim + 1, ndim, dims, elems, nulls, pos);
 		else
 		{
 			if (nulls[*pos])
-				appendBinaryStringInfo(buf, "null", 4);
+				retl_buf_append(buf, "null", 4);
 			else
 				append_datum(buf, elems[*pos], t->elem);
 			(*pos)++;
 		}
 	}
-	appendStringInfoChar(buf, ']');
+	appendStringInfoCharMacro(buf, ']');
 }
 
 /*
@@ -249,7 +249,7 @@ append_array(StringInfo buf, Datum value, RetlJsonType *t)
 	arr = DatumGetArrayTypeP(value);
 	ndim = ARR_NDIM(arr);
 	if (ndim <= 0)
-		appendBinaryStringInfo(buf, "[]", 2);
+		retl_buf_append(buf, "[]", 2);
 	else
 	{
 		deconstruct_array(arr, ARR_ELEMTYPE(arr), t->elmlen, t->elmbyval,
@@ -283,21 +283,21 @@ append_row(StringInfo buf, HeapTupleHeader td, RetlJsonType *t)
 	tuple.t_data = td;
 	heap_deform_tuple(&tuple, t->tupdesc, t->values, t->nulls);
 
-	appendStringInfoChar(buf, '{');
+	appendStringInfoCharMacro(buf, '{');
 	for (i = 0; i < natts; i++)
 	{
 		if (t->attrs[i] == NULL)
 			continue;
 		if (!first)
-			appendStringInfoChar(buf, ',');
+			appendStringInfoCharMacro(buf, ',');
 		first = false;
-		appendBinaryStringInfo(buf, t->keys[i], t->keylens[i]);
+		retl_buf_append(buf, t->keys[i], t->keylens[i]);
 		if (t->nulls[i])
-			appendBinaryStringInfo(buf, "null", 4);
+			retl_buf_append(buf, "null", 4);
 		else
 			append_datum(buf, t->values[i], t->attrs[i]);
 	}
-	appendStringInfoChar(buf, '}');
+	appendStringInfoCharMacro(buf, '}');
 }
 
 /*
@@ -356,9 +356,9 @@ append_datum(StringInfo buf, Datum value, RetlJsonType *t)
 			break;
 		case RJ_BOOL:
 			if (DatumGetBool(value))
-				appendBinaryStringInfo(buf, "true", 4);
+				retl_buf_append(buf, "true", 4);
 			else
-				appendBinaryStringInfo(buf, "false", 5);
+				retl_buf_append(buf, "false", 5);
 			break;
 		case RJ_TEXT:
 			append_text(buf, value);

@@ -75,7 +75,7 @@ retl_json_append_timestamp(StringInfo buf, Timestamp ts)
 	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0 || tm.tm_year < 1)
 		return false;
 
-	enlargeStringInfo(buf, 40);
+	retl_buf_reserve(buf, 40);
 	p = buf->data + buf->len;
 	*p++ = '"';
 	p = put_year(p, tm.tm_year);
@@ -144,7 +144,7 @@ retl_json_append_date(StringInfo buf, Datum value, RetlJsonType *t)
 		retl_json_append_output_text(buf, value, t);
 		return;
 	}
-	enlargeStringInfo(buf, 24);
+	retl_buf_reserve(buf, 24);
 	p = buf->data + buf->len;
 	*p++ = '"';
 	p = put_year(p, year);

@@ -384,30 +384,30 @@ append_escape(StringInfo buf, unsigned char c)
 	switch (c)
 	{
 		case '"':
-			appendBinaryStringInfo(buf, "\\\"", 2);
+			retl_buf_append(buf, "\\\"", 2);
 			return;
 		case '\\':
-			appendBinaryStringInfo(buf, "\\\\", 2);
+			retl_buf_append(buf, "\\\\", 2);
 			return;
 		case '\n':
-			appendBinaryStringInfo(buf, "\\n", 2);
+			retl_buf_append(buf, "\\n", 2);
 			return;
 		case '\t':
-			appendBinaryStringInfo(buf, "\\t", 2);
+			retl_buf_append(buf, "\\t", 2);
 			return;
 		case '\r':
-			appendBinaryStringInfo(buf, "\\r", 2);
+			retl_buf_append(buf, "\\r", 2);
 			return;
 		case '\b':
-			appendBinaryStringInfo(buf, "\\b", 2);
+			retl_buf_append(buf, "\\b", 2);
 			return;
 		case '\f':
-			appendBinaryStringInfo(buf, "\\f", 2);
+			retl_buf_append(buf, "\\f", 2);
 			return;
 	}
 	esc[4] = hex[c >> 4];
 	esc[5] = hex[c & 0xf];
-	appendBinaryStringInfo(buf, esc, 6);
+	retl_buf_append(buf, esc, 6);
 }
 
 /*
@@ -421,7 +421,7 @@ retl_json_escape(StringInfo buf, const char *s, int len)
 	const char *run = s;
 	const char *p;
 
-	enlargeStringInfo(buf, len + 2);
+	retl_buf_reserve(buf, len + 2);
 	appendStringInfoCharMacro(buf, '"');
 	for (p = s; p < end; p++)
 	{
@@ -430,11 +430,11 @@ retl_json_escape(StringInfo buf, const char *s, int len)
 		if (c >= 0x20 && c != '"' && c != '\\')
 			continue;
 		if (p > run)
-			appendBinaryStringInfo(buf, run, p - run);
+			retl_buf_append(buf, run, p - run);
 		append_escape(buf, c);
 		run = p + 1;
 	}
 	if (p > run)
-		appendBinaryStringInfo(buf, run, p - run);
+		retl_buf_append(buf, run, p - run);
 	appendStringInfoCharMacro(buf, '"');
 }

@@ -33,4 +33,32 @@ extern void retl_json_append_value(StringInfo out, JsonbValue *v);
 /* writing JSON: a quoted, escaped string */
 extern void retl_json_escape(StringInfo buf, const char *s, int len);
 
+/*
+ * appendBinaryStringInfo, inline when the room is already there: events are
+ * written a few bytes at a time, and the two calls (append, enlarge) of each
+ * piece cost more than copying it.
+ */
+static inline void
+retl_buf_append(StringInfo buf, const char *p, int n)
+{
+	if (likely(buf->maxlen - buf->len > n))
+	{
+		memcpy(buf->data + buf->len, p, n);
+		buf->len += n;
+		buf->data[buf->len] = '\0';
+	}
+	else
+		appendBinaryStringInfo(buf, p, n);
+}
+
+/*
+ * enlargeStringInfo, without its call when the room is already there.
+ */
+static inline void
+retl_buf_reserve(StringInfo buf, int n)
+{
+	if (unlikely(buf->maxlen - buf->len <= n))
+		enlargeStringInfo(buf, n);
+}
+
 #endif							/* RETL_JSON_H */
