@@ -159,6 +159,11 @@ class Sink:
         req = urllib.request.Request(self.url + path, data=b"" if post else None)
         return json.load(urllib.request.urlopen(req))
 
+    def cpu(self):
+        """[the sink's user + system CPU ticks], for diagnostics."""
+        f = open("/proc/%d/stat" % self.proc.pid).read().rsplit(")", 1)[1].split()
+        return [int(f[11]) + int(f[12])]
+
     def stop(self):
         self.proc.terminate()
 
@@ -383,8 +388,10 @@ def counted_run(pg, sink, sync, kind, expected, call="retl_sync_now"):
     the sink's count against expected.  Returns the seconds from request to
     finish."""
     sink.call("/_reset", post=True)
+    before = worker_stat(pg) + sink.cpu()
     run = pg.one("SELECT %s(%%s)" % call, sync)
     secs, _ = wait_run(pg, run)
+    after = worker_stat(pg) + sink.cpu()
     got_kind, sent, succeeded, failed = pg.sql(
         "SELECT kind, events_sent, events_succeeded, events_failed FROM retl.runs"
         " WHERE id = %s", run)[0]
@@ -396,7 +403,9 @@ def counted_run(pg, sink, sync, kind, expected, call="retl_sync_now"):
           % (what, succeeded, sent, failed, expected))
     check(at_sink == expected, "%s: the sink received %d events, expected %d"
           % (what, at_sink, expected))
-    log("%s: %s, %d events in %.3f s" % (what, got_kind, at_sink, secs))
+    log("%s: %s, %d events in %.3f s (CPU ticks: worker %d user %d system,"
+        " sink %d)" % (what, got_kind, at_sink, secs, after[0] - before[0],
+                       after[1] - before[1], after[3] - before[3]))
     return secs
 
 
