@@ -29,7 +29,8 @@ typedef struct RetlKeyReader
 	FmgrInfo	cmp;			/* the type's btree comparison */
 	Oid			typinput;
 	Oid			typioparam;
-	int			limit;			/* rows per keys query */
+	int			limit;			/* rows of the first keys query */
+	int			next_limit;		/* rows of the next ones */
 	char	   *base;			/* SELECT list FROM source WHERE true[filter] */
 	SPIPlanPtr	first;			/* ORDER BY key LIMIT n */
 	SPIPlanPtr	next;			/* key > $1 ORDER BY key LIMIT n */

@@ -118,8 +118,8 @@ extern bool retl_tidlist_page(RetlRun *run, int want);
 extern void retl_diff_start(RetlRun *run);
 extern uint64 retl_diff_key(const char *pk);
 extern void retl_diff_prefetch(RetlRun *run, uint64 key, int stage);
-extern const char *retl_diff_check(RetlRun *run, const char *pk, int64 fp,
-								   int dup, uint64 *version);
+extern const char *retl_diff_check(RetlRun *run, const char *pk, uint64 key,
+								   int64 fp, int dup, uint64 *version);
 extern uint64 retl_diff_version(RetlRun *run, const char *pk, int64 fp);
 extern bool retl_diff_deletes_page(RetlRun *run);
 extern void retl_diff_acked(RetlBatch *b);

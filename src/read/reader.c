@@ -105,10 +105,12 @@ retl_reader_pk(RetlRun *run, Datum *values, bool *nulls)
  * when unchanged and records it as invalid when its key is NULL or
  * duplicate.  dup is 1 or 0 when the reader knows whether the key repeats
  * the previous row's (sources read in key order), else -1.  pk is the
- * row's key as text when the caller has it, else NULL.
+ * row's key as text when the caller has it, else NULL, and key its hash
+ * (retl_diff_key), or 0.
  */
 static void
-process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
+process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk,
+			uint64 key)
 {
 	RetlMapping *map = run->map;
 	char		message_id[RETL_MESSAGE_ID_LEN + 1];
@@ -124,7 +126,7 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 	{
 		/* an unchanged row is skipped before its event is built */
 		fp = retl_event_fingerprint(map, run->sync_id, values, nulls);
-		verdict = retl_diff_check(run, pk, fp, dup, &version);
+		verdict = retl_diff_check(run, pk, key, fp, dup, &version);
 		if (verdict != NULL && verdict[0] == '\0')
 		{
 			MemoryContextSwitchTo(old);
@@ -140,7 +142,7 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 	{
 		/* fingerprints of syncs made before 0.4: the event's content id */
 		fp = retl_diff_fingerprint(message_id);
-		verdict = retl_diff_check(run, pk, fp, dup, &version);
+		verdict = retl_diff_check(run, pk, key, fp, dup, &version);
 	}
 	else if (!run->diff)
 		version = retl_reader_row_version(run, values, nulls);
@@ -166,8 +168,19 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk)
 }
 
 /*
+ * How many rows ahead a diff run asks for the memory of a row's stored
+ * fingerprint (retl_diff_prefetch): its bucket two windows ahead, the
+ * bucket's keys one window ahead.  Far enough that the fetch is done when
+ * the row comes, near enough that nothing evicts it meanwhile (prefetching
+ * a whole result first did not help the rows at its start).
+ */
+#define PREFETCH_AHEAD 8
+
+/*
  * Turns n rows into events.  dups, when not NULL, says which rows repeat
- * the previous row's key.
+ * the previous row's key.  A diff run first takes each row's key (that
+ * column alone), so that the lookups of stored fingerprints can be
+ * fetched ahead of the rows.
  */
 void
 retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc, uint64 n,
@@ -178,32 +191,38 @@ retl_reader_tuples(RetlRun *run, HeapTuple *rows, TupleDesc desc, uint64 n,
 	Datum	   *values = palloc((map->ncolumns + 1) * sizeof(Datum));
 	bool	   *nulls = palloc((map->ncolumns + 1) * sizeof(bool));
 	char	  **pks = NULL;
+	uint64	   *keys = NULL;
 
 	if (run->diff && n > 0)
 	{
-		/* the keys first: their fingerprint lookups are fetched meanwhile */
-		uint64	   *keys = palloc(n * sizeof(uint64));
-
 		pks = palloc(n * sizeof(char *));
+		keys = palloc(n * sizeof(uint64));
 		for (uint64 i = 0; i < n; i++)
 		{
-			heap_deform_tuple(rows[i], desc, values, nulls);
-			pks[i] = retl_reader_pk(run, values, nulls);
+			bool		isnull = true;
+			Datum		key = map->pk_column < 0 ? (Datum) 0 :
+				heap_getattr(rows[i], map->pk_column + 1, desc, &isnull);
+
+			pks[i] = isnull ? NULL : OutputFunctionCall(&map->pk_out, key);
 			keys[i] = pks[i] ? retl_diff_key(pks[i]) : 0;
-			retl_diff_prefetch(run, keys[i], 0);
 		}
-		for (uint64 i = 0; i < n; i++)
-			retl_diff_prefetch(run, keys[i], 1);
-		pfree(keys);
+		for (uint64 i = 0; i < Min(n, 2 * PREFETCH_AHEAD); i++)
+			retl_diff_prefetch(run, keys[i], i < PREFETCH_AHEAD ? 1 : 0);
 	}
 	for (uint64 i = 0; i < n; i++)
 	{
+		if (keys != NULL && i + 2 * PREFETCH_AHEAD < n)
+			retl_diff_prefetch(run, keys[i + 2 * PREFETCH_AHEAD], 0);
+		if (keys != NULL && i + PREFETCH_AHEAD < n)
+			retl_diff_prefetch(run, keys[i + PREFETCH_AHEAD], 1);
 		heap_deform_tuple(rows[i], desc, values, nulls);
 		process_row(run, values, nulls, dups ? (int) dups[i] : -1,
-					pks ? pks[i] : NULL);
+					pks ? pks[i] : NULL, keys ? keys[i] : 0);
 	}
 	pfree(values);
 	pfree(nulls);
+	if (keys != NULL)
+		pfree(keys);
 }
 
 /*
@@ -227,7 +246,7 @@ stream_receive(TupleTableSlot *slot, DestReceiver *self)
 	RowStream  *s = (RowStream *) self;
 
 	slot_getallattrs(slot);
-	process_row(s->run, slot->tts_values, slot->tts_isnull, -1, NULL);
+	process_row(s->run, slot->tts_values, slot->tts_isnull, -1, NULL, 0);
 	s->rows++;
 	return true;
 }

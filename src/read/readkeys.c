@@ -50,6 +50,15 @@
 
 #include "keyreader.h"
 
+/*
+ * Rows of a keys query after the first at most.  The first query reads one
+ * batch, so that the first events leave soon; the next ones read a page's
+ * worth (batch_size x max_in_flight): each query starts the view's plan
+ * afresh, and its caches with it (a Memoize node over a join's inner side
+ * begins empty), so small queries cost more per row.
+ */
+#define KEYS_NEXT_LIMIT_MAX 20000
+
 
 /*
  * Frees the plans and the store; a reset callback of the run's context,
@@ -93,6 +102,8 @@ key_reader(RetlRun *run)
 	kr->cxt = cxt;
 	kr->col = map->pk_column;
 	kr->limit = Max(50, Min(5000, run->dest.batch_size));
+	kr->next_limit = Max(kr->limit, Min(KEYS_NEXT_LIMIT_MAX,
+										run->dest.batch_size * run->dest.max_in_flight));
 	kr->base = MemoryContextStrdup(cxt, psprintf("SELECT %s FROM %s WHERE true%s",
 												 run->query, map->relname,
 												 run->filter));
@@ -245,7 +256,7 @@ keys_plan_streams(RetlKeyReader *kr)
 
 	kr->next = keep_plan(kr, psprintf("%s AND %s > $1 ORDER BY %s LIMIT %d",
 									  kr->base, kr->keyname, kr->keyname,
-									  kr->limit), 1);
+									  kr->next_limit), 1);
 	cplan = SPI_plan_get_cached_plan(kr->next);
 	if (cplan == NULL)
 		return false;
@@ -344,13 +355,14 @@ keys_step(RetlRun *run, RetlKeyReader *kr)
 	bool		isnull;
 	bool		full;
 	Datum		lastkey;
+	int			limit = kr->have_last ? kr->next_limit : kr->limit;
 
 	n = kr->have_last ? keys_query(kr, &kr->next, "", 1)
 		: keys_query(kr, &kr->first,
 					 psprintf(" AND %s IS NOT NULL ORDER BY %s LIMIT %d",
 							  kr->keyname, kr->keyname, kr->limit), 0);
 	tt = SPI_tuptable;
-	full = n == (uint64) kr->limit;
+	full = n == (uint64) limit;
 	if (n == 0)
 	{
 		kr->keys_done = true;
@@ -404,24 +416,28 @@ nulls_step(RetlRun *run, RetlKeyReader *kr)
 }
 
 /*
- * Keys method: reads queries until enough events are built or the page's
- * time is spent.  Returns true when the keys and the NULL keys are read.
+ * Keys method: reads queries until want events are built or the page's
+ * time is spent.  Events, not rows: a content-diff run skips unchanged
+ * rows, and a run that sends few of them reads on in the same page.  A
+ * page may end one query past want: at most 2 x batch_size x
+ * max_in_flight events, the checkpoint's window (retl_ckpt_may_send).
+ * Returns true when the keys and the NULL keys are read.
  */
 static bool
 keys_page(RetlRun *run, RetlKeyReader *kr, int want)
 {
 	TimestampTz start = GetCurrentTimestamp();
-	uint64		rows = 0;
+	int64		seq0 = run->seq;
 
 	for (;;)
 	{
 		if (!kr->keys_done)
-			rows += keys_step(run, kr);
+			(void) keys_step(run, kr);
 		else if (!kr->nulls_done)
-			rows += nulls_step(run, kr);
+			(void) nulls_step(run, kr);
 		else
 			return true;
-		if (rows >= (uint64) want ||
+		if (run->seq - seq0 >= want ||
 			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), PAGE_MAX_MS))
 			return false;
 	}

@@ -25,27 +25,6 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-static RetlStoreStmt count_stmt = {
-	"SELECT count(*) FROM retl.fingerprints WHERE sync_id = $1",
-	1, {INT8OID}, CURSOR_OPT_CUSTOM_PLAN, true
-};
-
-/*
- * How many fingerprints a sync has stored, in the caller's transaction.
- */
-int64
-retl_store_fp_count(int64 sync_id)
-{
-	Datum		values[1] = {Int64GetDatum(sync_id)};
-	bool		isnull;
-
-	retl_store_exec(&count_stmt, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed != 1)
-		return 0;
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull));
-}
-
 static RetlStoreStmt scan_stmt = {
 	"SELECT pk, fingerprint, previous FROM retl.fingerprints"
 	" WHERE sync_id = $1",

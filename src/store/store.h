@@ -149,7 +149,6 @@ typedef void (*RetlStoredFn) (void *arg, const char *pk, int len, int64 fp,
 
 #define RETL_STORE_FP_PAGE 1000 /* stored keys per deletions page */
 
-extern int64 retl_store_fp_count(int64 sync_id);
 extern void retl_store_fp_scan(int64 sync_id, RetlStoredFn fn, void *arg);
 extern int	retl_store_fp_page(int64 sync_id, const char *after,
 							   RetlStoredRow **rows);
