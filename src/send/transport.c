@@ -293,9 +293,6 @@ setup_easy(RetlBatch *b, const char **failed)
 	RETL_SETOPT(e, CURLOPT_POST, 1L);
 	RETL_SETOPT(e, CURLOPT_POSTFIELDS, b->body.data);
 	RETL_SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) b->body.len);
-	/* the body in one send() up to 2 MB (curl's range 16 kB..2 MB, default 64 kB) */
-	RETL_SETOPT(e, CURLOPT_UPLOAD_BUFFERSIZE,
-				(long) Max(Min(b->body.len, 2 * 1024 * 1024), 16 * 1024));
 	RETL_SETOPT(e, CURLOPT_HTTPHEADER, request_headers(b));
 	RETL_SETOPT(e, CURLOPT_TIMEOUT_MS, (long) d->timeout_ms);
 	RETL_SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) Min(d->timeout_ms, 10000));
