@@ -129,7 +129,7 @@ write_members(StringInfo buf, RetlMapping *map, RetlEventCtx *ctx,
 			continue;
 		/* key_json starts with a comma; drop it for the first member */
 		retl_buf_append(buf, n->key_json.data + (*first ? 1 : 0),
-							   n->key_json.len - (*first ? 1 : 0));
+						n->key_json.len - (*first ? 1 : 0));
 		*first = false;
 		if (leaf)
 			write_leaf_value(buf, map, ctx, n, values, nulls);

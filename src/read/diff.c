@@ -95,15 +95,16 @@ retl_diff_fingerprint(const char *message_id)
 }
 
 /*
- * sort_stored(StoredKey *, size_t): orders stored keys by hash, with the
- * comparison inlined (a million keys sort in a third of qsort's time).
+ * Orders stored keys by hash, for qsort.
  */
-#define ST_SORT sort_stored
-#define ST_ELEMENT_TYPE StoredKey
-#define ST_COMPARE(a, b) (((a)->key > (b)->key) - ((a)->key < (b)->key))
-#define ST_SCOPE static
-#define ST_DEFINE
-#include "lib/sort_template.h"
+static int
+cmp_stored(const void *a, const void *b)
+{
+	uint64		x = ((const StoredKey *) a)->key;
+	uint64		y = ((const StoredKey *) b)->key;
+
+	return x < y ? -1 : x > y;
+}
 
 /*
  * Indexes the sorted stored keys by their top bits, about two keys a
@@ -159,7 +160,7 @@ load_stored(RetlRun *run, RetlDiff *d)
 	d->cap = 1024;
 	d->stored = MemoryContextAllocHuge(d->cxt, d->cap * sizeof(StoredKey));
 	retl_store_fp_scan(run->sync_id, add_stored, d);
-	sort_stored(d->stored, d->nstored);
+	qsort(d->stored, d->nstored, sizeof(StoredKey), cmp_stored);
 	d->seen = MemoryContextAllocHuge(d->cxt, Max(d->nstored, 1) * sizeof(bool));
 	memset(d->seen, 0, Max(d->nstored, 1) * sizeof(bool));
 	d->nunseen = d->nstored;

@@ -170,9 +170,9 @@ process_row(RetlRun *run, Datum *values, bool *nulls, int dup, char *pk,
 /*
  * How many rows ahead a diff run asks for the memory of a row's stored
  * fingerprint (retl_diff_prefetch): its bucket two windows ahead, the
- * bucket's keys one window ahead.  Far enough that the fetch is done when
- * the row comes, near enough that nothing evicts it meanwhile (prefetching
- * a whole result first did not help the rows at its start).
+ * bucket's keys one window ahead: far enough that the fetch is done when
+ * the row comes, near enough that building the rows between does not
+ * evict it (a result holds thousands of rows).
  */
 #define PREFETCH_AHEAD 8
 

@@ -59,7 +59,6 @@
  */
 #define KEYS_NEXT_LIMIT_MAX 20000
 
-
 /*
  * Frees the plans and the store; a reset callback of the run's context,
  * so that an error ending the run frees them too.
@@ -343,10 +342,9 @@ keys_process(RetlRun *run, RetlKeyReader *kr, SPITupleTable *tt, uint64 n)
 /*
  * Reads the next keys query and processes it.  A full result stops before
  * its trailing run of equal keys, which the next query reads again; a
- * result of one key only is read whole with "key = $1".  Returns the rows
- * processed.
+ * result of one key only is read whole with "key = $1".
  */
-static uint64
+static void
 keys_step(RetlRun *run, RetlKeyReader *kr)
 {
 	uint64		n,
@@ -367,7 +365,7 @@ keys_step(RetlRun *run, RetlKeyReader *kr)
 	{
 		kr->keys_done = true;
 		SPI_freetuptable(tt);
-		return 0;
+		return;
 	}
 	cut = n;
 	lastkey = row_key(kr, tt, n - 1, &isnull);
@@ -391,13 +389,12 @@ keys_step(RetlRun *run, RetlKeyReader *kr)
 	keys_process(run, kr, tt, cut);
 	retl_ckpt_span(run, 0, retl_keys_last_text(run, kr), (int64) cut);
 	SPI_freetuptable(tt);
-	return cut;
 }
 
 /*
  * Reads the rows whose key is NULL, once, after all others.
  */
-static uint64
+static void
 nulls_step(RetlRun *run, RetlKeyReader *kr)
 {
 	SPITupleTable *tt;
@@ -412,7 +409,6 @@ nulls_step(RetlRun *run, RetlKeyReader *kr)
 	keys_process(run, kr, tt, n);
 	retl_ckpt_span(run, 0, retl_keys_last_text(run, kr), (int64) n);
 	SPI_freetuptable(tt);
-	return n;
 }
 
 /*
@@ -432,9 +428,9 @@ keys_page(RetlRun *run, RetlKeyReader *kr, int want)
 	for (;;)
 	{
 		if (!kr->keys_done)
-			(void) keys_step(run, kr);
+			keys_step(run, kr);
 		else if (!kr->nulls_done)
-			(void) nulls_step(run, kr);
+			nulls_step(run, kr);
 		else
 			return true;
 		if (run->seq - seq0 >= want ||
