@@ -4,6 +4,7 @@
 -- members of retl_user.
 CREATE DATABASE retl_upgrade;
 CREATE DATABASE retl_upgrade_02;
+CREATE DATABASE retl_upgrade_04;
 CREATE DATABASE retl_fresh;
 CREATE ROLE retl_old_owner;
 CREATE ROLE retl_old_owner_02;
@@ -73,6 +74,35 @@ RESET ROLE;
 SELECT string_agg(x, E'\x1e' ORDER BY x) AS upgraded_02
   FROM (SELECT * FROM pg_temp.retl_schema() UNION ALL
         SELECT * FROM pg_temp.retl_privileges()) s(x) \gset
+-- from 0.4: a content-diff sync's fingerprints become chunks of up to
+-- 1,000 keys; retl.fingerprints, now a view, shows the same rows
+\c retl_upgrade_04
+CREATE EXTENSION retl VERSION '0.4';
+CREATE TABLE users (id int PRIMARY KEY, email text);
+CREATE VIEW user_view AS SELECT id, email FROM users;
+SELECT retl_create_destination('hook04', 'webhook', '{"url": "http://127.0.0.1:9/hook"}') > 0 AS created;
+SELECT retl_create_sync('users04', 'user_view', 'hook04', 'identify',
+  '{"userId": "email"}', primary_key => 'id', mode => 'mirror') > 0 AS created;
+INSERT INTO retl.fingerprints (sync_id, pk, fingerprint, identity, previous)
+  SELECT s.id, g::text, g * 7919, CASE WHEN g % 3 = 0 THEN '"userId":"u' || g || '"' END, g % 5
+    FROM retl.syncs s, generate_series(1, 2500) g;
+SELECT md5(string_agg(f::text, ',' ORDER BY pk)) AS fingerprints_04 FROM retl.fingerprints f \gset
+ALTER EXTENSION retl UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'retl';
+SELECT md5(string_agg(f::text, ',' ORDER BY pk)) = :'fingerprints_04' AS same_fingerprints,
+       count(*) AS keys FROM retl.fingerprints f;
+SELECT count(*) AS chunks, sum(cardinality(pks)) AS entries, max(cardinality(pks)) AS largest
+  FROM retl.fingerprint_chunks;
+SELECT relname FROM pg_extension e, unnest(e.extconfig) c JOIN pg_class r ON r.oid = c
+ WHERE e.extname = 'retl' ORDER BY 1;
+SELECT cardinality(extconfig) AS config_tables FROM pg_extension WHERE extname = 'retl';
+-- dropping the sync forgets its chunks
+SELECT retl_drop_sync('users04');
+SELECT count(*) AS chunks_left FROM retl.fingerprint_chunks;
+\i sql/retl_schema.psql
+SELECT string_agg(x, E'\x1e' ORDER BY x) AS upgraded_04
+  FROM (SELECT * FROM pg_temp.retl_schema() UNION ALL
+        SELECT * FROM pg_temp.retl_privileges()) s(x) \gset
 \c retl_fresh
 CREATE EXTENSION retl;
 SELECT extversion FROM pg_extension WHERE extname = 'retl';
@@ -92,8 +122,14 @@ SELECT x AS only_after_upgrade_from_02
 EXCEPT SELECT * FROM fresh;
 SELECT x AS only_in_fresh_install_not_02 FROM fresh
 EXCEPT SELECT unnest(string_to_array(:'upgraded_02', E'\x1e'));
+SELECT x AS only_after_upgrade_from_04
+  FROM unnest(string_to_array(:'upgraded_04', E'\x1e')) x
+EXCEPT SELECT * FROM fresh;
+SELECT x AS only_in_fresh_install_not_04 FROM fresh
+EXCEPT SELECT unnest(string_to_array(:'upgraded_04', E'\x1e'));
 \c contrib_regression
 DROP DATABASE retl_upgrade WITH (FORCE);
 DROP DATABASE retl_upgrade_02 WITH (FORCE);
+DROP DATABASE retl_upgrade_04 WITH (FORCE);
 DROP DATABASE retl_fresh WITH (FORCE);
 DROP ROLE retl_old_owner, retl_old_owner_02;

@@ -99,20 +99,28 @@ preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
 													 values[map->pk_column]));
 
 	/*
-	 * The diff state is the worker's (nobody else reads retl.fingerprints):
+	 * The diff state is the worker's (nobody else reads its chunks):
 	 * read as the catalog's owner, for the sync the caller could load.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(retl_privileges_catalog_owner(),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args("SELECT fingerprint, previous FROM retl.fingerprints"
-							   " WHERE sync_id OPERATOR(pg_catalog.=) $1"
-							   " AND pk OPERATOR(pg_catalog.=) $2",
+	rc = SPI_execute_with_args("SELECT u.fp, u.prev FROM retl.fingerprint_chunks c,"
+							   " ROWS FROM (pg_catalog.unnest(c.pks),"
+							   "  pg_catalog.unnest(c.fingerprints),"
+							   "  pg_catalog.unnest(c.previous))"
+							   "  WITH ORDINALITY AS u (pk, fp, prev, n)"
+							   " WHERE c.sync_id OPERATOR(pg_catalog.=) $1"
+							   " AND $2 OPERATOR(pg_catalog.=) ANY (c.pks)"
+							   " AND u.pk OPERATOR(pg_catalog.=) $2"
+							   " ORDER BY c.chunk DESC, u.n DESC",
 							   2, types, args, NULL, true, 1);
 	SetUserIdAndSecContext(save_userid, save_sec);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "retl: reading fingerprints failed");
-	if (SPI_processed == 0)
+	/* no entry, or the last one forgot the key */
+	if (SPI_processed == 0 ||
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
 		return 0;
 	fp = fp_values ? retl_event_fingerprint(map, sync_id, values, nulls)
 		: retl_diff_fingerprint(message_id);

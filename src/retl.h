@@ -19,7 +19,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define RETL_VERSION "0.4"
+#define RETL_VERSION "0.5"
 #define RETL_MAX_DATABASES 64
 
 /* GUCs (retl.c) */

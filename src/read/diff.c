@@ -12,22 +12,23 @@
  * event, so a stop or a crash never loses a change (RudderStack, Hightouch
  * and Census diff this way).
  *
- * Everything is a set operation.  At the start of a run, the sync's stored
- * fingerprints are read once, through a cursor, into a sorted array of 24
- * bytes a key (the hash of the key, its fingerprint and the one before),
+ * Everything is a set operation.  The fingerprints are stored as chunks,
+ * a row of arrays for each acknowledged batch (store/fingerprints.c); a
+ * key's fingerprint is its last entry.  At the start of a run, the sync's
+ * chunks are read once into a sorted array of 32 bytes a key (the hash of
+ * the key, its fingerprint and the one before, and where its entry is),
  * so that each row costs a bucket lookup, not an index probe: a probe per
- * row cost more than reading the row.  Per acknowledged batch: one insert
- * of the keys that had no fingerprint, one upsert of the others, and one
- * delete.  After the source is read, the stored keys are walked in pages
- * along their index; those the run did not see are candidates for
- * deletion.  A candidate is deleted only if the source, read again in a
+ * row cost more than reading the row.  Per acknowledged batch: one chunk.
+ * After the source is read, the stored keys the run did not see are
+ * candidates for deletion; the walk reads their chunks, a page of keys at
+ * a time.  A candidate is deleted only if the source, read again in a
  * snapshot taken after the whole run read it, does not have it: a row
  * that an update moved behind the reader was not seen, but is alive (the
- * next run sends its change).  The walk ends as soon as it has met every
- * stored key the run did not see (at once when it saw them all, the usual
- * case).  Mirror syncs send a deletion event for the
+ * next run sends its change).  Mirror syncs send a deletion event for the
  * others, carrying the identity stored with the fingerprint (computed in C
- * when the event was built); other syncs forget them.
+ * when the event was built); other syncs forget them (a chunk of
+ * fingerprints 0).  When most stored entries are stale, the walk's last
+ * page rewrites the sync's chunks.
  *
  * Duplicate keys: a source read in key order shows them as neighbours
  * (the reader says so); one read by blocks keeps a hash of seen keys.
@@ -43,6 +44,7 @@
 #include "store.h"
 
 #include "common/hashfn.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -52,6 +54,8 @@ typedef struct StoredKey
 	uint64		key;			/* hash of the primary key text */
 	int64		fp;				/* stored fingerprint */
 	int64		previous;		/* the fingerprint before it, or 0 */
+	uint32		chunk;			/* its entry: the index of its chunk */
+	uint32		pos;			/* ... and its place in the chunk */
 } StoredKey;
 
 typedef struct RetlDiff
@@ -62,10 +66,16 @@ typedef struct RetlDiff
 	int64		nstored;
 	int64		cap;			/* room in stored while it is loaded */
 	int64		nunseen;		/* stored keys not seen, not met by the walk */
+	int64		nentries;		/* entries loaded, stale ones included */
+	int64	   *chunks;			/* the loaded chunks' numbers, in order */
+	uint32		nchunks;
+	uint32		chunks_cap;
 	uint32	   *dir;			/* first stored index of each top-bits bucket */
 	int			dir_bits;
 	HTAB	   *seen_hash;		/* blocks runs: every key, for duplicates */
-	char	   *deletes_after;	/* paging through stored keys */
+	uint32	   *cand;			/* the walk: unseen stored keys, by entry */
+	int64		ncand;			/* -1 until the walk starts */
+	int64		walk_at;		/* the next candidate to check */
 } RetlDiff;
 
 /*
@@ -95,15 +105,20 @@ retl_diff_fingerprint(const char *message_id)
 }
 
 /*
- * Orders stored keys by hash, for qsort.
+ * Orders stored entries by key hash, then by where they are stored, for
+ * qsort: a key's last entry comes last.
  */
 static int
 cmp_stored(const void *a, const void *b)
 {
-	uint64		x = ((const StoredKey *) a)->key;
-	uint64		y = ((const StoredKey *) b)->key;
+	const StoredKey *x = a;
+	const StoredKey *y = b;
 
-	return x < y ? -1 : x > y;
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	if (x->chunk != y->chunk)
+		return x->chunk < y->chunk ? -1 : 1;
+	return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
 /*
@@ -132,38 +147,79 @@ build_directory(RetlDiff *d)
 }
 
 /*
- * Adds one stored fingerprint to the array, growing it as needed.
+ * Adds the entries of one stored chunk to the array, growing it as
+ * needed.
  */
 static void
-add_stored(void *arg, const char *pk, int len, int64 fp, int64 previous)
+add_chunk(void *arg, const RetlFpChunk *c)
 {
 	RetlDiff   *d = arg;
 
-	if (d->nstored == d->cap)
+	if (d->nchunks == d->chunks_cap)
 	{
-		d->cap *= 2;
-		d->stored = repalloc_huge(d->stored, d->cap * sizeof(StoredKey));
+		d->chunks_cap *= 2;
+		d->chunks = repalloc_huge(d->chunks, d->chunks_cap * sizeof(int64));
 	}
-	d->stored[d->nstored].key =
-		hash_bytes_extended((const unsigned char *) pk, len, 0x5eed);
-	d->stored[d->nstored].fp = fp;
-	d->stored[d->nstored++].previous = previous;
+	d->chunks[d->nchunks] = c->chunk;
+	for (int i = 0; i < c->n; i++)
+	{
+		const char *pk = DatumGetPointer(c->pks[i]);
+		StoredKey  *s;
+
+		if (d->nstored == d->cap)
+		{
+			d->cap *= 2;
+			d->stored = repalloc_huge(d->stored, d->cap * sizeof(StoredKey));
+		}
+		s = &d->stored[d->nstored++];
+		s->key = hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
+									 VARSIZE_ANY_EXHDR(pk), 0x5eed);
+		s->fp = c->fps[i];
+		s->previous = c->prevs[i];
+		s->chunk = d->nchunks;
+		s->pos = (uint32) i;
+	}
+	d->nchunks++;
 }
 
 /*
- * Reads every fingerprint of the sync into a sorted array of 24 bytes a
- * key.  Runs in the transaction that sets the run up, as the worker.
+ * Keeps the last entry of each key of the sorted array, and drops the
+ * keys whose last entry forgets them (fingerprint 0).
+ */
+static void
+keep_last_entries(RetlDiff *d)
+{
+	int64		n = 0;
+
+	d->nentries = d->nstored;
+	for (int64 i = 0; i < d->nstored; i++)
+	{
+		if (i + 1 < d->nstored && d->stored[i + 1].key == d->stored[i].key)
+			continue;
+		if (d->stored[i].fp != 0)
+			d->stored[n++] = d->stored[i];
+	}
+	d->nstored = n;
+}
+
+/*
+ * Reads every chunk of the sync into a sorted array of 32 bytes a key.
+ * Runs in the transaction that sets the run up, as the worker.
  */
 static void
 load_stored(RetlRun *run, RetlDiff *d)
 {
 	d->cap = 1024;
 	d->stored = MemoryContextAllocHuge(d->cxt, d->cap * sizeof(StoredKey));
-	retl_store_fp_scan(run->sync_id, add_stored, d);
+	d->chunks_cap = 64;
+	d->chunks = MemoryContextAlloc(d->cxt, d->chunks_cap * sizeof(int64));
+	retl_store_fp_scan(run->sync_id, add_chunk, d);
 	qsort(d->stored, d->nstored, sizeof(StoredKey), cmp_stored);
+	keep_last_entries(d);
 	d->seen = MemoryContextAllocHuge(d->cxt, Max(d->nstored, 1) * sizeof(bool));
 	memset(d->seen, 0, Max(d->nstored, 1) * sizeof(bool));
 	d->nunseen = d->nstored;
+	d->ncand = -1;
 	build_directory(d);
 }
 
@@ -363,18 +419,6 @@ build_delete_event(RetlRun *run, const char *identity, const char *pk,
 }
 
 /*
- * Was this stored key seen by the run?  A key stored after the run loaded
- * the fingerprints was stored by the run itself: seen.
- */
-static bool
-was_seen(RetlDiff *d, const char *pk)
-{
-	int64		i = find_stored(d, retl_diff_key(pk));
-
-	return i < 0 || d->seen[i];
-}
-
-/*
  * Queues the deletion event of a key, with its stored identity.
  */
 static void
@@ -389,64 +433,208 @@ queue_deletion(RetlRun *run, const char *pk, int64 fp, const char *identity)
 }
 
 /*
- * Reads a page of stored keys and handles those that are gone: the keys
+ * Orders candidates (indexes of stored keys) by where their entries are,
+ * for qsort: the walk reads each chunk once.
+ */
+static int
+cmp_entry(const void *a, const void *b, void *arg)
+{
+	const StoredKey *stored = arg;
+	const StoredKey *x = &stored[*(const uint32 *) a];
+	const StoredKey *y = &stored[*(const uint32 *) b];
+
+	if (x->chunk != y->chunk)
+		return x->chunk < y->chunk ? -1 : 1;
+	return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/*
+ * Lists the stored keys the run did not see, in the order of their
+ * chunks.
+ */
+static void
+walk_start(RetlDiff *d)
+{
+	d->cand = MemoryContextAllocHuge(d->cxt, Max(d->nunseen, 1) * sizeof(uint32));
+	d->ncand = 0;
+	for (int64 i = 0; i < d->nstored; i++)
+		if (!d->seen[i])
+			d->cand[d->ncand++] = (uint32) i;
+	qsort_arg(d->cand, d->ncand, sizeof(uint32), cmp_entry, d->stored);
+	d->walk_at = 0;
+}
+
+/*
+ * The next page of candidates, from d->walk_at to the returned end: at
+ * most RETL_STORE_FP_PAGE keys in at most WALK_CHUNKS chunks, whose
+ * numbers go to chunks.
+ */
+#define WALK_CHUNKS 64
+
+static int64
+walk_page_end(RetlDiff *d, int64 *chunks, int *nchunks)
+{
+	int64		end = d->walk_at;
+
+	*nchunks = 0;
+	while (end < d->ncand && end - d->walk_at < RETL_STORE_FP_PAGE)
+	{
+		int64		chunk = d->chunks[d->stored[d->cand[end]].chunk];
+
+		if (*nchunks == 0 || chunks[*nchunks - 1] != chunk)
+		{
+			if (*nchunks == WALK_CHUNKS)
+				break;
+			chunks[(*nchunks)++] = chunk;
+		}
+		end++;
+	}
+	return end;
+}
+
+/* The candidates of a walk page, read from their chunks. */
+typedef struct WalkKeys
+{
+	char	  **pks;
+	int64	   *fps;
+	char	  **idents;
+	int			n;
+} WalkKeys;
+
+/*
+ * Reads the stored entries of the candidates cand[from .. end-1] from
+ * their chunks (sorted by number, as the candidates are).  A chunk gone,
+ * or an entry whose key is not the one loaded, is skipped: nothing of it
+ * is left to delete.
+ */
+static void
+walk_read(RetlRun *run, int64 from, int64 end, const int64 *chunks,
+		  int nchunks, WalkKeys *w)
+{
+	RetlDiff   *d = run->diffs;
+	RetlFpChunk *got;
+	int			ngot = retl_store_fp_chunks(run->sync_id, chunks, nchunks, &got);
+	int			g = 0;
+
+	w->pks = palloc(Max(end - from, 1) * sizeof(char *));
+	w->fps = palloc(Max(end - from, 1) * sizeof(int64));
+	w->idents = palloc(Max(end - from, 1) * sizeof(char *));
+	w->n = 0;
+	for (int64 c = from; c < end; c++)
+	{
+		StoredKey  *s = &d->stored[d->cand[c]];
+		RetlFpChunk *ch;
+		char	   *pk;
+
+		while (g < ngot && got[g].chunk < d->chunks[s->chunk])
+			g++;
+		if (g == ngot || got[g].chunk != d->chunks[s->chunk] || s->pos >= got[g].n)
+			continue;
+		ch = &got[g];
+		pk = TextDatumGetCString(ch->pks[s->pos]);
+		if (retl_diff_key(pk) != s->key)
+			continue;
+		w->pks[w->n] = pk;
+		w->fps[w->n] = ch->fps[s->pos];
+		w->idents[w->n++] = ch->idents == NULL || ch->ident_nulls[s->pos]
+			? NULL : TextDatumGetCString(ch->idents[s->pos]);
+	}
+}
+
+/*
+ * Forgets n keys: a chunk of fingerprints 0, in the caller's
+ * transaction.
+ */
+static void
+forget_keys(RetlRun *run, char **pks, int n)
+{
+	RetlFpRows	k;
+
+	k.pks = pks;
+	k.fps = palloc0(Max(n, 1) * sizeof(int64));
+	k.prevs = k.fps;
+	k.idents = palloc0(Max(n, 1) * sizeof(char *));
+	k.n = n;
+	retl_store_fp_write(run->sync_id, &k);
+}
+
+/*
+ * Checks one page of candidates and handles those that are gone: the keys
  * this run did not see and that the source, read again now as the owner,
  * does not have.  Mirror syncs send a deletion event (unless on_delete is
- * "skip"), other syncs forget them.  Runs in the reader's page
- * transaction, as the worker.  Returns true when no stored key is left to
- * check.
+ * "skip"), other syncs forget them.  Returns true when no candidate is
+ * left.
+ */
+static bool
+walk_page(RetlRun *run)
+{
+	RetlDiff   *d = run->diffs;
+	int64		chunks[WALK_CHUNKS];
+	int			nchunks;
+	int64		end;
+	WalkKeys	w;
+	bool	   *live;
+	char	  **gone;
+	int			ngone = 0;
+
+	if (d->ncand < 0)
+		walk_start(d);
+	end = walk_page_end(d, chunks, &nchunks);
+	walk_read(run, d->walk_at, end, chunks, nchunks, &w);
+	d->nunseen -= end - d->walk_at;
+	d->walk_at = end;
+	live = palloc(Max(w.n, 1) * sizeof(bool));
+	gone = palloc(Max(w.n, 1) * sizeof(char *));
+	retl_owner_enter(run);
+	retl_keys_live(run, w.pks, w.n, live);
+	retl_owner_leave(run);
+	for (int i = 0; i < w.n; i++)
+	{
+		if (live[i])
+			continue;			/* moved behind the reader: alive */
+		run->rows_deleted++;
+		if (run->mirror && !run->on_delete_skip)
+			queue_deletion(run, w.pks[i], w.fps[i], w.idents[i]);
+		else
+			gone[ngone++] = w.pks[i];
+	}
+	forget_keys(run, gone, ngone);
+	return d->walk_at >= d->ncand;
+}
+
+/*
+ * Rewrites the sync's chunks when most of the entries the run loaded were
+ * stale (keys stored again, or forgotten), or the chunks were many for
+ * their keys (small batches): the load then reads about one entry a key,
+ * in few rows.
+ */
+static void
+maybe_rewrite(RetlRun *run)
+{
+	RetlDiff   *d = run->diffs;
+	int64		stale = d->nentries - d->nstored;
+
+	if ((stale >= 1000 && stale > d->nstored) ||
+		(int64) d->nchunks > d->nstored / 100 + 100)
+		retl_store_fp_rewrite(run->sync_id);
+}
+
+/*
+ * One page of the deletions walk (walk_page), then, once the walk is
+ * done, the rewrite of the sync's chunks if they need one.  Runs in the
+ * reader's page transaction, as the worker.  Returns true when the walk
+ * is done.
  */
 bool
 retl_diff_deletes_page(RetlRun *run)
 {
 	RetlDiff   *d = run->diffs;
-	int			n;
-	RetlStoredRow *rows;
-	char	  **cand;
-	int			ncand = 0;
-	bool	   *live;
-	char	  **gone;
-	int			ngone = 0;
-	int			c = 0;
 
-	/* every stored key was seen, or met by the walk already: nothing is gone */
-	if (d->nunseen <= 0)
-		return true;
-	n = retl_store_fp_page(run->sync_id, d->deletes_after, &rows);
-	cand = palloc(Max(n, 1) * sizeof(char *));
-	live = palloc(Max(n, 1) * sizeof(bool));
-	gone = palloc(Max(n, 1) * sizeof(char *));
-	for (int i = 0; i < n; i++)
-	{
-		char	   *pk = rows[i].pk;
-
-		if (i == n - 1)
-			d->deletes_after = MemoryContextStrdup(d->cxt, pk);
-		if (!was_seen(d, pk))
-		{
-			cand[ncand++] = pk;
-			d->nunseen--;
-		}
-	}
-	retl_owner_enter(run);
-	retl_keys_live(run, cand, ncand, live);
-	retl_owner_leave(run);
-	for (int i = 0; i < n && c < ncand; i++)
-	{
-		char	   *pk = rows[i].pk;
-
-		if (strcmp(pk, cand[c]) != 0)
-			continue;
-		if (live[c++])
-			continue;			/* moved behind the reader: alive */
-		run->rows_deleted++;
-		if (run->mirror && !run->on_delete_skip)
-			queue_deletion(run, pk, rows[i].fp, rows[i].identity);
-		else
-			gone[ngone++] = pk;
-	}
-	retl_store_fp_forget(run->sync_id, gone, ngone);
-	return n < RETL_STORE_FP_PAGE;
+	/* every stored key was seen (the usual case): nothing can be gone */
+	if (d->nunseen > 0 && !walk_page(run))
+		return false;
+	maybe_rewrite(run);
+	return true;
 }
 
 /*
@@ -463,44 +651,41 @@ acked_init(RetlFpRows *k, int n)
 }
 
 /*
+ * Adds one key to a chunk being written.
+ */
+static void
+acked_add(RetlFpRows *k, char *pk, int64 fp, int64 prev, char *ident)
+{
+	k->pks[k->n] = pk;
+	k->fps[k->n] = fp;
+	k->prevs[k->n] = prev;
+	k->idents[k->n++] = ident;
+}
+
+/*
  * Stores the fingerprints of the events a destination acknowledged, and
- * forgets the keys whose deletion it acknowledged, in one short
- * transaction: keys without a fingerprint when the run began are
- * inserted, the others upserted.
+ * forgets the keys whose deletion it acknowledged (fingerprint 0), as one
+ * chunk, in one short transaction.
  */
 void
 retl_diff_acked(RetlBatch *b)
 {
 	RetlDiff   *d = b->run->diffs;
-	RetlFpRows	fresh,
-				known;
-	char	  **dels = palloc(Max(b->nevents, 1) * sizeof(char *));
-	int			ndel = 0;
+	RetlFpRows	k;
 
-	acked_init(&fresh, b->nevents);
-	acked_init(&known, b->nevents);
+	acked_init(&k, b->nevents);
 	for (int i = 0; i < b->nevents; i++)
 	{
-		RetlFpRows *k;
-		int64		si;
-
 		if (b->ev_pk[i] == NULL)
 			continue;
 		if (b->ev_delete[i])
-		{
-			dels[ndel++] = b->ev_pk[i];
-			continue;
-		}
-		if (b->ev_fp[i] == 0)
-			continue;
-		si = d != NULL ? find_stored(d, retl_diff_key(b->ev_pk[i])) : 0;
-		k = si < 0 ? &fresh : &known;
-		k->prevs[k->n] = d != NULL ? version_of(d, si, b->ev_fp[i]) : 0;
-		k->pks[k->n] = b->ev_pk[i];
-		k->idents[k->n] = b->ev_ident[i];
-		k->fps[k->n++] = b->ev_fp[i];
+			acked_add(&k, b->ev_pk[i], 0, 0, NULL);
+		else if (b->ev_fp[i] != 0)
+			acked_add(&k, b->ev_pk[i], b->ev_fp[i],
+					  d != NULL && d->nstored > 0
+					  ? version_of(d, find_stored(d, retl_diff_key(b->ev_pk[i])),
+								   b->ev_fp[i]) : 0,
+					  b->ev_ident[i]);
 	}
-	if (fresh.n == 0 && known.n == 0 && ndel == 0)
-		return;
-	retl_store_fp_acked(b->run->sync_id, &fresh, &known, dels, ndel);
+	retl_store_fp_acked(b->run->sync_id, &k);
 }

@@ -1,18 +1,22 @@
 /*-------------------------------------------------------------------------
  *
  * fingerprints.c
- *	  retl.fingerprints, for the content diff (read/diff.c): the load of a
- *	  sync's fingerprints, the writes of acknowledged ones, the deletes,
- *	  and the pages of the deletions walk.
+ *	  retl.fingerprint_chunks, for the content diff (read/diff.c): the load
+ *	  of a sync's chunks, the chunks the deletions walk reads, the chunk
+ *	  of each acknowledged batch, and the rewrite of a sync's chunks.
+ *
+ * A chunk is one row of arrays: keys, fingerprints, identities (or a NULL
+ * array) and previous fingerprints.  A key's fingerprint is its last entry
+ * in chunk order (then array order); a fingerprint 0 forgets the key.
+ * retl.fingerprints is the view of that.  Writes append a chunk numbered
+ * one above the sync's last, so one statement stores a whole batch, with
+ * no index entry a key (src/README, "Stored fingerprints").  Only the
+ * worker that runs the sync writes its chunks.
  *
  * Statements run as the worker, in the reader's page transaction (the
- * walk, the deletes of gone keys), in the transaction that sets a run up
- * (the load) or in a short transaction of their own (acknowledged
- * batches).  Statements that scan fingerprints are planned per call
- * (CURSOR_OPT_CUSTOM_PLAN), keeping only their parse: a generic plan made
- * while a sync had few fingerprints (the first pages of its first run)
- * would be kept for the worker's life and scan them all once there are
- * millions (test/bench/README.md).
+ * walk, the chunk of forgotten keys, the rewrite), in the transaction
+ * that sets a run up (the load) or in a short transaction of their own
+ * (acknowledged batches).
  *
  *-------------------------------------------------------------------------
  */
@@ -25,240 +29,181 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+/*
+ * The elements of a bigint[] column that must have n of them, none NULL.
+ */
+static int64 *
+int8_elems(Datum d, int n)
+{
+	ArrayType  *a = DatumGetArrayTypeP(d);
+
+	if (ARR_NDIM(a) > 1 || ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a)) != n ||
+		ARR_HASNULL(a) || ARR_ELEMTYPE(a) != INT8OID)
+		elog(ERROR, "retl: a fingerprint chunk's arrays do not match");
+	return (int64 *) ARR_DATA_PTR(a);
+}
+
+/*
+ * Deconstructs the chunk of row i of the SPI result whose columns are
+ * chunk, pks, fingerprints, previous and, when with_idents, identities.
+ * The arrays live in the current memory context (or in the result).
+ */
+static void
+read_chunk(SPITupleTable *tt, uint64 i, bool with_idents, RetlFpChunk *c)
+{
+	HeapTuple	tup = tt->vals[i];
+	TupleDesc	desc = tt->tupdesc;
+	bool		isnull;
+	bool	   *nulls;
+
+	c->chunk = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2, &isnull)),
+					  TEXTOID, -1, false, TYPALIGN_INT, &c->pks, &nulls, &c->n);
+	for (int j = 0; j < c->n; j++)
+		if (nulls[j])
+			elog(ERROR, "retl: a fingerprint chunk has a NULL key");
+	c->fps = int8_elems(SPI_getbinval(tup, desc, 3, &isnull), c->n);
+	c->prevs = int8_elems(SPI_getbinval(tup, desc, 4, &isnull), c->n);
+	c->idents = NULL;
+	c->ident_nulls = NULL;
+	if (with_idents)
+	{
+		Datum		d = SPI_getbinval(tup, desc, 5, &isnull);
+		int			m;
+
+		if (isnull)
+			return;
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false,
+						  TYPALIGN_INT, &c->idents, &c->ident_nulls, &m);
+		if (m != c->n)
+			elog(ERROR, "retl: a fingerprint chunk's arrays do not match");
+	}
+}
+
 static RetlStoreStmt scan_stmt = {
-	"SELECT pk, fingerprint, previous FROM retl.fingerprints"
-	" WHERE sync_id = $1",
-	1, {INT8OID}, CURSOR_OPT_CUSTOM_PLAN, true
+	"SELECT chunk, pks, fingerprints, previous FROM retl.fingerprint_chunks"
+	" WHERE sync_id = $1 ORDER BY chunk",
+	1, {INT8OID}, 0, true
 };
 
 /*
- * Hands every fingerprint of a sync to fn, through a cursor of its own
- * that lives only while this function runs (no owner's code runs
- * meanwhile).  Runs in the caller's transaction.
+ * Hands every chunk of a sync to fn, in chunk order, through a cursor of
+ * its own that lives only while this function runs (no owner's code runs
+ * meanwhile).  Each chunk's arrays are freed when fn returns.  Runs in
+ * the caller's transaction.
  */
 void
-retl_store_fp_scan(int64 sync_id, RetlStoredFn fn, void *arg)
+retl_store_fp_scan(int64 sync_id, RetlFpChunkFn fn, void *arg)
 {
 	Datum		values[1] = {Int64GetDatum(sync_id)};
 	Portal		portal = SPI_cursor_open(NULL, retl_store_prepare(&scan_stmt),
 										 values, NULL, true);
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "retl fingerprint chunk",
+											  ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
-		SPI_cursor_fetch(portal, true, 10000);
+		SPI_cursor_fetch(portal, true, 100);
 		if (SPI_processed == 0)
 			break;
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			bool		isnull;
-			text	   *pk = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i],
-														  SPI_tuptable->tupdesc, 1, &isnull));
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+			RetlFpChunk c;
 
-			fn(arg, VARDATA_ANY(pk), VARSIZE_ANY_EXHDR(pk),
-			   DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-										   SPI_tuptable->tupdesc, 2, &isnull)),
-			   DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-										   SPI_tuptable->tupdesc, 3, &isnull)));
+			read_chunk(SPI_tuptable, i, false, &c);
+			MemoryContextSwitchTo(old);
+			fn(arg, &c);
+			MemoryContextReset(cxt);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
+	MemoryContextDelete(cxt);
 }
 
-static RetlStoreStmt first_page_stmt = {
-	"SELECT pk, fingerprint, identity FROM retl.fingerprints"
-	" WHERE sync_id = $1 ORDER BY pk"
-	" LIMIT " CppAsString2(RETL_STORE_FP_PAGE),
-	1, {INT8OID}, CURSOR_OPT_CUSTOM_PLAN, true
-};
-static RetlStoreStmt next_page_stmt = {
-	"SELECT pk, fingerprint, identity FROM retl.fingerprints"
-	" WHERE sync_id = $1 AND pk > $2 ORDER BY pk"
-	" LIMIT " CppAsString2(RETL_STORE_FP_PAGE),
-	2, {INT8OID, TEXTOID}, CURSOR_OPT_CUSTOM_PLAN, true
+static RetlStoreStmt chunks_stmt = {
+	"SELECT chunk, pks, fingerprints, previous, identities"
+	" FROM retl.fingerprint_chunks"
+	" WHERE sync_id = $1 AND chunk = ANY ($2) ORDER BY chunk",
+	2, {INT8OID, INT8ARRAYOID}, 0, true
 };
 
 /*
- * Reads the next page of a sync's stored keys, in key order, after the
- * key after (NULL: from the first), at most RETL_STORE_FP_PAGE, in the
- * caller's (page) transaction and memory.  Returns how many.  The page
- * must be read along the primary key's index: a generic plan that sorts
- * the keys after the last one (its estimate of a sync's keys is blind)
- * would make the walk quadratic, so sorts and bitmap scans are off while
- * it plans.
+ * Reads the chunks of a sync numbered chunks[0 .. n-1], identities
+ * included, in chunk order, into *out, in the caller's (page) transaction
+ * and memory.  Returns how many there are (a chunk may be gone).
  */
 int
-retl_store_fp_page(int64 sync_id, const char *after, RetlStoredRow **rows)
+retl_store_fp_chunks(int64 sync_id, const int64 *chunks, int n,
+					 RetlFpChunk **out)
 {
-	Datum		values[2] = {Int64GetDatum(sync_id), 0};
-	int			level = NewGUCNestLevel();
+	Datum		values[2] = {Int64GetDatum(sync_id),
+	PointerGetDatum(retl_store_int8_array(chunks, n))};
 	SPITupleTable *tt;
-	int			n;
+	int			m;
 
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-
-	if (after == NULL)
-		retl_store_exec(&first_page_stmt, values, NULL, SPI_OK_SELECT);
-	else
-	{
-		values[1] = CStringGetTextDatum(after);
-		retl_store_exec(&next_page_stmt, values, NULL, SPI_OK_SELECT);
-	}
-	AtEOXact_GUC(false, level);
+	retl_store_exec(&chunks_stmt, values, NULL, SPI_OK_SELECT);
 	tt = SPI_tuptable;
-	n = (int) SPI_processed;
-	*rows = palloc(Max(n, 1) * sizeof(RetlStoredRow));
-	for (int i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		(*rows)[i].pk = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
-		(*rows)[i].fp = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
-		(*rows)[i].identity = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
-	}
-	SPI_freetuptable(tt);
-	return n;
+	m = (int) SPI_processed;
+	*out = palloc(Max(m, 1) * sizeof(RetlFpChunk));
+	for (int i = 0; i < m; i++)
+		read_chunk(tt, i, true, &(*out)[i]);
+	return m;
 }
 
-static RetlStoreStmt forget_stmt = {
-	"DELETE FROM retl.fingerprints"
-	" WHERE sync_id = $1 AND pk = ANY ($2)",
-	2, {INT8OID, TEXTARRAYOID}, CURSOR_OPT_CUSTOM_PLAN
-};
-
-/*
- * Forgets the fingerprints of n keys, in one statement, in the caller's
- * transaction.
- */
-void
-retl_store_fp_forget(int64 sync_id, char **pks, int n)
-{
-	Datum		values[2];
-
-	if (n == 0)
-		return;
-	values[0] = Int64GetDatum(sync_id);
-	values[1] = PointerGetDatum(retl_store_text_array(pks, n, false));
-	retl_store_exec(&forget_stmt, values, NULL, 0);
-}
-
-/*
- * The statement's arguments for a set of keys: the sync, then the keys,
- * fingerprints, identities and previous fingerprints as arrays.
- */
-static void
-acked_args(int64 sync_id, const RetlFpRows *k, Datum *values)
-{
-	values[0] = Int64GetDatum(sync_id);
-	values[1] = PointerGetDatum(retl_store_text_array(k->pks, k->n, false));
-	values[2] = PointerGetDatum(retl_store_int8_array(k->fps, k->n));
-	values[3] = PointerGetDatum(retl_store_text_array(k->idents, k->n, true));
-	values[4] = PointerGetDatum(retl_store_int8_array(k->prevs, k->n));
-}
-
-static RetlStoreStmt upsert_stmt = {
-	"WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
-	" INSERT INTO retl.fingerprints AS f"
-	"  (sync_id, pk, fingerprint, identity, previous)"
-	" SELECT DISTINCT ON (u.pk) s.id, u.pk, u.fp, u.ident, u.prev"
-	" FROM s, ROWS FROM (pg_catalog.unnest($2),"
-	"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
-	"  WITH ORDINALITY AS u (pk, fp, ident, prev, ord)"
-	" ORDER BY u.pk, u.ord DESC"
-	" ON CONFLICT (sync_id, pk) DO UPDATE SET"
-	" fingerprint = EXCLUDED.fingerprint, identity = EXCLUDED.identity,"
-	" previous = EXCLUDED.previous"
-	" WHERE (f.fingerprint, f.identity, f.previous) IS DISTINCT FROM"
-	" (EXCLUDED.fingerprint, EXCLUDED.identity, EXCLUDED.previous)",
-	5, {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID},
-	CURSOR_OPT_CUSTOM_PLAN
-};
-
-/*
- * Stores fingerprints of keys that may be stored already: an upsert that
- * keeps the last of a key sent twice and leaves rows that did not change.
- * The sync is locked against a concurrent drop (whose trigger forgets its
- * fingerprints) once, not per row.
- */
-static void
-upsert_keys(int64 sync_id, const RetlFpRows *k)
-{
-	Datum		values[5];
-
-	acked_args(sync_id, k, values);
-	retl_store_exec(&upsert_stmt, values, NULL, 0);
-}
-
-/* scans no fingerprints: its saved plan can be generic */
-static RetlStoreStmt insert_stmt = {
-	"WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE)"
-	" INSERT INTO retl.fingerprints (sync_id, pk, fingerprint, identity, previous)"
-	" SELECT s.id, u.pk, u.fp, u.ident, u.prev"
-	" FROM s, ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3),"
-	"  pg_catalog.unnest($4), pg_catalog.unnest($5)) AS u (pk, fp, ident, prev)",
+/* scans no chunks but the last: its saved plan can be generic */
+static RetlStoreStmt write_stmt = {
+	"INSERT INTO retl.fingerprint_chunks"
+	" (sync_id, chunk, pks, fingerprints, identities, previous)"
+	" SELECT s.id, coalesce((SELECT max(c.chunk) FROM retl.fingerprint_chunks c"
+	"   WHERE c.sync_id = $1), 0) + 1, $2, $3, $4, $5"
+	" FROM retl.syncs s WHERE s.id = $1 FOR KEY SHARE",
 	5, {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID}
 };
 
 /*
- * Stores the fingerprints of keys that had none when the run began, with
- * a plain INSERT: a first run writes every key this way, and the upsert's
- * conflict check and speculative insertion cost as much as the insert
- * itself.  The statement scans no fingerprints, so its saved plan can be
- * generic.  A key stored meanwhile (sent twice in one run) makes it fail
- * with a unique violation: it is then rolled back, as a subtransaction,
- * and the keys go through the upsert.
+ * Stores n keys as one chunk, the sync's newest, in the caller's
+ * transaction.  The sync is locked against a concurrent drop (whose
+ * trigger forgets its chunks); a dropped sync stores nothing.  A chunk
+ * without identities stores a NULL array.
  */
-static void
-insert_fresh_keys(int64 sync_id, const RetlFpRows *k)
+void
+retl_store_fp_write(int64 sync_id, const RetlFpRows *k)
 {
 	Datum		values[5];
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	SPIPlanPtr	plan = retl_store_prepare(&insert_stmt);
+	char		nulls[6] = "     ";
+	bool		idents = false;
 
-	acked_args(sync_id, k, values);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		if (SPI_execute_plan(plan, values, NULL, false, 0) < 0)
-			elog(ERROR, "retl: writing fingerprints failed");
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
-			PG_RE_THROW();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		upsert_keys(sync_id, k);
-	}
-	PG_END_TRY();
+	if (k->n == 0)
+		return;
+	for (int i = 0; i < k->n && !idents; i++)
+		idents = k->idents[i] != NULL;
+	values[0] = Int64GetDatum(sync_id);
+	values[1] = PointerGetDatum(retl_store_text_array(k->pks, k->n, false));
+	values[2] = PointerGetDatum(retl_store_int8_array(k->fps, k->n));
+	values[3] = idents
+		? PointerGetDatum(retl_store_text_array(k->idents, k->n, true)) : (Datum) 0;
+	values[4] = PointerGetDatum(retl_store_int8_array(k->prevs, k->n));
+	if (!idents)
+		nulls[3] = 'n';
+	retl_store_exec(&write_stmt, values, nulls, 0);
 }
 
 /*
- * Stores the fingerprints of acknowledged events, and forgets the keys
- * whose deletion was acknowledged, in one short transaction: fresh keys
- * (none stored when the run began) are inserted, known ones upserted.
+ * Stores the chunk of an acknowledged batch (its fingerprints, and 0 for
+ * the keys whose deletion was acknowledged) in a short transaction of its
+ * own.
  */
 void
-retl_store_fp_acked(int64 sync_id, const RetlFpRows *fresh,
-					const RetlFpRows *known, char **dels, int ndel)
+retl_store_fp_acked(int64 sync_id, const RetlFpRows *k)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext cxt;
 
-	StartTransactionCommand();
+	if (k->n == 0)
+		return;
+	cxt = retl_store_begin();
 
 	/*
 	 * A fingerprint lost in a crash only makes the next run send its event
@@ -266,13 +211,50 @@ retl_store_fp_acked(int64 sync_id, const RetlFpRows *fresh,
 	 */
 	(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "retl: SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (fresh->n > 0)
-		insert_fresh_keys(sync_id, fresh);
-	if (known->n > 0)
-		upsert_keys(sync_id, known);
-	retl_store_fp_forget(sync_id, dels, ndel);
+	retl_store_fp_write(sync_id, k);
 	retl_store_commit(cxt);
+}
+
+static RetlStoreStmt rewrite_stmt = {
+	"WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE),"
+	" old AS (DELETE FROM retl.fingerprint_chunks WHERE sync_id = $1"
+	"  RETURNING chunk, pks, fingerprints, identities, previous),"
+	" top AS (SELECT coalesce(max(chunk), 0) AS top FROM old),"
+	" last AS (SELECT DISTINCT ON (u.pk) u.pk, u.fp, u.ident, u.prev"
+	"  FROM old, ROWS FROM (pg_catalog.unnest(old.pks),"
+	"   pg_catalog.unnest(old.fingerprints), pg_catalog.unnest(old.identities),"
+	"   pg_catalog.unnest(old.previous))"
+	"   WITH ORDINALITY AS u (pk, fp, ident, prev, n)"
+	"  ORDER BY u.pk, old.chunk DESC, u.n DESC),"
+	" live AS (SELECT l.*, (pg_catalog.row_number() OVER (ORDER BY l.pk) - 1)"
+	"   / " CppAsString2(RETL_STORE_FP_CHUNK) " AS g FROM last l WHERE l.fp <> 0)"
+	" INSERT INTO retl.fingerprint_chunks"
+	" (sync_id, chunk, pks, fingerprints, identities, previous)"
+	" SELECT s.id, top.top + 1 + l.g, pg_catalog.array_agg(l.pk ORDER BY l.pk),"
+	"  pg_catalog.array_agg(l.fp ORDER BY l.pk),"
+	"  CASE WHEN pg_catalog.bool_or(l.ident IS NOT NULL)"
+	"   THEN pg_catalog.array_agg(l.ident ORDER BY l.pk) END,"
+	"  pg_catalog.array_agg(l.prev ORDER BY l.pk)"
+	" FROM s, top, live l GROUP BY s.id, top.top, l.g",
+	1, {INT8OID}
+};
+
+/*
+ * Rewrites a sync's chunks as chunks of its live keys only, in key order,
+ * numbered above the old ones, in one statement in the caller's
+ * transaction.  The run calls it when most stored entries are stale (keys
+ * stored again, or forgotten), so a sync's chunks stay within a few times
+ * its keys and the load reads few rows.
+ */
+void
+retl_store_fp_rewrite(int64 sync_id)
+{
+	Datum		values[1] = {Int64GetDatum(sync_id)};
+	int			level = NewGUCNestLevel();
+
+	/* one sort of every entry: in memory for a few million keys */
+	(void) set_config_option("work_mem", "262144", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	retl_store_exec(&rewrite_stmt, values, NULL, 0);
+	AtEOXact_GUC(false, level);
 }

@@ -10,7 +10,7 @@
  * claim.c       claiming queued runs, a run's row, its start or failure
  * progress.c    stops, counters and checkpoints, the end of a run
  * failed.c      failed events: recorded, re-read, forgotten
- * fingerprints.c  retl.fingerprints for the content diff (read/diff.c)
+ * fingerprints.c  retl.fingerprint_chunks, for the content diff (read/diff.c)
  *
  * The functions that take a run or a batch (retl_store_flush_due,
  * retl_store_finish, retl_store_fail_batch ...) pass its values to the
@@ -125,7 +125,10 @@ extern int	retl_store_failed_page(int64 sync_id, int64 after_id,
 								   int64 run_id, RetlFailedRow **rows);
 extern void retl_store_forget_failed(int64 id);
 
-/* fingerprints.c: keys whose fingerprints are written */
+/*
+ * fingerprints.c: retl.fingerprint_chunks.  Keys whose fingerprints are
+ * written, a chunk at a time; fps[i] 0 forgets a key.
+ */
 typedef struct RetlFpRows
 {
 	char	  **pks;
@@ -135,27 +138,30 @@ typedef struct RetlFpRows
 	int			n;
 } RetlFpRows;
 
-/* A stored key met by the deletions walk. */
-typedef struct RetlStoredRow
+/* One stored chunk, its arrays deconstructed (in the caller's memory). */
+typedef struct RetlFpChunk
 {
-	char	   *pk;
-	int64		fp;
-	char	   *identity;		/* or NULL */
-} RetlStoredRow;
+	int64		chunk;			/* its number: later chunks win */
+	int			n;
+	Datum	   *pks;			/* text */
+	int64	   *fps;
+	int64	   *prevs;
+	Datum	   *idents;			/* text, for the deletions walk, or NULL */
+	bool	   *ident_nulls;
+} RetlFpChunk;
 
-/* receives one stored fingerprint of a sync */
-typedef void (*RetlStoredFn) (void *arg, const char *pk, int len, int64 fp,
-							  int64 previous);
+/* receives one stored chunk of a sync, which lives until it returns */
+typedef void (*RetlFpChunkFn) (void *arg, const RetlFpChunk *c);
 
 #define RETL_STORE_FP_PAGE 1000 /* stored keys per deletions page */
+#define RETL_STORE_FP_CHUNK 1000	/* keys per chunk of a rewrite */
 
-extern void retl_store_fp_scan(int64 sync_id, RetlStoredFn fn, void *arg);
-extern int	retl_store_fp_page(int64 sync_id, const char *after,
-							   RetlStoredRow **rows);
-extern void retl_store_fp_forget(int64 sync_id, char **pks, int n);
-extern void retl_store_fp_acked(int64 sync_id, const RetlFpRows *fresh,
-								const RetlFpRows *known, char **dels,
-								int ndel);
+extern void retl_store_fp_scan(int64 sync_id, RetlFpChunkFn fn, void *arg);
+extern int	retl_store_fp_chunks(int64 sync_id, const int64 *chunks, int n,
+								 RetlFpChunk **out);
+extern void retl_store_fp_write(int64 sync_id, const RetlFpRows *k);
+extern void retl_store_fp_acked(int64 sync_id, const RetlFpRows *k);
+extern void retl_store_fp_rewrite(int64 sync_id);
 
 /* the worker's entry points, taking its runs and batches */
 extern void retl_store_recover(void);

@@ -56,7 +56,7 @@ SELECT retl_create_sync('$huge', 'orders', 'd', 'track',
 	'{"userId": "user_id", "event": {"value": "E"}}', 'id');
 ALTER EXTENSION retl UPDATE;});
 is($node->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 'retl'"),
-	'0.4', 'B: the database is on 0.4');
+	'0.5', 'B: the database is on the current version (0.5)');
 my $runB = $node->safe_psql('old', "SELECT retl_sync_now('$huge')");
 is(wait_run_db($node, 'old', $runB, 60), 'succeeded',
 	'B: the run of the 8,000-byte sync name ends succeeded');

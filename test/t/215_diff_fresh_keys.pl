@@ -1,10 +1,10 @@
-# How a content-diff run stores fingerprints.  Keys that had no
-# fingerprint when the run began are written with a plain INSERT (a first
-# run writes every key that way); a key stored meanwhile makes that
-# INSERT fail with a unique violation, and the batch is then stored by
-# the upsert, in a subtransaction's stead: the run succeeds and the key
-# keeps the fingerprint of what was sent.  Only mirror syncs store the
-# identity that deletion events carry.
+# How a content-diff run stores fingerprints: a chunk for each
+# acknowledged batch (retl.fingerprint_chunks), a key's last entry
+# winning.  A key stored meanwhile, in a chunk the run did not load, gets
+# the fingerprint of what the run sent: the run succeeds, and
+# retl.fingerprints shows one fingerprint a key.  Only mirror syncs store
+# the identity that deletion events carry; chunks of forgotten keys and
+# stale entries are rewritten away.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -42,7 +42,9 @@ my $m = sql($node, "SELECT id FROM retl.syncs WHERE name = 'm'");
 $recv->config({ delay_ms => 300 });
 my $run = queue_run($node, 'v');
 $recv->wait_requests(1, 60, 'the first run of v sends');
-sql($node, "INSERT INTO retl.fingerprints (sync_id, pk, fingerprint) VALUES ($v, '$N', 42)");
+sql($node, qq{INSERT INTO retl.fingerprint_chunks (sync_id, chunk, pks, fingerprints, previous)
+  SELECT $v, coalesce(max(chunk), 0) + 1, ARRAY['$N'], ARRAY[42], ARRAY[0]
+    FROM retl.fingerprint_chunks WHERE sync_id = $v});
 is(wait_run($node, $run), 'succeeded', 'a fresh key stored meanwhile: the run succeeds');
 $recv->config({ delay_ms => 0 });
 my $row = run_row($node, $run);
@@ -92,5 +94,27 @@ for my $s ('v', 'v_event')
 	my @want = sort { $a <=> $b } (7, 1500, grep { $_ % 10 == 2 && $_ != 1500 } 1 .. $N);
 	is_deeply(\@ids, \@want, "$s: exactly the changed rows are sent (" . scalar(@want) . ")");
 }
+
+# Stale entries: each forced full run stores every key again (a chunk a
+# batch of 100).  A run that loads more stale entries than live keys
+# rewrites the chunks when it has read the source, 1,000 live keys a
+# chunk, and changes no fingerprint.
+my $state = qq{SELECT md5(string_agg(pk || ' ' || fingerprint || ' ' || previous, ',' ORDER BY pk))
+  FROM retl.fingerprints WHERE sync_id = $v};
+my $entries = qq{SELECT sum(cardinality(pks)) FROM retl.fingerprint_chunks WHERE sync_id = $v};
+my $before = sql($node, $state);
+my $e0 = sql($node, $entries);
+cmp_ok($e0 - $N, '<', $N, "fewer stale entries than keys so far ($e0 entries)");
+sync_run($node, 'v', 'forced full run 1', kind => 'full', full => 1);
+is(sql($node, $entries), $e0 + $N, 'a forced full run stores every key again, and rewrites nothing');
+sync_run($node, 'v', 'forced full run 2', kind => 'full', full => 1);
+is(sql($node, "SELECT count(*) FROM retl.fingerprint_chunks WHERE sync_id = $v AND cardinality(pks) = 1000"),
+	2, 'the next one, which loaded more stale entries than keys, rewrote the chunks');
+cmp_ok(sql($node, $entries), '<=', $N + 500, '... and few entries are left beside them');
+is(sql($node, $state), $before, 'no fingerprint changed');
+$recv->reset;
+my (undef, $r3) = sync_run($node, 'v', 'a run after the rewrite', kind => 'incremental');
+is($r3->{events_sent}, 0, 'it finds every key unchanged');
+is(sql($node, $state), $before, 'and changes no fingerprint');
 
 done_testing();

@@ -25,7 +25,7 @@ my $run = sql($node, "SELECT retl_sync_now('orders')");
 
 ok(wait_for(sub {
 			substr(slurp_file($node->logfile), $log_from) =~
-			  /WARNING:  retl worker idle: extension retl is version 0\.1 in database "postgres", the library is version 0\.4/
+			  /WARNING:  retl worker idle: extension retl is version 0\.1 in database "postgres", the library is version 0\.5/
 		}, 60, 'the version WARNING'),
 	'a worker says the extension must be updated');
 like(substr(slurp_file($node->logfile), $log_from),
@@ -35,8 +35,8 @@ is(sql($node, "SELECT status FROM retl.runs WHERE id = $run"), 'queued',
 is(scalar @{ $recv->all_events(path => '/up') }, 0, 'nothing was sent');
 
 sql($node, 'ALTER EXTENSION retl UPDATE');
-is(sql($node, "SELECT extversion FROM pg_extension WHERE extname = 'retl'"), '0.4',
-	'ALTER EXTENSION retl UPDATE reaches 0.4');
+is(sql($node, "SELECT extversion FROM pg_extension WHERE extname = 'retl'"), '0.5',
+	'ALTER EXTENSION retl UPDATE reaches 0.5');
 is(wait_run($node, $run), 'succeeded', 'then the queued run runs and succeeds');
 check_ids(event_ids($recv->events(path => '/up')), [ 1 .. 25 ], 'every row once',
 	exact => 1);
