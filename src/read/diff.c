@@ -76,6 +76,7 @@ typedef struct RetlDiff
 	uint32	   *cand;			/* the walk: unseen stored keys, by entry */
 	int64		ncand;			/* -1 until the walk starts */
 	int64		walk_at;		/* the next candidate to check */
+	bool		rewritten;		/* the loaded chunks are gone */
 } RetlDiff;
 
 /*
@@ -213,7 +214,7 @@ load_stored(RetlRun *run, RetlDiff *d)
 	d->stored = MemoryContextAllocHuge(d->cxt, d->cap * sizeof(StoredKey));
 	d->chunks_cap = 64;
 	d->chunks = MemoryContextAlloc(d->cxt, d->chunks_cap * sizeof(int64));
-	retl_store_fp_scan(run->sync_id, add_chunk, d);
+	retl_store_fp_scan(run->sync_id, 0, add_chunk, d);
 	qsort(d->stored, d->nstored, sizeof(StoredKey), cmp_stored);
 	keep_last_entries(d);
 	d->seen = MemoryContextAllocHuge(d->cxt, Max(d->nstored, 1) * sizeof(bool));
@@ -555,7 +556,7 @@ forget_keys(RetlRun *run, char **pks, int n)
 	k.prevs = k.fps;
 	k.idents = palloc0(Max(n, 1) * sizeof(char *));
 	k.n = n;
-	retl_store_fp_write(run->sync_id, &k);
+	retl_store_fp_write(run->sync_id, 0, &k);
 }
 
 /*
@@ -602,21 +603,124 @@ walk_page(RetlRun *run)
 	return d->walk_at >= d->ncand;
 }
 
+static void acked_init(RetlFpRows *k, int n);
+static void acked_add(RetlFpRows *k, char *pk, int64 fp, int64 prev,
+					  char *ident);
+
+/* The rewrite of a sync's chunks: where it is, and the chunk it fills. */
+typedef struct Rewrite
+{
+	RetlRun    *run;
+	uint32		ci;				/* the index of the chunk read */
+	int			per;			/* keys a new chunk */
+	int64		next;			/* the new chunk's number */
+	RetlFpRows	out;
+	MemoryContext cxt;			/* the new chunk's keys */
+} Rewrite;
+
+#define REWRITE_CHUNK 1000		/* keys a rewritten chunk, at least */
+
+/*
+ * Writes the keys of the rewrite's chunk as the next new chunk.
+ */
+static void
+rewrite_flush(Rewrite *w)
+{
+	if (w->out.n == 0)
+		return;
+	retl_store_fp_write(w->run->sync_id, w->next++, &w->out);
+	w->out.n = 0;
+	MemoryContextReset(w->cxt);
+}
+
+/*
+ * Keeps, of one old chunk, the entries that were their key's last when
+ * the run loaded them (and did not forget the key).
+ */
+static void
+rewrite_chunk(void *arg, const RetlFpChunk *c)
+{
+	Rewrite    *w = arg;
+	RetlDiff   *d = w->run->diffs;
+
+	while (w->ci < d->nchunks && d->chunks[w->ci] < c->chunk)
+		w->ci++;
+	if (w->ci == d->nchunks || d->chunks[w->ci] != c->chunk)
+		return;					/* not loaded: cannot be */
+	for (int i = 0; i < c->n; i++)
+	{
+		const char *pk = DatumGetPointer(c->pks[i]);
+		int64		j = find_stored(d, hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
+														   VARSIZE_ANY_EXHDR(pk), 0x5eed));
+		MemoryContext old;
+
+		if (j < 0 || d->stored[j].chunk != w->ci || d->stored[j].pos != (uint32) i)
+			continue;
+		old = MemoryContextSwitchTo(w->cxt);
+		acked_add(&w->out, TextDatumGetCString(c->pks[i]), c->fps[i], c->prevs[i],
+				  c->idents == NULL || c->ident_nulls[i]
+				  ? NULL : TextDatumGetCString(c->idents[i]));
+		MemoryContextSwitchTo(old);
+		if (w->out.n == w->per)
+			rewrite_flush(w);
+	}
+}
+
+/*
+ * Marks the loaded entries of the keys that a chunk written by this run
+ * stores again: they are stale.
+ */
+static void
+supersede_chunk(void *arg, const RetlFpChunk *c)
+{
+	RetlDiff   *d = arg;
+
+	for (int i = 0; i < c->n; i++)
+	{
+		const char *pk = DatumGetPointer(c->pks[i]);
+		int64		j = find_stored(d, hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
+														   VARSIZE_ANY_EXHDR(pk), 0x5eed));
+
+		if (j >= 0)
+			d->stored[j].chunk = UINT32_MAX;
+	}
+}
+
 /*
  * Rewrites the sync's chunks when most of the entries the run loaded were
  * stale (keys stored again, or forgotten), or the chunks were many for
  * their keys (small batches): the load then reads about one entry a key,
- * in few rows.
+ * in few rows.  The chunks loaded are replaced by chunks of the entries
+ * that are still their key's last: not stale when loaded, nor stored
+ * again by this run (a forced full run stores every key again, and then
+ * leaves no loaded entry to keep).  The new chunks are numbered from 1,
+ * below every chunk this run wrote; each holds at least REWRITE_CHUNK
+ * keys, and more if the old chunks' numbers would not do for them all.
  */
 static void
 maybe_rewrite(RetlRun *run)
 {
 	RetlDiff   *d = run->diffs;
 	int64		stale = d->nentries - d->nstored;
+	int64		top;
+	Rewrite		w;
 
-	if ((stale >= 1000 && stale > d->nstored) ||
-		(int64) d->nchunks > d->nstored / 100 + 100)
-		retl_store_fp_rewrite(run->sync_id);
+	if (d->rewritten || !((stale >= 1000 && stale > d->nstored) ||
+						  (int64) d->nchunks > d->nstored / 100 + 100))
+		return;
+	d->rewritten = true;
+	top = d->chunks[d->nchunks - 1];
+	memset(&w, 0, sizeof(w));
+	w.run = run;
+	w.per = (int) Max(REWRITE_CHUNK, (d->nstored + top - 1) / top);
+	w.next = 1;
+	w.cxt = AllocSetContextCreate(CurrentMemoryContext, "retl rewritten chunk",
+								  ALLOCSET_DEFAULT_SIZES);
+	acked_init(&w.out, w.per);
+	retl_store_fp_scan(run->sync_id, top, supersede_chunk, d);
+	retl_store_fp_rewrite(run->sync_id, top, rewrite_chunk, &w);
+	rewrite_flush(&w);
+	MemoryContextDelete(w.cxt);
 }
 
 /*

@@ -80,47 +80,64 @@ read_chunk(SPITupleTable *tt, uint64 i, bool with_idents, RetlFpChunk *c)
 	}
 }
 
-static RetlStoreStmt scan_stmt = {
-	"SELECT chunk, pks, fingerprints, previous FROM retl.fingerprint_chunks"
-	" WHERE sync_id = $1 ORDER BY chunk",
-	1, {INT8OID}, 0, true
-};
-
 /*
- * Hands every chunk of a sync to fn, in chunk order, through a cursor of
- * its own that lives only while this function runs (no owner's code runs
- * meanwhile).  Each chunk's arrays are freed when fn returns.  Runs in
- * the caller's transaction.
+ * Hands each chunk of an open cursor to fn, in order, and closes it.  Each
+ * chunk's arrays are freed when fn returns; fn may run statements (the
+ * rows fetched are kept apart from SPI's globals).
  */
-void
-retl_store_fp_scan(int64 sync_id, RetlFpChunkFn fn, void *arg)
+static void
+fetch_chunks(Portal portal, bool with_idents, RetlFpChunkFn fn, void *arg)
 {
-	Datum		values[1] = {Int64GetDatum(sync_id)};
-	Portal		portal = SPI_cursor_open(NULL, retl_store_prepare(&scan_stmt),
-										 values, NULL, true);
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
 											  "retl fingerprint chunk",
 											  ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
+		SPITupleTable *tt;
+		uint64		n;
+
 		SPI_cursor_fetch(portal, true, 100);
-		if (SPI_processed == 0)
+		tt = SPI_tuptable;
+		n = SPI_processed;
+		if (n == 0)
 			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
+		for (uint64 i = 0; i < n; i++)
 		{
 			MemoryContext old = MemoryContextSwitchTo(cxt);
 			RetlFpChunk c;
 
-			read_chunk(SPI_tuptable, i, false, &c);
+			read_chunk(tt, i, with_idents, &c);
 			MemoryContextSwitchTo(old);
 			fn(arg, &c);
 			MemoryContextReset(cxt);
 		}
-		SPI_freetuptable(SPI_tuptable);
+		SPI_freetuptable(tt);
 	}
 	SPI_cursor_close(portal);
 	MemoryContextDelete(cxt);
+}
+
+static RetlStoreStmt scan_stmt = {
+	"SELECT chunk, pks, fingerprints, previous FROM retl.fingerprint_chunks"
+	" WHERE sync_id = $1 AND chunk > $2 ORDER BY chunk",
+	2, {INT8OID, INT8OID}, 0, true
+};
+
+/*
+ * Hands every chunk of a sync numbered above after to fn, in chunk order,
+ * identities left out, through a cursor of its own that lives only while
+ * this function runs (no owner's code runs meanwhile).  Runs in the
+ * caller's transaction.
+ */
+void
+retl_store_fp_scan(int64 sync_id, int64 after, RetlFpChunkFn fn, void *arg)
+{
+	Datum		values[2] = {Int64GetDatum(sync_id), Int64GetDatum(after)};
+
+	fetch_chunks(SPI_cursor_open(NULL, retl_store_prepare(&scan_stmt),
+								 values, NULL, true),
+				 false, fn, arg);
 }
 
 static RetlStoreStmt chunks_stmt = {
@@ -157,23 +174,23 @@ retl_store_fp_chunks(int64 sync_id, const int64 *chunks, int n,
 static RetlStoreStmt write_stmt = {
 	"INSERT INTO retl.fingerprint_chunks"
 	" (sync_id, chunk, pks, fingerprints, identities, previous)"
-	" SELECT s.id, coalesce((SELECT max(c.chunk) FROM retl.fingerprint_chunks c"
-	"   WHERE c.sync_id = $1), 0) + 1, $2, $3, $4, $5"
+	" SELECT s.id, coalesce($6, (SELECT max(c.chunk) FROM retl.fingerprint_chunks c"
+	"   WHERE c.sync_id = $1) + 1, 1), $2, $3, $4, $5"
 	" FROM retl.syncs s WHERE s.id = $1 FOR KEY SHARE",
-	5, {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID}
+	6, {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8OID}
 };
 
 /*
- * Stores n keys as one chunk, the sync's newest, in the caller's
- * transaction.  The sync is locked against a concurrent drop (whose
- * trigger forgets its chunks); a dropped sync stores nothing.  A chunk
- * without identities stores a NULL array.
+ * Stores n keys as one chunk, numbered chunk, or (chunk 0) the sync's
+ * newest, in the caller's transaction.  The sync is locked against a
+ * concurrent drop (whose trigger forgets its chunks); a dropped sync
+ * stores nothing.  A chunk without identities stores a NULL array.
  */
 void
-retl_store_fp_write(int64 sync_id, const RetlFpRows *k)
+retl_store_fp_write(int64 sync_id, int64 chunk, const RetlFpRows *k)
 {
-	Datum		values[5];
-	char		nulls[6] = "     ";
+	Datum		values[6];
+	char		nulls[7] = "      ";
 	bool		idents = false;
 
 	if (k->n == 0)
@@ -186,8 +203,11 @@ retl_store_fp_write(int64 sync_id, const RetlFpRows *k)
 	values[3] = idents
 		? PointerGetDatum(retl_store_text_array(k->idents, k->n, true)) : (Datum) 0;
 	values[4] = PointerGetDatum(retl_store_int8_array(k->prevs, k->n));
+	values[5] = Int64GetDatum(chunk);
 	if (!idents)
 		nulls[3] = 'n';
+	if (chunk == 0)
+		nulls[5] = 'n';
 	retl_store_exec(&write_stmt, values, nulls, 0);
 }
 
@@ -211,50 +231,35 @@ retl_store_fp_acked(int64 sync_id, const RetlFpRows *k)
 	 */
 	(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
-	retl_store_fp_write(sync_id, k);
+	retl_store_fp_write(sync_id, 0, k);
 	retl_store_commit(cxt);
 }
 
-static RetlStoreStmt rewrite_stmt = {
-	"WITH s AS (SELECT id FROM retl.syncs WHERE id = $1 FOR KEY SHARE),"
-	" old AS (DELETE FROM retl.fingerprint_chunks WHERE sync_id = $1"
-	"  RETURNING chunk, pks, fingerprints, identities, previous),"
-	" top AS (SELECT coalesce(max(chunk), 0) AS top FROM old),"
-	" last AS (SELECT DISTINCT ON (u.pk) u.pk, u.fp, u.ident, u.prev"
-	"  FROM old, ROWS FROM (pg_catalog.unnest(old.pks),"
-	"   pg_catalog.unnest(old.fingerprints), pg_catalog.unnest(old.identities),"
-	"   pg_catalog.unnest(old.previous))"
-	"   WITH ORDINALITY AS u (pk, fp, ident, prev, n)"
-	"  ORDER BY u.pk, old.chunk DESC, u.n DESC),"
-	" live AS (SELECT l.*, (pg_catalog.row_number() OVER (ORDER BY l.pk) - 1)"
-	"   / " CppAsString2(RETL_STORE_FP_CHUNK) " AS g FROM last l WHERE l.fp <> 0)"
-	" INSERT INTO retl.fingerprint_chunks"
-	" (sync_id, chunk, pks, fingerprints, identities, previous)"
-	" SELECT s.id, top.top + 1 + l.g, pg_catalog.array_agg(l.pk ORDER BY l.pk),"
-	"  pg_catalog.array_agg(l.fp ORDER BY l.pk),"
-	"  CASE WHEN pg_catalog.bool_or(l.ident IS NOT NULL)"
-	"   THEN pg_catalog.array_agg(l.ident ORDER BY l.pk) END,"
-	"  pg_catalog.array_agg(l.prev ORDER BY l.pk)"
-	" FROM s, top, live l GROUP BY s.id, top.top, l.g",
-	1, {INT8OID}
+static RetlStoreStmt old_stmt = {
+	"SELECT chunk, pks, fingerprints, previous, identities"
+	" FROM retl.fingerprint_chunks"
+	" WHERE sync_id = $1 AND chunk <= $2 ORDER BY chunk",
+	2, {INT8OID, INT8OID}, 0, true
+};
+static RetlStoreStmt drop_stmt = {
+	"DELETE FROM retl.fingerprint_chunks WHERE sync_id = $1 AND chunk <= $2",
+	2, {INT8OID, INT8OID}
 };
 
 /*
- * Rewrites a sync's chunks as chunks of its live keys only, in key order,
- * numbered above the old ones, in one statement in the caller's
- * transaction.  The run calls it when most stored entries are stale (keys
- * stored again, or forgotten), so a sync's chunks stay within a few times
- * its keys and the load reads few rows.
+ * Rewrites a sync's chunks numbered up to top: deletes them, then hands
+ * each of them (as they were, identities included) to fn, which writes
+ * what it keeps as new chunks numbered from 1 (retl_store_fp_write), in
+ * the caller's transaction.  The cursor is opened before the delete, so
+ * it reads the old chunks and none of the new.
  */
 void
-retl_store_fp_rewrite(int64 sync_id)
+retl_store_fp_rewrite(int64 sync_id, int64 top, RetlFpChunkFn fn, void *arg)
 {
-	Datum		values[1] = {Int64GetDatum(sync_id)};
-	int			level = NewGUCNestLevel();
+	Datum		values[2] = {Int64GetDatum(sync_id), Int64GetDatum(top)};
+	Portal		portal = SPI_cursor_open(NULL, retl_store_prepare(&old_stmt),
+										 values, NULL, true);
 
-	/* one sort of every entry: in memory for a few million keys */
-	(void) set_config_option("work_mem", "262144", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	retl_store_exec(&rewrite_stmt, values, NULL, 0);
-	AtEOXact_GUC(false, level);
+	retl_store_exec(&drop_stmt, values, NULL, 0);
+	fetch_chunks(portal, true, fn, arg);
 }

@@ -154,14 +154,16 @@ typedef struct RetlFpChunk
 typedef void (*RetlFpChunkFn) (void *arg, const RetlFpChunk *c);
 
 #define RETL_STORE_FP_PAGE 1000 /* stored keys per deletions page */
-#define RETL_STORE_FP_CHUNK 1000	/* keys per chunk of a rewrite */
 
-extern void retl_store_fp_scan(int64 sync_id, RetlFpChunkFn fn, void *arg);
+extern void retl_store_fp_scan(int64 sync_id, int64 after, RetlFpChunkFn fn,
+							   void *arg);
 extern int	retl_store_fp_chunks(int64 sync_id, const int64 *chunks, int n,
 								 RetlFpChunk **out);
-extern void retl_store_fp_write(int64 sync_id, const RetlFpRows *k);
+extern void retl_store_fp_write(int64 sync_id, int64 chunk,
+								const RetlFpRows *k);
 extern void retl_store_fp_acked(int64 sync_id, const RetlFpRows *k);
-extern void retl_store_fp_rewrite(int64 sync_id);
+extern void retl_store_fp_rewrite(int64 sync_id, int64 top,
+								  RetlFpChunkFn fn, void *arg);
 
 /* the worker's entry points, taking its runs and batches */
 extern void retl_store_recover(void);

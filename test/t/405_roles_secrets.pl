@@ -132,6 +132,11 @@ is(ok_as('bob', "DELETE FROM retl.syncs WHERE name = 'sync_a' RETURNING id", 'bo
 		'bob updates syncs'), '', "bob's direct DELETE and UPDATE reach no row of alice's");
 fails_as($node, 'bob', "SELECT * FROM retl.fingerprints", '42501',
 	'the diff state is the workers\'');
+fails_as($node, 'bob', "SELECT * FROM retl.fingerprint_chunks", '42501',
+	'the diff state\'s chunks too');
+fails_as($node, 'bob', qq{INSERT INTO retl.fingerprint_chunks (sync_id, chunk, pks, fingerprints, previous)
+  SELECT id, 1000000, ARRAY['1'], ARRAY[1], ARRAY[0] FROM retl.syncs LIMIT 1}, '42501',
+	'planting a fingerprint (which would hide a row\'s changes)');
 
 # retl_admin: carol manages alice's sync
 my $run_c = ok_as('carol', "SELECT retl_force_full('sync_a')",
