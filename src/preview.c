@@ -105,7 +105,7 @@ preview_version(int64 sync_id, RetlMapping *map, int vcol, bool diff,
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(retl_privileges_catalog_owner(),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	rc = SPI_execute_with_args("SELECT u.fp, u.prev FROM retl.fingerprint_chunks c,"
+	rc = SPI_execute_with_args("SELECT u.fp, COALESCE(u.prev, 0) FROM retl.fingerprint_chunks c,"
 							   " ROWS FROM (pg_catalog.unnest(c.pks),"
 							   "  pg_catalog.unnest(c.fingerprints),"
 							   "  pg_catalog.unnest(c.previous))"

@@ -556,7 +556,7 @@ forget_keys(RetlRun *run, char **pks, int n)
 	k.prevs = k.fps;
 	k.idents = palloc0(Max(n, 1) * sizeof(char *));
 	k.n = n;
-	retl_store_fp_write(run->sync_id, 0, &k);
+	retl_store_fp_write(run->sync_id, NULL, &k);
 }
 
 /*
@@ -612,13 +612,12 @@ typedef struct Rewrite
 {
 	RetlRun    *run;
 	uint32		ci;				/* the index of the chunk read */
-	int			per;			/* keys a new chunk */
-	int64		next;			/* the new chunk's number */
+	int64		next;			/* the next new chunk's number */
 	RetlFpRows	out;
 	MemoryContext cxt;			/* the new chunk's keys */
 } Rewrite;
 
-#define REWRITE_CHUNK 1000		/* keys a rewritten chunk, at least */
+#define REWRITE_KEYS 10000	/* keys written at a time (rows of ~8 kB) */
 
 /*
  * Writes the keys of the rewrite's chunk as the next new chunk.
@@ -628,7 +627,7 @@ rewrite_flush(Rewrite *w)
 {
 	if (w->out.n == 0)
 		return;
-	retl_store_fp_write(w->run->sync_id, w->next++, &w->out);
+	retl_store_fp_write(w->run->sync_id, &w->next, &w->out);
 	w->out.n = 0;
 	MemoryContextReset(w->cxt);
 }
@@ -661,7 +660,7 @@ rewrite_chunk(void *arg, const RetlFpChunk *c)
 				  c->idents == NULL || c->ident_nulls[i]
 				  ? NULL : TextDatumGetCString(c->idents[i]));
 		MemoryContextSwitchTo(old);
-		if (w->out.n == w->per)
+		if (w->out.n == REWRITE_KEYS)
 			rewrite_flush(w);
 	}
 }
@@ -693,9 +692,9 @@ supersede_chunk(void *arg, const RetlFpChunk *c)
  * in few rows.  The chunks loaded are replaced by chunks of the entries
  * that are still their key's last: not stale when loaded, nor stored
  * again by this run (a forced full run stores every key again, and then
- * leaves no loaded entry to keep).  The new chunks are numbered from 1,
- * below every chunk this run wrote; each holds at least REWRITE_CHUNK
- * keys, and more if the old chunks' numbers would not do for them all.
+ * leaves no loaded entry to keep).  The new chunks are numbered down from
+ * the last chunk loaded: below every chunk this run wrote, whose entries
+ * are newer.
  */
 static void
 maybe_rewrite(RetlRun *run)
@@ -712,11 +711,10 @@ maybe_rewrite(RetlRun *run)
 	top = d->chunks[d->nchunks - 1];
 	memset(&w, 0, sizeof(w));
 	w.run = run;
-	w.per = (int) Max(REWRITE_CHUNK, (d->nstored + top - 1) / top);
-	w.next = 1;
+	w.next = top;
 	w.cxt = AllocSetContextCreate(CurrentMemoryContext, "retl rewritten chunk",
 								  ALLOCSET_DEFAULT_SIZES);
-	acked_init(&w.out, w.per);
+	acked_init(&w.out, REWRITE_KEYS);
 	retl_store_fp_scan(run->sync_id, top, supersede_chunk, d);
 	retl_store_fp_rewrite(run->sync_id, top, rewrite_chunk, &w);
 	rewrite_flush(&w);

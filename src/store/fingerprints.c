@@ -45,8 +45,9 @@ int8_elems(Datum d, int n)
 
 /*
  * Deconstructs the chunk of row i of the SPI result whose columns are
- * chunk, pks, fingerprints, previous and, when with_idents, identities.
- * The arrays live in the current memory context (or in the result).
+ * chunk, pks, fingerprints, previous (NULL: all 0) and, when with_idents,
+ * identities.  The arrays live in the current memory context (or in the
+ * result).
  */
 static void
 read_chunk(SPITupleTable *tt, uint64 i, bool with_idents, RetlFpChunk *c)
@@ -55,6 +56,7 @@ read_chunk(SPITupleTable *tt, uint64 i, bool with_idents, RetlFpChunk *c)
 	TupleDesc	desc = tt->tupdesc;
 	bool		isnull;
 	bool	   *nulls;
+	Datum		d;
 
 	c->chunk = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 2, &isnull)),
@@ -63,14 +65,15 @@ read_chunk(SPITupleTable *tt, uint64 i, bool with_idents, RetlFpChunk *c)
 		if (nulls[j])
 			elog(ERROR, "retl: a fingerprint chunk has a NULL key");
 	c->fps = int8_elems(SPI_getbinval(tup, desc, 3, &isnull), c->n);
-	c->prevs = int8_elems(SPI_getbinval(tup, desc, 4, &isnull), c->n);
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	c->prevs = isnull ? palloc0(Max(c->n, 1) * sizeof(int64)) : int8_elems(d, c->n);
 	c->idents = NULL;
 	c->ident_nulls = NULL;
 	if (with_idents)
 	{
-		Datum		d = SPI_getbinval(tup, desc, 5, &isnull);
 		int			m;
 
+		d = SPI_getbinval(tup, desc, 5, &isnull);
 		if (isnull)
 			return;
 		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false,
@@ -170,44 +173,145 @@ retl_store_fp_chunks(int64 sync_id, const int64 *chunks, int n,
 	return m;
 }
 
-/* scans no chunks but the last: its saved plan can be generic */
+/*
+ * Stores the parts of a set of keys as chunks, a row each: part i holds
+ * the keys lo[i] to hi[i] of the arrays, with its identities and previous
+ * fingerprints stored as NULL where has_idents[i] or has_prevs[i] says
+ * there is none.  Each row is numbered the sync's newest, in order, or,
+ * with $8, $8 and down.  Scans no chunks but the last: its saved plan can
+ * be generic.
+ */
 static RetlStoreStmt write_stmt = {
 	"INSERT INTO retl.fingerprint_chunks"
 	" (sync_id, chunk, pks, fingerprints, identities, previous)"
-	" SELECT s.id, coalesce($6, (SELECT max(c.chunk) FROM retl.fingerprint_chunks c"
-	"   WHERE c.sync_id = $1) + 1, 1), $2, $3, $4, $5"
-	" FROM retl.syncs s WHERE s.id = $1 FOR KEY SHARE",
-	6, {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8OID}
+	" SELECT s.id, CASE WHEN $8 IS NULL"
+	"   THEN coalesce((SELECT max(c.chunk) FROM retl.fingerprint_chunks c"
+	"    WHERE c.sync_id = $1), 0) + p.i ELSE $8 - p.i + 1 END,"
+	"  $2[p.lo:p.hi], $3[p.lo:p.hi], CASE WHEN p.idents THEN $4[p.lo:p.hi] END,"
+	"  CASE WHEN p.prevs THEN $5[p.lo:p.hi] END"
+	" FROM retl.syncs s, ROWS FROM (pg_catalog.unnest($6), pg_catalog.unnest($7),"
+	"  pg_catalog.unnest($9), pg_catalog.unnest($10))"
+	"  WITH ORDINALITY AS p (lo, hi, idents, prevs, i)"
+	" WHERE s.id = $1 FOR KEY SHARE OF s",
+	10, {INT8OID, TEXTARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
+	INT4ARRAYOID, INT4ARRAYOID, INT8OID, BOOLARRAYOID, BOOLARRAYOID}
 };
 
 /*
- * Stores n keys as one chunk, numbered chunk, or (chunk 0) the sync's
- * newest, in the caller's transaction.  The sync is locked against a
- * concurrent drop (whose trigger forgets its chunks); a dropped sync
- * stores nothing.  A chunk without identities stores a NULL array.
+ * How many of the keys k[from ..] make one chunk row that stays in its
+ * heap page (toast_tuple_target 8160): their array elements within
+ * ROW_BYTES, and at least one.
+ */
+#define ROW_BYTES 7600
+
+static int
+row_keys(const RetlFpRows *k, int from)
+{
+	Size		bytes = 0;
+	int			i = from;
+
+	for (; i < k->n; i++)
+	{
+		bytes += INTALIGN(VARHDRSZ + strlen(k->pks[i])) + 2 * sizeof(int64) +
+			(k->idents[i] ? INTALIGN(VARHDRSZ + strlen(k->idents[i])) : 0);
+		if (bytes > ROW_BYTES && i > from)
+			break;
+	}
+	return i - from;
+}
+
+/* The rows that a set of keys is stored in. */
+typedef struct FpParts
+{
+	Datum	   *lo;				/* int4: first key, from 1 */
+	Datum	   *hi;				/* int4: last key */
+	Datum	   *idents;			/* bool: some identity is not NULL */
+	Datum	   *prevs;			/* bool: some previous fingerprint is not 0 */
+	int			n;
+	bool		any_idents;
+	bool		any_prevs;
+} FpParts;
+
+/*
+ * Cuts a set of keys into rows of about 8 kB at the most (row_keys).
+ */
+static void
+cut_parts(const RetlFpRows *k, FpParts *p)
+{
+	int			cap = 4;
+
+	memset(p, 0, sizeof(*p));
+	p->lo = palloc(cap * sizeof(Datum));
+	p->hi = palloc(cap * sizeof(Datum));
+	p->idents = palloc(cap * sizeof(Datum));
+	p->prevs = palloc(cap * sizeof(Datum));
+	for (int from = 0, n; from < k->n; from += n)
+	{
+		bool		idents = false,
+					prevs = false;
+
+		n = row_keys(k, from);
+		for (int i = from; i < from + n; i++)
+		{
+			idents |= k->idents[i] != NULL;
+			prevs |= k->prevs[i] != 0;
+		}
+		if (p->n == cap)
+		{
+			cap *= 2;
+			p->lo = repalloc(p->lo, cap * sizeof(Datum));
+			p->hi = repalloc(p->hi, cap * sizeof(Datum));
+			p->idents = repalloc(p->idents, cap * sizeof(Datum));
+			p->prevs = repalloc(p->prevs, cap * sizeof(Datum));
+		}
+		p->lo[p->n] = Int32GetDatum(from + 1);
+		p->hi[p->n] = Int32GetDatum(from + n);
+		p->idents[p->n] = BoolGetDatum(idents);
+		p->prevs[p->n++] = BoolGetDatum(prevs);
+		p->any_idents |= idents;
+		p->any_prevs |= prevs;
+	}
+}
+
+/*
+ * Stores keys as chunks, in one statement in the caller's transaction: a
+ * row of about 8 kB at the most each (row_keys), each the sync's newest,
+ * or, with chunk not NULL, numbered *chunk, then one less each (a
+ * rewrite's numbers, below the chunks written after it; *chunk is left at
+ * the next).  An array whose elements are all NULL (identities) or 0
+ * (previous) is stored as NULL.  The sync is locked against a concurrent
+ * drop (whose trigger forgets its chunks); a dropped sync stores nothing.
  */
 void
-retl_store_fp_write(int64 sync_id, int64 chunk, const RetlFpRows *k)
+retl_store_fp_write(int64 sync_id, int64 *chunk, const RetlFpRows *k)
 {
-	Datum		values[6];
-	char		nulls[7] = "      ";
-	bool		idents = false;
+	Datum		values[10];
+	char		nulls[11] = "          ";
+	FpParts		p;
 
 	if (k->n == 0)
 		return;
-	for (int i = 0; i < k->n && !idents; i++)
-		idents = k->idents[i] != NULL;
+	cut_parts(k, &p);
 	values[0] = Int64GetDatum(sync_id);
 	values[1] = PointerGetDatum(retl_store_text_array(k->pks, k->n, false));
 	values[2] = PointerGetDatum(retl_store_int8_array(k->fps, k->n));
-	values[3] = idents
+	values[3] = p.any_idents
 		? PointerGetDatum(retl_store_text_array(k->idents, k->n, true)) : (Datum) 0;
-	values[4] = PointerGetDatum(retl_store_int8_array(k->prevs, k->n));
-	values[5] = Int64GetDatum(chunk);
-	if (!idents)
+	values[4] = p.any_prevs
+		? PointerGetDatum(retl_store_int8_array(k->prevs, k->n)) : (Datum) 0;
+	values[5] = PointerGetDatum(construct_array(p.lo, p.n, INT4OID, 4, true, TYPALIGN_INT));
+	values[6] = PointerGetDatum(construct_array(p.hi, p.n, INT4OID, 4, true, TYPALIGN_INT));
+	values[7] = chunk ? Int64GetDatum(*chunk) : (Datum) 0;
+	values[8] = PointerGetDatum(construct_array(p.idents, p.n, BOOLOID, 1, true, TYPALIGN_CHAR));
+	values[9] = PointerGetDatum(construct_array(p.prevs, p.n, BOOLOID, 1, true, TYPALIGN_CHAR));
+	if (!p.any_idents)
 		nulls[3] = 'n';
-	if (chunk == 0)
-		nulls[5] = 'n';
+	if (!p.any_prevs)
+		nulls[4] = 'n';
+	if (chunk == NULL)
+		nulls[7] = 'n';
+	else
+		*chunk -= p.n;
 	retl_store_exec(&write_stmt, values, nulls, 0);
 }
 
@@ -231,7 +335,7 @@ retl_store_fp_acked(int64 sync_id, const RetlFpRows *k)
 	 */
 	(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
-	retl_store_fp_write(sync_id, 0, k);
+	retl_store_fp_write(sync_id, NULL, k);
 	retl_store_commit(cxt);
 }
 
@@ -249,8 +353,8 @@ static RetlStoreStmt drop_stmt = {
 /*
  * Rewrites a sync's chunks numbered up to top: deletes them, then hands
  * each of them (as they were, identities included) to fn, which writes
- * what it keeps as new chunks numbered from 1 (retl_store_fp_write), in
- * the caller's transaction.  The cursor is opened before the delete, so
+ * what it keeps as new chunks numbered from top down (retl_store_fp_write),
+ * in the caller's transaction.  The cursor is opened before the delete, so
  * it reads the old chunks and none of the new.
  */
 void

@@ -159,7 +159,7 @@ extern void retl_store_fp_scan(int64 sync_id, int64 after, RetlFpChunkFn fn,
 							   void *arg);
 extern int	retl_store_fp_chunks(int64 sync_id, const int64 *chunks, int n,
 								 RetlFpChunk **out);
-extern void retl_store_fp_write(int64 sync_id, int64 chunk,
+extern void retl_store_fp_write(int64 sync_id, int64 *chunk,
 								const RetlFpRows *k);
 extern void retl_store_fp_acked(int64 sync_id, const RetlFpRows *k);
 extern void retl_store_fp_rewrite(int64 sync_id, int64 top,

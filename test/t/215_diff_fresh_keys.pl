@@ -98,12 +98,12 @@ for my $s ('v', 'v_event')
 # Stale entries.  Each forced full run stores every key again (a chunk a
 # batch of 100).  A run that loads more stale entries than live keys
 # rewrites the chunks it loaded once it has read the source, keeping the
-# entries that are still their key's last, 1,000 keys a chunk or more; no
-# fingerprint changes.
+# entries that are still their key's last, in rows of up to about 8 kB
+# (hundreds of keys); no fingerprint changes.
 my $state = qq{SELECT md5(string_agg(pk || ' ' || fingerprint || ' ' || previous, ',' ORDER BY pk))
   FROM retl.fingerprints WHERE sync_id = $v};
 my $entries = qq{SELECT sum(cardinality(pks)) FROM retl.fingerprint_chunks WHERE sync_id = $v};
-my $big = qq{SELECT count(*) FROM retl.fingerprint_chunks WHERE sync_id = $v AND cardinality(pks) >= 1000};
+my $rows = qq{SELECT count(*) FROM retl.fingerprint_chunks WHERE sync_id = $v};
 my $before = sql($node, $state);
 my $e0 = sql($node, $entries);
 cmp_ok($e0 - $N, '>', 0, "some stale entries so far ($e0 entries)");
@@ -126,12 +126,17 @@ for my $i (1, 2)
 	is($c->{events_sent}, 1100, "change $i: the changed rows are sent");
 }
 my $changed = sql($node, $state);
-is(sql($node, $big), 0, 'no chunk of 1,000 keys yet');
+cmp_ok(sql($node, $rows), '>=', 40, '40 chunks or more before the rewrite');
 $recv->reset;
 my (undef, $r3) = sync_run($node, 'v', 'the run after them', kind => 'incremental');
 is($r3->{events_sent}, 0, 'it sends nothing');
 is(sql($node, $entries), $N, 'and rewrote the chunks: an entry a key');
-is(sql($node, $big), 2, '... 1,000 keys a chunk');
+my $after = sql($node, $rows);
+ok($after >= 5 && $after <= 10, "... in $after rows of hundreds of keys");
+is(sql($node, "SELECT count(*) FROM retl.fingerprint_chunks WHERE sync_id = $v"
+	  . " AND cardinality(pks) < 200"), 1, '... all but one of them with 200 keys or more');
+is(sql($node, q{SELECT pg_relation_size(reltoastrelid) FROM pg_class
+  WHERE oid = 'retl.fingerprint_chunks'::regclass}), 0, 'no chunk was ever toasted: each fits its heap page');
 is(sql($node, $state), $changed, 'no fingerprint changed');
 $recv->reset;
 my (undef, $r4) = sync_run($node, 'v', 'a run after the rewrite', kind => 'incremental');
