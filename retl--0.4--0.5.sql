@@ -1,4 +1,4 @@
-/* retl 0.4 -> 0.5: the content diff's fingerprints, a chunk a batch */
+/* retl 0.4 -> 0.5: the content diff's fingerprints, in chunks of keys */
 
 \echo Use "ALTER EXTENSION retl UPDATE TO '0.5'" to load this file. \quit
 

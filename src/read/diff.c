@@ -13,8 +13,8 @@
  * and Census diff this way).
  *
  * Everything is a set operation.  The fingerprints are stored as chunks,
- * a row of arrays for each acknowledged batch (store/fingerprints.c); a
- * key's fingerprint is its last entry.  At the start of a run, the sync's
+ * rows of arrays, an acknowledged batch at a time (store/fingerprints.c);
+ * a key's fingerprint is its last entry.  At the start of a run, the sync's
  * chunks are read once into a sorted array of 32 bytes a key (the hash of
  * the key, its fingerprint and the one before, and where its entry is),
  * so that each row costs a bucket lookup, not an index probe: a probe per
@@ -620,7 +620,7 @@ typedef struct Rewrite
 #define REWRITE_KEYS 10000	/* keys written at a time (rows of ~8 kB) */
 
 /*
- * Writes the keys of the rewrite's chunk as the next new chunk.
+ * Writes the keys the rewrite has kept so far as new chunks.
  */
 static void
 rewrite_flush(Rewrite *w)

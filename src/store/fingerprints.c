@@ -2,16 +2,17 @@
  *
  * fingerprints.c
  *	  retl.fingerprint_chunks, for the content diff (read/diff.c): the load
- *	  of a sync's chunks, the chunks the deletions walk reads, the chunk
+ *	  of a sync's chunks, the chunks the deletions walk reads, the chunks
  *	  of each acknowledged batch, and the rewrite of a sync's chunks.
  *
  * A chunk is one row of arrays: keys, fingerprints, identities (or a NULL
- * array) and previous fingerprints.  A key's fingerprint is its last entry
- * in chunk order (then array order); a fingerprint 0 forgets the key.
- * retl.fingerprints is the view of that.  Writes append a chunk numbered
- * one above the sync's last, so one statement stores a whole batch, with
- * no index entry a key (src/README, "Stored fingerprints").  Only the
- * worker that runs the sync writes its chunks.
+ * array) and previous fingerprints (or a NULL array: all 0), of about 8 kB
+ * at the most, so that it stays in its heap page (toast_tuple_target).  A
+ * key's fingerprint is its last entry in chunk order (then array order); a
+ * fingerprint 0 forgets the key.  retl.fingerprints is the view of that.
+ * Writes append chunks numbered above the sync's last, so one statement
+ * stores a whole batch, with no index entry a key (src/README, "Stored
+ * fingerprints").  Only the worker that runs the sync writes its chunks.
  *
  * Statements run as the worker, in the reader's page transaction (the
  * walk, the chunk of forgotten keys, the rewrite), in the transaction
