@@ -201,6 +201,9 @@ keep_last_entries(RetlDiff *d)
 			d->stored[n++] = d->stored[i];
 	}
 	d->nstored = n;
+	/* give back the room of the stale entries (a realloc of its own block) */
+	if (d->nentries > n + 1024)
+		d->stored = repalloc_huge(d->stored, Max(n, 1) * sizeof(StoredKey));
 }
 
 /*
