@@ -152,10 +152,8 @@ build_directory(RetlDiff *d)
  * needed.
  */
 static void
-add_chunk(void *arg, const RetlFpChunk *c)
+add_chunk(RetlDiff *d, const RetlFpChunk *c)
 {
-	RetlDiff   *d = arg;
-
 	if (d->nchunks == d->chunks_cap)
 	{
 		d->chunks_cap *= 2;
@@ -213,11 +211,17 @@ keep_last_entries(RetlDiff *d)
 static void
 load_stored(RetlRun *run, RetlDiff *d)
 {
+	RetlFpCursor *cur;
+	RetlFpChunk c;
+
 	d->cap = 1024;
 	d->stored = MemoryContextAllocHuge(d->cxt, d->cap * sizeof(StoredKey));
 	d->chunks_cap = 64;
 	d->chunks = MemoryContextAlloc(d->cxt, d->chunks_cap * sizeof(int64));
-	retl_store_fp_scan(run->sync_id, 0, add_chunk, d);
+	cur = retl_store_fp_open(run->sync_id, 0, PG_INT64_MAX, false);
+	while (retl_store_fp_next(cur, &c))
+		add_chunk(d, &c);
+	retl_store_fp_close(cur);
 	qsort(d->stored, d->nstored, sizeof(StoredKey), cmp_stored);
 	keep_last_entries(d);
 	d->seen = MemoryContextAllocHuge(d->cxt, Max(d->nstored, 1) * sizeof(bool));
@@ -640,9 +644,8 @@ rewrite_flush(Rewrite *w)
  * the run loaded them (and did not forget the key).
  */
 static void
-rewrite_chunk(void *arg, const RetlFpChunk *c)
+rewrite_chunk(Rewrite *w, const RetlFpChunk *c)
 {
-	Rewrite    *w = arg;
 	RetlDiff   *d = w->run->diffs;
 
 	while (w->ci < d->nchunks && d->chunks[w->ci] < c->chunk)
@@ -673,10 +676,8 @@ rewrite_chunk(void *arg, const RetlFpChunk *c)
  * stores again: they are stale.
  */
 static void
-supersede_chunk(void *arg, const RetlFpChunk *c)
+supersede_chunk(RetlDiff *d, const RetlFpChunk *c)
 {
-	RetlDiff   *d = arg;
-
 	for (int i = 0; i < c->n; i++)
 	{
 		const char *pk = DatumGetPointer(c->pks[i]);
@@ -706,6 +707,8 @@ maybe_rewrite(RetlRun *run)
 	int64		stale = d->nentries - d->nstored;
 	int64		top;
 	Rewrite		w;
+	RetlFpCursor *cur;
+	RetlFpChunk c;
 
 	if (d->rewritten || !((stale >= 1000 && stale > d->nstored) ||
 						  (int64) d->nchunks > d->nstored / 100 + 100))
@@ -718,8 +721,17 @@ maybe_rewrite(RetlRun *run)
 	w.cxt = AllocSetContextCreate(CurrentMemoryContext, "retl rewritten chunk",
 								  ALLOCSET_DEFAULT_SIZES);
 	acked_init(&w.out, REWRITE_KEYS);
-	retl_store_fp_scan(run->sync_id, top, supersede_chunk, d);
-	retl_store_fp_rewrite(run->sync_id, top, rewrite_chunk, &w);
+	cur = retl_store_fp_open(run->sync_id, top, PG_INT64_MAX, false);
+	while (retl_store_fp_next(cur, &c))
+		supersede_chunk(d, &c);
+	retl_store_fp_close(cur);
+
+	/* the scan, opened before the delete, reads the old chunks */
+	cur = retl_store_fp_open(run->sync_id, 0, top, true);
+	retl_store_fp_drop(run->sync_id, top);
+	while (retl_store_fp_next(cur, &c))
+		rewrite_chunk(&w, &c);
+	retl_store_fp_close(cur);
 	rewrite_flush(&w);
 	MemoryContextDelete(w.cxt);
 }

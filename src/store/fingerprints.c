@@ -84,64 +84,86 @@ read_chunk(SPITupleTable *tt, uint64 i, bool with_idents, RetlFpChunk *c)
 	}
 }
 
-/*
- * Hands each chunk of an open cursor to fn, in order, and closes it.  Each
- * chunk's arrays are freed when fn returns; fn may run statements (the
- * rows fetched are kept apart from SPI's globals).
- */
-static void
-fetch_chunks(Portal portal, bool with_idents, RetlFpChunkFn fn, void *arg)
+/* An open scan of a sync's chunks (retl_store_fp_open). */
+struct RetlFpCursor
 {
-	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
-											  "retl fingerprint chunk",
-											  ALLOCSET_DEFAULT_SIZES);
-
-	for (;;)
-	{
-		SPITupleTable *tt;
-		uint64		n;
-
-		SPI_cursor_fetch(portal, true, 100);
-		tt = SPI_tuptable;
-		n = SPI_processed;
-		if (n == 0)
-			break;
-		for (uint64 i = 0; i < n; i++)
-		{
-			MemoryContext old = MemoryContextSwitchTo(cxt);
-			RetlFpChunk c;
-
-			read_chunk(tt, i, with_idents, &c);
-			MemoryContextSwitchTo(old);
-			fn(arg, &c);
-			MemoryContextReset(cxt);
-		}
-		SPI_freetuptable(tt);
-	}
-	SPI_cursor_close(portal);
-	MemoryContextDelete(cxt);
-}
+	Portal		portal;
+	SPITupleTable *tt;			/* the rows fetched, kept apart from SPI's globals */
+	uint64		n;
+	uint64		i;				/* the next row of tt */
+	bool		with_idents;
+	MemoryContext cxt;			/* the chunk last returned */
+};
 
 static RetlStoreStmt scan_stmt = {
-	"SELECT chunk, pks, fingerprints, previous FROM retl.fingerprint_chunks"
-	" WHERE sync_id = $1 AND chunk > $2 ORDER BY chunk",
-	2, {INT8OID, INT8OID}, 0, true
+	"SELECT chunk, pks, fingerprints, previous, identities"
+	" FROM retl.fingerprint_chunks"
+	" WHERE sync_id = $1 AND chunk > $2 AND chunk <= $3 ORDER BY chunk",
+	3, {INT8OID, INT8OID, INT8OID}, 0, true
 };
 
 /*
- * Hands every chunk of a sync numbered above after to fn, in chunk order,
- * identities left out, through a cursor of its own that lives only while
- * this function runs (no owner's code runs meanwhile).  Runs in the
- * caller's transaction.
+ * Opens a scan of the chunks of a sync numbered above after and up to
+ * upto, in chunk order, identities read only when with_idents, in the
+ * caller's transaction.  Its cursor sees the chunks as they are now, not
+ * what the caller writes or deletes while it is open.  The caller runs no
+ * owner's code while it is open, and closes it (retl_store_fp_close)
+ * before the transaction ends.
+ */
+RetlFpCursor *
+retl_store_fp_open(int64 sync_id, int64 after, int64 upto, bool with_idents)
+{
+	Datum		values[3] = {Int64GetDatum(sync_id), Int64GetDatum(after),
+	Int64GetDatum(upto)};
+	RetlFpCursor *cur = palloc0(sizeof(RetlFpCursor));
+
+	cur->portal = SPI_cursor_open(NULL, retl_store_prepare(&scan_stmt),
+								  values, NULL, true);
+	cur->with_idents = with_idents;
+	cur->cxt = AllocSetContextCreate(CurrentMemoryContext,
+									 "retl fingerprint chunk",
+									 ALLOCSET_DEFAULT_SIZES);
+	return cur;
+}
+
+/*
+ * The next chunk of a scan, in *c, whose arrays live until the next call;
+ * false when there is none.  The caller may run statements between calls.
+ */
+bool
+retl_store_fp_next(RetlFpCursor *cur, RetlFpChunk *c)
+{
+	MemoryContext old;
+
+	MemoryContextReset(cur->cxt);
+	if (cur->i == cur->n)
+	{
+		if (cur->tt != NULL)
+			SPI_freetuptable(cur->tt);
+		SPI_cursor_fetch(cur->portal, true, 100);
+		cur->tt = SPI_tuptable;
+		cur->n = SPI_processed;
+		cur->i = 0;
+		if (cur->n == 0)
+			return false;
+	}
+	old = MemoryContextSwitchTo(cur->cxt);
+	read_chunk(cur->tt, cur->i++, cur->with_idents, c);
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/*
+ * Ends a scan.
  */
 void
-retl_store_fp_scan(int64 sync_id, int64 after, RetlFpChunkFn fn, void *arg)
+retl_store_fp_close(RetlFpCursor *cur)
 {
-	Datum		values[2] = {Int64GetDatum(sync_id), Int64GetDatum(after)};
-
-	fetch_chunks(SPI_cursor_open(NULL, retl_store_prepare(&scan_stmt),
-								 values, NULL, true),
-				 false, fn, arg);
+	if (cur->tt != NULL)
+		SPI_freetuptable(cur->tt);
+	SPI_cursor_close(cur->portal);
+	MemoryContextDelete(cur->cxt);
+	pfree(cur);
 }
 
 static RetlStoreStmt chunks_stmt = {
@@ -340,31 +362,19 @@ retl_store_fp_acked(int64 sync_id, const RetlFpRows *k)
 	retl_store_commit(cxt);
 }
 
-static RetlStoreStmt old_stmt = {
-	"SELECT chunk, pks, fingerprints, previous, identities"
-	" FROM retl.fingerprint_chunks"
-	" WHERE sync_id = $1 AND chunk <= $2 ORDER BY chunk",
-	2, {INT8OID, INT8OID}, 0, true
-};
 static RetlStoreStmt drop_stmt = {
 	"DELETE FROM retl.fingerprint_chunks WHERE sync_id = $1 AND chunk <= $2",
 	2, {INT8OID, INT8OID}
 };
 
 /*
- * Rewrites a sync's chunks numbered up to top: deletes them, then hands
- * each of them (as they were, identities included) to fn, which writes
- * what it keeps as new chunks numbered from top down (retl_store_fp_write),
- * in the caller's transaction.  The cursor is opened before the delete, so
- * it reads the old chunks and none of the new.
+ * Deletes a sync's chunks numbered up to upto, in the caller's
+ * transaction (a rewrite: a scan opened before reads them still).
  */
 void
-retl_store_fp_rewrite(int64 sync_id, int64 top, RetlFpChunkFn fn, void *arg)
+retl_store_fp_drop(int64 sync_id, int64 upto)
 {
-	Datum		values[2] = {Int64GetDatum(sync_id), Int64GetDatum(top)};
-	Portal		portal = SPI_cursor_open(NULL, retl_store_prepare(&old_stmt),
-										 values, NULL, true);
+	Datum		values[2] = {Int64GetDatum(sync_id), Int64GetDatum(upto)};
 
 	retl_store_exec(&drop_stmt, values, NULL, 0);
-	fetch_chunks(portal, true, fn, arg);
 }

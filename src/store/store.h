@@ -138,7 +138,7 @@ typedef struct RetlFpRows
 	int			n;
 } RetlFpRows;
 
-/* One stored chunk, its arrays deconstructed (in the caller's memory). */
+/* One stored chunk, its arrays deconstructed (see where it is read). */
 typedef struct RetlFpChunk
 {
 	int64		chunk;			/* its number: later chunks win */
@@ -150,20 +150,21 @@ typedef struct RetlFpChunk
 	bool	   *ident_nulls;
 } RetlFpChunk;
 
-/* receives one stored chunk of a sync, which lives until it returns */
-typedef void (*RetlFpChunkFn) (void *arg, const RetlFpChunk *c);
+/* an open scan of a sync's chunks */
+typedef struct RetlFpCursor RetlFpCursor;
 
 #define RETL_STORE_FP_PAGE 1000 /* stored keys per deletions page */
 
-extern void retl_store_fp_scan(int64 sync_id, int64 after, RetlFpChunkFn fn,
-							   void *arg);
+extern RetlFpCursor *retl_store_fp_open(int64 sync_id, int64 after,
+										int64 upto, bool with_idents);
+extern bool retl_store_fp_next(RetlFpCursor *cur, RetlFpChunk *c);
+extern void retl_store_fp_close(RetlFpCursor *cur);
 extern int	retl_store_fp_chunks(int64 sync_id, const int64 *chunks, int n,
 								 RetlFpChunk **out);
 extern void retl_store_fp_write(int64 sync_id, int64 *chunk,
 								const RetlFpRows *k);
 extern void retl_store_fp_acked(int64 sync_id, const RetlFpRows *k);
-extern void retl_store_fp_rewrite(int64 sync_id, int64 top,
-								  RetlFpChunkFn fn, void *arg);
+extern void retl_store_fp_drop(int64 sync_id, int64 upto);
 
 /* the worker's entry points, taking its runs and batches */
 extern void retl_store_recover(void);
