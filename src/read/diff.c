@@ -79,6 +79,8 @@ typedef struct RetlDiff
 	bool		rewritten;		/* the loaded chunks are gone */
 } RetlDiff;
 
+#define KEY_SEED 0x5eed			/* of key hashes: stored keys are matched by it */
+
 /*
  * Hashes a primary key's text to the key of the stored array and the
  * seen-set.
@@ -86,7 +88,20 @@ typedef struct RetlDiff
 uint64
 retl_diff_key(const char *pk)
 {
-	return hash_bytes_extended((const unsigned char *) pk, strlen(pk), 0x5eed);
+	return hash_bytes_extended((const unsigned char *) pk, strlen(pk), KEY_SEED);
+}
+
+/*
+ * The key hash (retl_diff_key) of entry i of a stored chunk, from its text
+ * as stored.
+ */
+static uint64
+entry_key(const RetlFpChunk *c, int i)
+{
+	const char *pk = DatumGetPointer(c->pks[i]);
+
+	return hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
+							   VARSIZE_ANY_EXHDR(pk), KEY_SEED);
 }
 
 /*
@@ -162,7 +177,6 @@ add_chunk(RetlDiff *d, const RetlFpChunk *c)
 	d->chunks[d->nchunks] = c->chunk;
 	for (int i = 0; i < c->n; i++)
 	{
-		const char *pk = DatumGetPointer(c->pks[i]);
 		StoredKey  *s;
 
 		if (d->nstored == d->cap)
@@ -171,8 +185,7 @@ add_chunk(RetlDiff *d, const RetlFpChunk *c)
 			d->stored = repalloc_huge(d->stored, d->cap * sizeof(StoredKey));
 		}
 		s = &d->stored[d->nstored++];
-		s->key = hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
-									 VARSIZE_ANY_EXHDR(pk), 0x5eed);
+		s->key = entry_key(c, i);
 		s->fp = c->fps[i];
 		s->previous = c->prevs[i];
 		s->chunk = d->nchunks;
@@ -654,9 +667,7 @@ rewrite_chunk(Rewrite *w, const RetlFpChunk *c)
 		return;					/* not loaded: cannot be */
 	for (int i = 0; i < c->n; i++)
 	{
-		const char *pk = DatumGetPointer(c->pks[i]);
-		int64		j = find_stored(d, hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
-														   VARSIZE_ANY_EXHDR(pk), 0x5eed));
+		int64		j = find_stored(d, entry_key(c, i));
 		MemoryContext old;
 
 		if (j < 0 || d->stored[j].chunk != w->ci || d->stored[j].pos != (uint32) i)
@@ -680,9 +691,7 @@ supersede_chunk(RetlDiff *d, const RetlFpChunk *c)
 {
 	for (int i = 0; i < c->n; i++)
 	{
-		const char *pk = DatumGetPointer(c->pks[i]);
-		int64		j = find_stored(d, hash_bytes_extended((const unsigned char *) VARDATA_ANY(pk),
-														   VARSIZE_ANY_EXHDR(pk), 0x5eed));
+		int64		j = find_stored(d, entry_key(c, i));
 
 		if (j >= 0)
 			d->stored[j].chunk = UINT32_MAX;
